@@ -1,0 +1,2 @@
+"""The cvbench harness: CLI, backend registry, pyperf integration, environment
+metadata and the shared guest image."""

@@ -1,0 +1,350 @@
+/*
+ * cvbench probe: the one workload every backend runs.
+ *
+ * Built static (gcc -O2 -static) so the same bytes run on the host, inside
+ * every container runtime and as a VM's /init payload, with no loader or libc
+ * differences between them.  Everything it reports goes to stdout as
+ * "CVB ..." lines, because in a VM stdout is the serial console and the host
+ * only sees what crosses it.
+ *
+ *   probe ready                       print READY and exit
+ *   probe ops [--iters N] [--min-ms M] [--repeat R] OP...
+ *   probe mem MiB                     touch MiB of anonymous memory, then wait
+ *   probe sleep S                     wait S seconds (S < 0: forever)
+ *
+ * Iteration counts calibrate themselves unless --iters is given: the same
+ * command must finish in a sensible time both on bare metal (getppid ~80 ns)
+ * and under gVisor's ptrace platform or TCG (~70 us), a 1000x range.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_ITERS (1L << 30)
+
+static volatile uint64_t sink;
+
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* The measured bodies.  Each returns 0, or -1 with errno set. */
+
+static int op_getppid(long n)
+{
+	for (long i = 0; i < n; i++)
+		sink += (uint64_t)syscall(SYS_getppid); /* no glibc caching */
+	return 0;
+}
+
+static int op_clock_gettime(long n)
+{
+	struct timespec ts;
+	for (long i = 0; i < n; i++) {
+		clock_gettime(CLOCK_MONOTONIC, &ts); /* vDSO: the no-kernel control */
+		sink += (uint64_t)ts.tv_nsec;
+	}
+	return 0;
+}
+
+static int op_read_zero(long n)
+{
+	char c;
+	int fd = open("/dev/zero", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	for (long i = 0; i < n; i++)
+		if (read(fd, &c, 1) != 1) {
+			close(fd);
+			return -1;
+		}
+	close(fd);
+	return 0;
+}
+
+static int op_open_close(long n)
+{
+	for (long i = 0; i < n; i++) {
+		int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			return -1;
+		close(fd);
+	}
+	return 0;
+}
+
+static int op_mmap_touch(long n)
+{
+	const size_t len = 16 * 4096; /* 16 page faults per iteration */
+	for (long i = 0; i < n; i++) {
+		char *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (p == MAP_FAILED)
+			return -1;
+		for (size_t off = 0; off < len; off += 4096)
+			p[off] = 1;
+		munmap(p, len);
+	}
+	return 0;
+}
+
+static int op_fork_wait(long n)
+{
+	for (long i = 0; i < n; i++) {
+		pid_t pid = fork();
+		if (pid < 0)
+			return -1;
+		if (pid == 0)
+			_exit(0);
+		if (waitpid(pid, NULL, 0) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static int op_pipe_pingpong(long n)
+{
+	int ab[2], ba[2];
+	char c = 'x';
+	if (pipe(ab) < 0 || pipe(ba) < 0)
+		return -1;
+	pid_t pid = fork();
+	if (pid < 0)
+		return -1;
+	if (pid == 0) {
+		for (long i = 0; i < n; i++)
+			if (read(ab[0], &c, 1) != 1 || write(ba[1], &c, 1) != 1)
+				_exit(1);
+		_exit(0);
+	}
+	int rc = 0;
+	for (long i = 0; i < n && rc == 0; i++)
+		if (write(ab[1], &c, 1) != 1 || read(ba[0], &c, 1) != 1)
+			rc = -1;
+	close(ab[0]); close(ab[1]); close(ba[0]); close(ba[1]);
+	int status = 0;
+	waitpid(pid, &status, 0);
+	if (rc == 0 && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+		errno = EPIPE;
+		rc = -1;
+	}
+	return rc;
+}
+
+static int op_cpuid(long n)
+{
+	for (long i = 0; i < n; i++) {
+		uint32_t a = 0, b, c = 0, d;
+		__asm__ volatile("cpuid" : "+a"(a), "=b"(b), "+c"(c), "=d"(d));
+		sink += a + b + c + d;
+	}
+	return 0;
+}
+
+struct op {
+	const char *name;
+	int (*fn)(long);
+	int round_trips; /* pipe_pingpong: one iteration is one round trip */
+};
+
+static const struct op OPS[] = {
+	{"getppid", op_getppid, 1},
+	{"clock_gettime", op_clock_gettime, 1},
+	{"read_zero", op_read_zero, 1},
+	{"open_close", op_open_close, 1},
+	{"mmap_touch", op_mmap_touch, 1},
+	{"fork_wait", op_fork_wait, 1},
+	{"pipe_pingpong", op_pipe_pingpong, 1},
+	{"cpuid", op_cpuid, 1},
+};
+#define NOPS (sizeof(OPS) / sizeof(OPS[0]))
+
+static void usage_ops(FILE *f)
+{
+	fprintf(f, "valid ops:");
+	for (size_t i = 0; i < NOPS; i++)
+		fprintf(f, " %s", OPS[i].name);
+	fprintf(f, "\n");
+}
+
+static const struct op *find_op(const char *name)
+{
+	for (size_t i = 0; i < NOPS; i++)
+		if (strcmp(OPS[i].name, name) == 0)
+			return &OPS[i];
+	return NULL;
+}
+
+static int fail(const char *what, const char *why)
+{
+	fprintf(stderr, "cvbench-probe: %s: %s\n", what, why);
+	return 2;
+}
+
+static int parse_long(const char *s, long *out)
+{
+	char *end;
+	errno = 0;
+	long v = strtol(s, &end, 10);
+	if (errno || *end || end == s)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+/* Time one batch of n iterations; returns elapsed ns or -1. */
+static int64_t timed(const struct op *op, long n)
+{
+	int64_t t0 = now_ns();
+	if (op->fn(n) < 0)
+		return -1;
+	return now_ns() - t0;
+}
+
+static int run_op(const struct op *op, long iters, long min_ms, long repeat)
+{
+	long n = iters;
+	if (n <= 0) {
+		/* Calibrate: double until one batch lasts at least min_ms. */
+		n = 1;
+		for (;;) {
+			int64_t t = timed(op, n);
+			if (t < 0)
+				break;
+			if (t >= min_ms * 1000000L || n >= MAX_ITERS)
+				break;
+			n *= 2;
+		}
+	}
+	for (long r = 0; r < repeat; r++) {
+		int64_t t = timed(op, n);
+		if (t < 0) {
+			printf("CVB op=%s error=%s\n", op->name, strerror(errno));
+			fflush(stdout);
+			return 1;
+		}
+		printf("CVB op=%s iters=%ld ns_per_op=%.2f\n", op->name, n,
+		       (double)t / (double)n);
+		fflush(stdout);
+	}
+	return 0;
+}
+
+static int cmd_ops(int argc, char **argv)
+{
+	long iters = 0, min_ms = 50, repeat = 1;
+	int i = 0, rc = 0;
+	for (; i < argc && strncmp(argv[i], "--", 2) == 0; i++) {
+		long *dst = strcmp(argv[i], "--iters") == 0	 ? &iters
+			    : strcmp(argv[i], "--min-ms") == 0 ? &min_ms
+			    : strcmp(argv[i], "--repeat") == 0 ? &repeat
+							       : NULL;
+		if (!dst)
+			return fail(argv[i], "unknown option; use --iters N, --min-ms M or --repeat R");
+		if (i + 1 >= argc || parse_long(argv[i + 1], dst) < 0 || *dst < 1)
+			return fail(argv[i], "needs a positive whole number");
+		i++;
+	}
+	if (i >= argc) {
+		usage_ops(stderr);
+		return fail("ops", "no op given");
+	}
+	/* Check every name before measuring anything: a typo fails fast. */
+	for (int j = i; j < argc; j++)
+		if (!find_op(argv[j])) {
+			usage_ops(stderr);
+			return fail(argv[j], "unknown op");
+		}
+	for (int j = i; j < argc && rc == 0; j++)
+		rc = run_op(find_op(argv[j]), iters, min_ms, repeat);
+	return rc;
+}
+
+static int cmd_mem(int argc, char **argv)
+{
+	long mib, secs = -1;
+	if (argc < 1 || parse_long(argv[0], &mib) < 0 || mib < 0)
+		return fail("mem", "needs a size in MiB, e.g. 'mem 64'");
+	if (argc > 1 && parse_long(argv[1], &secs) < 0)
+		return fail("mem", "the optional second argument is seconds to wait");
+	size_t len = (size_t)mib << 20;
+	if (len) {
+		char *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (p == MAP_FAILED)
+			return fail("mem", strerror(errno));
+		for (size_t off = 0; off < len; off += 4096)
+			p[off] = (char)off | 1; /* non-zero: no zero-page sharing */
+	}
+	printf("CVB mem_touched_mib=%ld\n", mib);
+	fflush(stdout);
+	if (secs < 0)
+		for (;;)
+			pause();
+	sleep((unsigned)secs);
+	return 0;
+}
+
+static int cmd_sleep(int argc, char **argv)
+{
+	long secs;
+	if (argc < 1 || parse_long(argv[0], &secs) < 0)
+		return fail("sleep", "needs seconds, e.g. 'sleep 5' (negative: forever)");
+	printf("CVB sleeping s=%ld\n", secs);
+	fflush(stdout);
+	if (secs < 0)
+		for (;;)
+			pause();
+	sleep((unsigned)secs);
+	return 0;
+}
+
+static void on_term(int sig)
+{
+	(void)sig;
+	/* As pid 1 in a container, default SIGTERM is ignored: exit on it. */
+	static const char msg[] = "CVB DONE rc=143\n";
+	ssize_t w = write(1, msg, sizeof(msg) - 1);
+	(void)w;
+	_exit(143);
+}
+
+int main(int argc, char **argv)
+{
+	int rc;
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	/* First thing: the startup marker every backend times. */
+	fputs("CVB READY\n", stdout);
+	fflush(stdout);
+	signal(SIGTERM, on_term);
+	signal(SIGINT, on_term);
+
+	const char *cmd = argc > 1 ? argv[1] : "ready";
+	if (strcmp(cmd, "ready") == 0)
+		rc = 0;
+	else if (strcmp(cmd, "ops") == 0)
+		rc = cmd_ops(argc - 2, argv + 2);
+	else if (strcmp(cmd, "mem") == 0)
+		rc = cmd_mem(argc - 2, argv + 2);
+	else if (strcmp(cmd, "sleep") == 0)
+		rc = cmd_sleep(argc - 2, argv + 2);
+	else {
+		fprintf(stderr, "commands: ready | ops [--iters N] [--min-ms M] [--repeat R] OP... | mem MiB [S] | sleep S\n");
+		rc = fail(cmd, "unknown command");
+	}
+	printf("CVB DONE rc=%d\n", rc);
+	return rc;
+}

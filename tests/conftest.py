@@ -1,0 +1,31 @@
+"""Shared fixtures.  Tests use the real image that `make setup` built."""
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from bench import image as image_mod
+
+
+@pytest.fixture(scope="session")
+def image():
+    """The shared guest image (bundle + initramfs + kernel) as built by make setup."""
+    img = image_mod.load()
+    if not img.kernel:
+        pytest.fail("image has no kernel recorded; run 'make setup'")
+    return img
+
+
+@pytest.fixture(scope="session")
+def root():
+    if os.geteuid() != 0:
+        pytest.skip("needs root: namespaces, cgroups and libvirt's system URI")
+
+
+def need(binary: str) -> str:
+    path = shutil.which(binary)
+    if not path:
+        pytest.skip(f"{binary} not installed (make setup installs it)")
+    return path

@@ -1,0 +1,101 @@
+"""The shared image: one tree, two forms, the same probe bytes in both."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from bench import cpio
+from bench import image as image_mod
+from common import probe
+from common.errors import CvbError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def sha(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+def test_bundle_and_initramfs_hold_the_same_probe(image):
+    in_rootfs = sha((Path(image.rootfs) / "probe").read_bytes())
+    entries = cpio.names(Path(image.initramfs))
+    assert sha(entries["probe"]) == in_rootfs == image.probe_sha256
+
+
+def test_initramfs_has_init_console_and_busybox(image):
+    entries = cpio.names(Path(image.initramfs))
+    assert "init" in entries and b"/probe $args" in entries["init"]
+    assert "dev/console" in entries
+    assert len(entries["bin/busybox"]) > 100_000
+
+
+def test_busybox_links_are_relative_and_resolve(image):
+    rootfs = Path(image.rootfs)
+    sh = rootfs / "bin" / "sh"
+    assert sh.is_symlink() and not os.readlink(sh).startswith("/")
+    assert sh.resolve() == (rootfs / "bin" / "busybox").resolve()
+    assert not (rootfs / "bin" / "busybox").is_symlink()
+
+
+def test_bundle_config_is_an_oci_spec(image):
+    spec = json.loads((Path(image.bundle) / "config.json").read_text())
+    assert spec["root"]["path"] == "rootfs"
+    assert spec["process"]["args"][0] == "/probe"
+    assert spec["process"]["terminal"] is False
+
+
+def test_build_is_cached_by_input_hash(image):
+    t0 = time.monotonic()
+    again = image_mod.build(log=lambda m: pytest.fail(f"rebuilt although nothing changed: {m}"))
+    assert again.hash == image.hash and time.monotonic() - t0 < 5
+
+
+def test_cpio_round_trip(tmp_path):
+    tree = tmp_path / "t"
+    (tree / "d").mkdir(parents=True)
+    (tree / "d" / "f").write_bytes(b"abc")
+    (tree / "l").symlink_to("d/f")
+    out = tmp_path / "a.cpio"
+    cpio.write(tree, out)
+    first = out.read_bytes()
+    cpio.write(tree, out)
+    assert out.read_bytes() == first, "archive is not reproducible"
+    assert cpio.names(out) == {"d": b"", "d/f": b"abc", "l": b"d/f"}
+
+
+def test_missing_kernel_override_is_a_clear_error(monkeypatch):
+    from bench import kernel
+    monkeypatch.setenv("KERNEL", "/nonexistent/vmlinuz")
+    with pytest.raises(CvbError) as e:
+        kernel.kernel_path()
+    assert "KERNEL" in e.value.line() and "/nonexistent/vmlinuz" in e.value.line()
+
+
+def test_missing_kernel_via_cli_exits_2():
+    env = dict(os.environ, KERNEL="/nonexistent/vmlinuz")
+    r = subprocess.run([str(ROOT / ".venv/bin/python"), "-m", "bench", "kernel"], cwd=ROOT,
+                       env=env, capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.startswith("cvbench: KERNEL: /nonexistent/vmlinuz: no such file;")
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.vm
+def test_initramfs_boots_under_qemu_tcg_microvm(image):
+    """Direct QEMU, TCG, microvm: the image's /init must reach the probe and power off."""
+    cmd = ["qemu-system-x86_64", "-M", "microvm", "-accel", "tcg", "-m", "128", "-nodefaults",
+           "-no-user-config", "-nographic", "-serial", "stdio", "-no-reboot",
+           "-kernel", image.kernel, "-initrd", image.initramfs,
+           "-append", "console=ttyS0 quiet panic=-1 -- ops --min-ms 5 getppid"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    out = probe.parse(r.stdout)
+    assert out.ready, r.stdout[-2000:]
+    assert out.ns_per_op("getppid"), r.stdout[-2000:]
+    assert out.rc == 0
+    assert r.returncode == 0  # the guest powered off by itself
