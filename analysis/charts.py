@@ -1,0 +1,222 @@
+"""Startup, memory and syscall charts for one run (the isolation ladder lives in
+ladder.py).  Each function returns the files it wrote, or [] when the run holds
+no data for it, so ``charts`` can render whatever a run contains.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from . import stats, style
+from .load import Run
+
+SECONDS_SCALES = [(1.0, "s"), (1e-3, "ms"), (1e-6, "µs")]
+
+
+def seconds_unit(values) -> tuple[float, str]:
+    """One readable unit for a whole axis: the largest that keeps the minimum >= 1."""
+    vals = [v for v in values if v > 0]
+    lo = min(vals) if vals else 1.0
+    for factor, name in SECONDS_SCALES:
+        if lo >= factor:
+            return factor, name
+    return SECONDS_SCALES[-1]
+
+
+def fmt_seconds(v: float) -> str:
+    if v >= 1:
+        return f"{v:.3g} s"
+    if v >= 1e-3:
+        return f"{v * 1e3:.3g} ms"
+    return f"{v * 1e6:.3g} µs"
+
+
+def seconds_axis(axis) -> None:
+    """Tick labels a slide can use: "10 ms", not "10^-2"."""
+    axis.set_major_formatter(lambda v, _p: fmt_seconds(v) if v > 0 else "0")
+
+
+def _select(run: Run, scenario: str, metric: str | None = None, variant: str | None = None):
+    df = run.tidy[run.tidy["scenario"] == scenario]
+    if metric is not None:
+        df = df[df["metric"] == metric]
+    if variant is not None:
+        df = df[df["variant"] == variant]
+    return df
+
+
+def _ordered(run: Run, backends) -> list[str]:
+    order = run.backend_order()
+    present = set(backends)
+    return [b for b in order if b in present]
+
+
+def _missing_backends(run: Run) -> list[str]:
+    out = []
+    for name, info in (run.meta.get("backends") or {}).items():
+        if not info.get("available", True):
+            reason = str(info.get("reason") or "not available")
+            out.append(f"{style.label(name)}: {reason[:70]}")
+    return out
+
+
+def startup_median(run: Run, st: str, out: Path) -> list[Path]:
+    """Median ready and lifecycle time with 95% CI, weakest isolation at the top."""
+    df = _select(run, "startup")
+    if df.empty:
+        return []
+    backends = _ordered(run, df["backend"].unique())
+    metrics = [m for m in ("ready", "lifecycle") if m in set(df["metric"])]
+    summ = {(b, m): stats.summarize(df[(df.backend == b) & (df.metric == m)]["value"])
+            for b in backends for m in metrics}
+    summ = {k: v for k, v in summ.items() if v["n"]}
+    with style.styled(st):
+        fig, ax = style.figure(st)
+        marker = {"ready": ("o", "to CVB READY"), "lifecycle": ("D", "spawn to gone (lifecycle)")}
+        offset = {"ready": -0.17, "lifecycle": 0.17} if len(metrics) > 1 else {metrics[0]: 0.0}
+        for (b, m), s in summ.items():
+            y = backends.index(b) + offset[m]
+            filled = m == "ready"
+            ax.errorbar(s["median"], y, xerr=[[s["median"] - s["ci_low"]], [s["ci_high"] - s["median"]]],
+                        fmt=marker[m][0], color=style.color(b), mfc=style.color(b) if filled else "white",
+                        ms=9, capsize=4, lw=2)
+            ax.annotate(fmt_seconds(s["median"]), (s["ci_high"], y), xytext=(8, 0), textcoords="offset points",
+                        va="center", fontsize="small", color="#333333")
+        vals = [s["ci_high"] for s in summ.values()] + [s["ci_low"] for s in summ.values()]
+        if style.log_if_wide(vals):
+            ax.set_xscale("log")
+            ax.set_xlim(min(vals) / 1.6, max(vals) * 4)
+            seconds_axis(ax.xaxis)
+        else:
+            ax.set_xlim(0, max(vals) * 1.25)
+        ax.set_yticks(range(len(backends)), [style.label(b) for b in backends])
+        ax.invert_yaxis()
+        ax.set_xlabel("spawn to ready or gone (median, 95% bootstrap CI)")
+        for m in metrics:
+            ax.plot([], [], marker[m][0], color="#333333", mfc="#333333" if m == "ready" else "white",
+                    label=marker[m][1])
+        ax.legend(loc="upper right", frameon=False)
+        ax.grid(axis="x", alpha=0.3, which="both")
+        missing = _missing_backends(run)
+        if missing:
+            ax.text(0.01, 0.01, "not measured:\n" + "\n".join(missing), transform=ax.transAxes, ha="left",
+                    va="bottom", fontsize="x-small", color="#777777")
+        style.titled(fig, "Startup time, weakest to strongest isolation", run.meta, st)
+        return style.save(fig, out, "startup_median")
+
+
+def startup_ecdf(run: Run, st: str, out: Path) -> list[Path]:
+    """The whole distribution, not just the median: tails show here first."""
+    df = _select(run, "startup", "ready")
+    if df.empty:
+        return []
+    backends = _ordered(run, df["backend"].unique())
+    with style.styled(st):
+        fig, ax = style.figure(st)
+        for b in backends:
+            v = np.sort(df[df.backend == b]["value"].to_numpy())
+            ax.step(v, np.arange(1, v.size + 1) / v.size, where="post", color=style.color(b), lw=2.5,
+                    label=f"{style.label(b)} (n={v.size})")
+        if style.log_if_wide(df["value"]):
+            ax.set_xscale("log")
+            seconds_axis(ax.xaxis)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("spawn to CVB READY")
+        ax.set_ylabel("fraction of starts at or below")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(loc="lower right", frameon=False)
+        style.titled(fig, "Startup time distribution (ECDF)", run.meta, st)
+        return style.save(fig, out, "startup_ecdf")
+
+
+def memory_per_instance(run: Run, st: str, out: Path) -> list[Path]:
+    """Host-side PSS split into what the workload touched and what isolation costs."""
+    df = _select(run, "memory")
+    df = df[df.metric.isin(["workload", "overhead"])]
+    if df.empty:
+        return []
+    variants = [v for v in ("idle", "mem64") if v in set(df.variant)] or sorted(df.variant.unique())
+    backends = _ordered(run, df["backend"].unique())
+    with style.styled(st):
+        fig, axes = style.figure(st, 1, len(variants), squeeze=False, sharey=True)
+        for ax, variant in zip(axes[0], variants, strict=True):
+            med = df[df.variant == variant].groupby(["backend", "metric"])["value"].median() / 2**20
+            x = np.arange(len(backends))
+            work = np.array([med.get((b, "workload"), 0.0) for b in backends])
+            over = np.array([med.get((b, "overhead"), 0.0) for b in backends])
+            ax.bar(x, work, color="#dddddd", edgecolor="#999999", hatch="//", label="workload (probe's own pages)")
+            ax.bar(x, over, bottom=work, color=[style.color(b) for b in backends],
+                   label="runtime / VMM overhead")
+            for i, (w, o) in enumerate(zip(work, over, strict=True)):
+                ax.annotate(f"{w + o:.3g}", (i, w + o), xytext=(0, 4), textcoords="offset points",
+                            ha="center", fontsize="small")
+            ax.set_xticks(x, [style.label(b) for b in backends], rotation=30, ha="right")
+            ax.set_title(f"workload: {variant}")
+            ax.margins(y=0.12)
+        axes[0][0].set_ylabel("MiB per instance (host PSS, median)")
+        axes[0][0].legend(loc="upper left", frameon=False)
+        style.titled(fig, "Memory per instance: workload vs isolation overhead", run.meta, st)
+        return style.save(fig, out, "memory_per_instance")
+
+
+def memory_density(run: Run, st: str, out: Path) -> list[Path]:
+    """Total memory against instance count: the slope is what one more instance costs."""
+    df = _select(run, "memory", "density_total")
+    if df.empty:
+        return []
+    slope = _select(run, "memory", "density_slope").groupby("backend")["value"].median()
+    backends = _ordered(run, df["backend"].unique())
+    with style.styled(st):
+        fig, ax = style.figure(st)
+        for b in backends:
+            d = df[df.backend == b].copy()
+            d["k"] = d["variant"].str.extract(r"(\d+)", expand=False).astype(float)
+            med = d.groupby("k")["value"].median() / 2**20
+            extra = f": {slope[b] / 2**20:.3g} MiB/instance" if b in slope.index else ""
+            ax.plot(med.index, med.to_numpy(), "o-", color=style.color(b), lw=2.5, ms=8,
+                    label=f"{style.label(b)}{extra}")
+        if style.log_if_wide(df["value"]):
+            ax.set_yscale("log")
+        ax.set_xlabel("instances running at once")
+        ax.set_ylabel("total host memory, MiB (median)")
+        ks = sorted(df["variant"].str.extract(r"(\d+)", expand=False).dropna().astype(int).unique())
+        ax.set_xticks(ks)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(loc="upper left", frameon=False, title="slope")
+        style.titled(fig, "Density: memory for N idle instances", run.meta, st)
+        return style.save(fig, out, "memory_density")
+
+
+def syscall_ops(run: Run, st: str, out: Path) -> list[Path]:
+    """ns per operation grouped by op, one colour per backend, log axis when wide."""
+    df = _select(run, "syscall")
+    if df.empty:
+        return []
+    ops = list(dict.fromkeys(df["metric"]))
+    backends = _ordered(run, df["backend"].unique())
+    with style.styled(st):
+        fig, ax = style.figure(st)
+        width = 0.8 / len(backends)
+        for j, b in enumerate(backends):
+            meds, lo, hi = [], [], []
+            for op in ops:
+                s = stats.summarize(df[(df.backend == b) & (df.metric == op)]["value"])
+                meds.append(s.get("median", np.nan))
+                lo.append(s.get("median", np.nan) - s.get("ci_low", np.nan))
+                hi.append(s.get("ci_high", np.nan) - s.get("median", np.nan))
+            x = np.arange(len(ops)) + (j - (len(backends) - 1) / 2) * width
+            ax.bar(x, meds, width, yerr=[lo, hi], capsize=2, color=style.color(b), label=style.label(b))
+        if style.log_if_wide(df.groupby(["metric", "backend"])["value"].median()):
+            ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(lambda v, _p: f"{v:g} ns" if v < 1e3 else f"{v / 1e3:g} µs")
+        ax.set_xticks(range(len(ops)), ops, rotation=20 if len(ops) > 5 else 0)
+        ax.set_ylabel("time per operation (median, 95% CI)")
+        ax.grid(axis="y", alpha=0.3, which="both")
+        ax.legend(loc="upper left", frameon=False, ncols=min(len(backends), 4))
+        ax.margins(y=0.25)
+        style.titled(fig, "Kernel crossings: cost per operation", run.meta, st)
+        return style.save(fig, out, "syscall_ops")
+
+
+CHARTS = [startup_median, startup_ecdf, memory_per_instance, memory_density, syscall_ops]

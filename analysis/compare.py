@@ -1,0 +1,173 @@
+"""The regression gate: two runs of one scenario, metric by metric and backend
+by backend, with a verdict a CI job can act on.
+
+It refuses to compare what is not comparable (other scenario, accelerator or
+host class) unless forced, and then says so on every output, because a TCG
+baseline against a KVM run would "find" a 20x improvement.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from common.errors import CvbError
+
+from . import stats
+from .load import KEY, Run, host_class, load_baseline, load_run, resolve
+
+
+@dataclass
+class Result:
+    base: Run
+    new: Run
+    rows: pd.DataFrame                 # one row per (scenario, metric, backend, variant)
+    notes: list[str] = field(default_factory=list)
+    alpha: float = stats.ALPHA
+    threshold: float = stats.THRESHOLD
+
+    @property
+    def regressions(self) -> pd.DataFrame:
+        return self.rows[self.rows["verdict"] == "regression"]
+
+    @property
+    def exit_status(self) -> int:
+        return 1 if len(self.regressions) else 0
+
+
+def open_pair(base_path: str | os.PathLike, new_path: str | os.PathLike) -> list[tuple[Run, Run, str]]:
+    """Runs to compare, pairing scenarios when one side is a multi-scenario baseline file."""
+    def side(p):
+        r = resolve(p)
+        if r.is_file() and r.suffix == ".json" and r.name != "meta.json":
+            return load_baseline(r)
+        run = load_run(r)
+        return {s: run for s in run.scenarios}
+
+    base, new = side(base_path), side(new_path)
+    common = sorted(set(base) & set(new))
+    if not common:
+        raise CvbError("compare", f"different scenarios: {base_path} has {', '.join(sorted(base))}, "
+                       f"{new_path} has {', '.join(sorted(new))}",
+                       "compare two runs of the same scenario")
+    return [(base[s], new[s], s) for s in common]
+
+
+def check_comparable(base: Run, new: Run, force: bool = False) -> list[str]:
+    """Refusals (raised unless forced) and warnings, as lines for the output."""
+    notes, refusals = [], []
+    if base.accel != new.accel:
+        refusals.append(f"accelerators differ (base {base.accel}, new {new.accel})")
+    hb, hn = host_class(base.env), host_class(new.env)
+    if hb != hn:
+        refusals.append(f"host classes differ (base {hb}, new {hn})")
+    if refusals and not force:
+        raise CvbError("compare", "; ".join(refusals),
+                       "compare runs from the same kind of host and accelerator, or pass --force")
+    notes += [f"FORCED: {r}; the verdicts mix machines and are not a like-for-like comparison" for r in refusals]
+    eb, en = base.env, new.env
+    if eb.get("hostname") != en.get("hostname"):
+        notes.append(f"hosts differ by name ({eb.get('hostname')} vs {en.get('hostname')}) but share host class {hn}")
+    if eb.get("kernel") != en.get("kernel"):
+        notes.append(f"kernels differ ({eb.get('kernel')} vs {en.get('kernel')})")
+    if base.meta.get("mode") != new.meta.get("mode"):
+        notes.append(f"modes differ ({base.meta.get('mode')} vs {new.meta.get('mode')}): sample sizes differ")
+    if new.accel == "tcg":
+        notes.append("accelerator is tcg: VM numbers are TCG emulation, not KVM")
+    return notes
+
+
+def compare_runs(base: Run, new: Run, *, alpha: float = stats.ALPHA, threshold: float = stats.THRESHOLD,
+                 test: str = "mannwhitney", force: bool = False, scenarios: list[str] | None = None,
+                 n_boot: int = stats.N_BOOT) -> Result:
+    notes = check_comparable(base, new, force)
+    b, n = base.tidy, new.tidy
+    if scenarios:
+        b, n = b[b["scenario"].isin(scenarios)], n[n["scenario"].isin(scenarios)]
+    gb, gn = dict(list(b.groupby(KEY))), dict(list(n.groupby(KEY)))
+    rows = []
+    for key in sorted(set(gb) | set(gn)):
+        if key not in gb or key not in gn:
+            where = "base" if key in gb else "new"
+            notes.append(f"{'.'.join(k for k in key if k)}: only in {where}; not compared")
+            continue
+        ub, un = set(gb[key]["unit"]), set(gn[key]["unit"])
+        if ub != un:
+            raise CvbError("compare", f"{'.'.join(key)}: units differ ({ub} vs {un})",
+                           "the runs come from incompatible cvbench versions; re-run the baseline")
+        c = stats.compare_samples(gb[key]["value"], gn[key]["value"], alpha=alpha, threshold=threshold,
+                                  test=test, n_boot=n_boot)
+        rows.append(dict(zip(KEY, key, strict=True)) | {"unit": ub.pop()} | vars(c))
+    cols = KEY + ["unit"] + list(stats.Comparison.__dataclass_fields__)
+    df = pd.DataFrame(rows, columns=cols)
+    starved = df[df["note"].str.startswith("too few")] if len(df) else df
+    if len(starved):
+        notes.append(f"{len(starved)} of {len(df)} comparisons have too few values to ever reach p<{alpha:g}; "
+                     "use the default or --rigorous mode for a gate that can fire")
+    return Result(base, new, df, notes, alpha, threshold)
+
+
+def fmt_value(v: float, unit: str) -> str:
+    """Human units: seconds as ms/µs, bytes as MiB."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if unit in ("s", "second"):
+        return f"{v * 1e3:.3g} ms" if v < 1 else f"{v:.3g} s"
+    if unit in ("bytes", "byte", "bytes_per_instance"):
+        suffix = "/inst" if unit == "bytes_per_instance" else ""
+        return f"{v / 2**20:.3g} MiB{suffix}"
+    if unit == "ns":
+        return f"{v:.4g} ns"
+    return f"{v:.4g} {unit}"
+
+
+def _cells(r) -> list[str]:
+    name = ".".join(x for x in (r.metric, r.backend, r.variant) if x)
+    ci = "-" if math.isnan(r.ci_low) else f"[{r.ci_low:+.1%}, {r.ci_high:+.1%}]"
+    p = "-" if math.isnan(r.p) else f"{r.p:.2g}"
+    return [r.scenario, name, fmt_value(r.median_base, r.unit), fmt_value(r.median_new, r.unit),
+            "-" if math.isnan(r.change) else f"{r.change:+.1%}", ci, p, f"{r.n_base}/{r.n_new}", r.verdict]
+
+
+HEADER = ["scenario", "metric", "base", "new", "change", "95% CI", "p", "n", "verdict"]
+
+
+def table(result: Result) -> str:
+    rows = [HEADER] + [_cells(r) for r in result.rows.itertuples()]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines + [""] + [f"note: {n}" for n in result.notes] + [summary_line(result)])
+
+
+def summary_line(result: Result) -> str:
+    counts = result.rows["verdict"].value_counts()
+    return (f"verdict: {'REGRESSION' if result.exit_status else 'ok'} — "
+            f"{counts.get('regression', 0)} regression(s), {counts.get('improvement', 0)} improvement(s), "
+            f"{counts.get('no change', 0)} no change (p<{result.alpha:g} and |change|>{result.threshold:.0%})")
+
+
+def markdown(result: Result) -> str:
+    """For a CI comment: a header line, the table, and the notes."""
+    head = f"### cvbench compare: {result.base.label} → {result.new.label}\n\n**{summary_line(result)}**\n"
+    rows = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    for r in result.rows.itertuples():
+        cells = _cells(r)
+        if r.verdict != "no change":
+            cells[-1] = f"**{cells[-1]}**"
+        rows.append("| " + " | ".join(cells) + " |")
+    notes = "".join(f"- {n}\n" for n in result.notes)
+    return head + "\n" + "\n".join(rows) + "\n" + (f"\n{notes}" if notes else "")
+
+
+def run(base_path, new_path, *, markdown_path: str | None = None, **kw) -> list[Result]:
+    """compare from the command line: prints tables, optionally writes Markdown."""
+    results = [compare_runs(b, n, scenarios=[s], **kw) for b, n, s in open_pair(base_path, new_path)]
+    for r in results:
+        print(table(r))
+    if markdown_path:
+        Path(markdown_path).write_text("\n".join(markdown(r) for r in results))
+    return results

@@ -1,0 +1,120 @@
+"""One look for every chart: a fixed colour per backend, slide or paper sizing,
+and the subtitle that says which CPU, kernel and accelerator produced the numbers.
+
+A backend keeps its colour in every chart of every run, so an audience that
+learned "purple is gVisor" on slide 3 can still read slide 9.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from contextlib import contextmanager
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # charts are files; never open a window, never need a display
+
+import matplotlib.pyplot as plt  # noqa: E402
+
+# Colour-blind-safe (Okabe-Ito based); the VMs are the warm colours.
+BACKEND_COLORS = {
+    "host": "#7f7f7f",
+    "builtin": "#0072B2",
+    "crun": "#009E73",
+    "runc": "#56B4E9",
+    "runsc": "#CC79A7",
+    "qemu": "#E69F00",
+    "libvirt": "#D55E00",
+}
+_EXTRA = ["#8c564b", "#bcbd22", "#17becf", "#393b79", "#637939", "#843c39"]
+UP, DOWN, NEUTRAL = "#D55E00", "#009E73", "#7f7f7f"
+
+BACKEND_LABELS = {
+    "host": "host process", "builtin": "cvbench runtime", "crun": "crun", "runc": "runc",
+    "runsc": "gVisor (runsc)", "qemu": "QEMU VM", "libvirt": "libvirt VM",
+}
+
+STYLES = {
+    # 16:9 slide at 13.33 x 7.5 in: big type that survives a projector.
+    "talk": {"figsize": (13.33, 7.5), "dpi": 150, "font": 17, "title": 24, "sub": 14, "tick": 15},
+    "paper": {"figsize": (7.0, 4.2), "dpi": 300, "font": 9, "title": 11, "sub": 7.5, "tick": 8},
+}
+
+
+def color(backend: str) -> str:
+    if backend in BACKEND_COLORS:
+        return BACKEND_COLORS[backend]
+    h = int(hashlib.sha256(backend.encode()).hexdigest(), 16)
+    return _EXTRA[h % len(_EXTRA)]
+
+
+def label(backend: str) -> str:
+    return BACKEND_LABELS.get(backend, backend)
+
+
+@contextmanager
+def styled(style: str):
+    """rcParams for one chart style, restored afterwards."""
+    s = STYLES[style]
+    rc = {"font.size": s["font"], "axes.titlesize": s["font"], "axes.labelsize": s["font"],
+          "xtick.labelsize": s["tick"], "ytick.labelsize": s["tick"], "legend.fontsize": s["tick"],
+          "axes.spines.top": False, "axes.spines.right": False, "svg.fonttype": "none",
+          "figure.constrained_layout.use": True, "savefig.dpi": max(150, s["dpi"])}
+    with plt.rc_context(rc):
+        yield s
+
+
+def figure(style: str, nrows: int = 1, ncols: int = 1, **kw):
+    s = STYLES[style]
+    return plt.subplots(nrows, ncols, figsize=s["figsize"], **kw)
+
+
+def subtitle(meta: dict) -> str:
+    env = meta.get("env", {})
+    accel = (env.get("accel") or {}).get("name", "unknown")
+    parts = [env.get("cpu_model") or "unknown CPU", f"{env.get('cpu_count', '?')} cores",
+             f"kernel {env.get('kernel') or '?'}", f"accel {accel}"]
+    mode = meta.get("mode")
+    if mode:
+        parts.append(f"{mode} mode")
+    line = " · ".join(str(p) for p in parts)
+    if accel == "tcg":
+        line += "\nVMs: TCG emulation, not KVM"
+    if meta.get("synthetic"):
+        line += " · SYNTHETIC TEST DATA"
+    return line
+
+
+def titled(fig, title: str, meta: dict, style: str) -> None:
+    """Bold title, then the environment subtitle under it.  Blank title lines
+    reserve the subtitle's room, so constrained_layout keeps the axes clear of it."""
+    s = STYLES[style]
+    sub = subtitle(meta)
+    n_sub = sub.count("\n") + 1
+    blank = math.ceil((n_sub * 1.3 * s["sub"] + 0.3 * s["title"]) / (1.2 * s["title"]))
+    fig.suptitle(title + "\n" * blank + "\u200b", fontsize=s["title"], fontweight="bold")
+    h_pad_pt = fig.get_layout_engine().get()["h_pad"] * 72
+    y = 1 - (h_pad_pt + 1.3 * s["title"]) / (fig.get_figheight() * 72)
+    fig.text(0.5, y, sub, ha="center", va="top", fontsize=s["sub"], color="#444444",
+             linespacing=1.3, in_layout=False)
+
+
+def log_if_wide(values) -> bool:
+    """A log axis when the values span more than 10x (containers vs VMs always do)."""
+    vals = [v for v in values if v and v > 0 and math.isfinite(v)]
+    return bool(vals) and max(vals) / min(vals) > 10
+
+
+def save(fig, folder: Path, name: str) -> list[Path]:
+    """PNG (>=150 dpi) and SVG, side by side in the run's charts/ folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for ext in ("png", "svg"):
+        p = folder / f"{name}.{ext}"
+        tmp = p.with_suffix(f".tmp.{ext}")
+        fig.savefig(tmp, format=ext)
+        tmp.replace(p)
+        out.append(p)
+    plt.close(fig)
+    return out
