@@ -1,0 +1,204 @@
+"""The one shape every backend has, so a scenario never branches on its type.
+
+``run(args)`` times one instance from spawn to ``CVB READY`` (ready) and to
+fully gone (lifecycle); ``start(args)`` returns a live instance once it is
+READY, for memory and density.  Instances are context managers: leaving the
+block, normally or through an exception or KeyboardInterrupt, stops them and
+removes whatever they created.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+
+from common import probe
+from common.errors import CvbError
+
+from .. import stream
+
+
+@dataclass
+class Timings:
+    """One instance's life, in seconds from just before the spawn call."""
+    ready_s: float | None
+    gone_s: float | None
+    rc: int | None
+    probe: probe.ProbeOutput = field(default_factory=probe.ProbeOutput)
+    console: str = ""
+
+
+class InstanceFailed(CvbError):
+    """An instance did not reach READY or exited badly: the measured thing failed."""
+
+    def __init__(self, backend: str, why: str, console: str = ""):
+        tail = console.strip()[-400:]
+        super().__init__(backend, why + (f"; output tail:\n{tail}" if tail else ""),
+                         "see the output above; 'python -m bench list' shows backend availability",
+                         status=1)
+
+
+class Instance:
+    """A live instance.  Subclasses fill memory/host_pids/stop."""
+
+    backend: str = ""
+
+    def memory(self) -> dict:
+        raise NotImplementedError
+
+    def host_pids(self) -> list[int]:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class Backend:
+    name: str = ""
+    kind: str = ""          # "process", "container" or "vm"
+    isolation_rank: int = 0  # position on the host → VM axis, for ordering output
+
+    def available(self) -> tuple[bool, str]:
+        raise NotImplementedError
+
+    def metadata(self) -> dict:
+        return {}
+
+    def run(self, args: list[str], timeout: float = 60.0) -> Timings:
+        raise NotImplementedError
+
+    def start(self, args: list[str], timeout: float = 60.0) -> Instance:
+        raise NotImplementedError
+
+
+def seconds(t0_ns: int, t_ns: int | None) -> float | None:
+    return None if t_ns is None else (t_ns - t0_ns) / 1e9
+
+
+def reap(proc: subprocess.Popen, deadline: float) -> int:
+    """Wait for ``proc`` until ``deadline``; TERM then KILL it past that."""
+    try:
+        return proc.wait(timeout=max(deadline - time.monotonic(), 0.01))
+    except subprocess.TimeoutExpired:
+        pass
+    for sig, grace in ((signal.SIGTERM, 2.0), (signal.SIGKILL, 5.0)):
+        try:
+            proc.send_signal(sig)
+        except ProcessLookupError:
+            pass
+        try:
+            return proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            continue
+    raise TimeoutError(f"pid {proc.pid} survived SIGKILL")
+
+
+def timed_popen(backend: str, cmd: list[str], timeout: float, *, cleanup=None,
+                **popen_kw) -> Timings:
+    """Spawn ``cmd`` (stdout a pipe), time READY and process exit, always run
+    ``cleanup()`` afterwards (outside the timed interval)."""
+    deadline = time.monotonic() + timeout
+    proc = None
+    try:
+        t0 = time.perf_counter_ns()
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, **popen_kw)
+        s = stream.ProbeStream(proc.stdout.fileno())
+        try:
+            s.until_ready(deadline)
+            s.until_eof(deadline)
+            rc = reap(proc, deadline)
+            t_gone = time.perf_counter_ns()
+        except TimeoutError as e:
+            raise InstanceFailed(backend, f"timed out after {timeout:.0f} s ({e})", s.console()) from None
+        err = proc.stderr.read().decode("utf-8", "replace")
+        if s.ready_ns is None:
+            raise InstanceFailed(backend, f"exited with {rc} before CVB READY", s.console() + err)
+        return Timings(seconds(t0, s.ready_ns), seconds(t0, t_gone), rc, s.out, s.console())
+    finally:
+        if proc is not None:
+            if proc.poll() is None:
+                reap(proc, time.monotonic())
+            for f in (proc.stdout, proc.stderr):
+                f.close()
+        if cleanup is not None:
+            cleanup()
+
+
+class PopenInstance(Instance):
+    """A long-lived instance whose host side is one foreground process
+    (the probe itself, or a runtime's ``run`` command)."""
+
+    def __init__(self, backend: str, cmd: list[str], timeout: float, *, on_stop=None,
+                 workload_pids=None, cgroup_dirs=None, settle: bool = False, **popen_kw):
+        self.backend = backend
+        self._on_stop = on_stop
+        self._workload_pids = workload_pids
+        self._cgroup_dirs = cgroup_dirs or (lambda: [])
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, **popen_kw)
+        self.stream = stream.ProbeStream(self.proc.stdout.fileno())
+        try:
+            deadline = time.monotonic() + timeout
+            if self.stream.until_ready(deadline) is None:
+                raise InstanceFailed(backend, "exited before CVB READY", self.stream.console())
+            # mem and sleep print one line once settled (memory touched): wait for it
+            # so memory() sees the steady state, not the start-up.
+            while settle and not self.stream.out.values and not self.stream.eof:
+                self.stream._read_once(deadline - time.monotonic())
+                if time.monotonic() > deadline:
+                    raise InstanceFailed(backend, "did not settle before the deadline",
+                                         self.stream.console())
+        except BaseException:
+            self.stop()
+            raise
+
+    def host_pids(self) -> list[int]:
+        from .. import memory
+        pids = memory.descendants(self.proc.pid) + memory.cgroup_procs(self._cgroup_dirs())
+        return sorted(set(pids))
+
+    def memory(self) -> dict:
+        from .. import memory
+        pids = self.host_pids()
+        work = self._workload_pids(pids) if self._workload_pids else [self.proc.pid]
+        dirs = self._cgroup_dirs()
+        return memory.split(pids, work, memory.cgroup_charged(dirs))
+
+    def stop(self) -> None:
+        try:
+            if self.proc.poll() is None:
+                self.proc.terminate()
+            reap(self.proc, time.monotonic() + 10)
+        finally:
+            self.proc.stdout.close()
+            if self._on_stop is not None:
+                cb, self._on_stop = self._on_stop, None
+                cb()
+
+
+def long_lived(args: list[str]) -> bool:
+    """Probe commands that print a line once settled (mem: memory touched)."""
+    return bool(args) and args[0] in ("mem", "sleep")
+
+
+def probe_pids(pids: list[int]) -> list[int]:
+    """The processes that are the workload itself: the probe binary."""
+    from .. import memory
+    return [p for p in pids if memory.exe_name(p) == "probe"]
+
+
+def which(binary: str) -> str | None:
+    for d in os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin").split(":") + ["/usr/sbin", "/sbin"]:
+        p = os.path.join(d, binary)
+        if os.access(p, os.X_OK):
+            return p
+    return None

@@ -1,0 +1,122 @@
+"""The environment a result was measured in.  Every run carries it, because a
+number without its kernel, CPU, mitigations and accelerator cannot be quoted."""
+from __future__ import annotations
+
+import os
+import platform
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from common.paths import ROOT
+
+VULN_DIR = Path("/sys/devices/system/cpu/vulnerabilities")
+
+
+def _first_line(cmd: list[str]) -> str:
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    out = (r.stdout or r.stderr).strip()
+    return out.splitlines()[0] if out else ""
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def mitigations() -> dict[str, str]:
+    if not VULN_DIR.is_dir():
+        return {}
+    return {p.name: p.read_text().strip() for p in sorted(VULN_DIR.iterdir())}
+
+
+def nested_virt() -> str:
+    """The kvm module's nested parameter, and whether the CPU exposes vmx/svm."""
+    parts = []
+    for mod in ("kvm_intel", "kvm_amd"):
+        p = Path(f"/sys/module/{mod}/parameters/nested")
+        if p.exists():
+            parts.append(f"{mod}.nested={p.read_text().strip()}")
+    flags = ""
+    try:
+        m = re.search(r"^flags\s*:(.*)$", Path("/proc/cpuinfo").read_text(), re.M)
+        flags = m.group(1) if m else ""
+    except OSError:
+        pass
+    parts.append("cpu has " + ("vmx" if " vmx" in flags else "svm" if " svm" in flags else "no vmx/svm"))
+    if Path("/sys/module/kvm_pvm").exists():
+        parts.append("kvm_pvm loaded (PVM host)")
+    return "; ".join(parts)
+
+
+def cgroup_version() -> str:
+    try:
+        from runtime import cgroup_version as rt_version
+        return rt_version()
+    except Exception:  # noqa: BLE001 - runtime/ may be absent; detect here then
+        unified = Path("/sys/fs/cgroup/cgroup.controllers").exists()
+        v1 = Path("/sys/fs/cgroup/memory/tasks").exists() or Path("/sys/fs/cgroup/cpu/tasks").exists()
+        return "v2" if unified and not v1 else "hybrid" if Path("/sys/fs/cgroup/unified").is_dir() else "v1"
+
+
+def accel() -> dict:
+    try:
+        from vm_backend import detect_accel
+
+        from . import image
+        img = image.load()
+        a = detect_accel(img.kernel, img.initramfs)
+        return {"name": a.name, "reason": a.reason}
+    except Exception as e:  # noqa: BLE001
+        return {"name": "unknown", "reason": f"vm_backend.detect_accel failed: {type(e).__name__}: {e}"}
+
+
+def git_rev() -> str:
+    rev = _first_line(["git", "-C", str(ROOT), "rev-parse", "--short=12", "HEAD"])
+    dirty = _first_line(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"])
+    return rev + ("-dirty" if dirty else "") if rev else "unknown"
+
+
+def versions() -> dict[str, str]:
+    import pyperf
+    lv = ""
+    try:
+        import libvirt
+        v = libvirt.getVersion()
+        lv = f"{v // 1000000}.{v // 1000 % 1000}.{v % 1000}"
+    except Exception:  # noqa: BLE001
+        lv = _first_line(["libvirtd", "--version"])
+    return {
+        "qemu": _first_line(["qemu-system-x86_64", "--version"]),
+        "libvirt": lv,
+        "crun": _first_line(["crun", "--version"]),
+        "runc": _first_line(["runc", "--version"]),
+        "runsc": _first_line(["runsc", "--version"]),
+        "python": sys.version.split()[0],
+        "pyperf": pyperf.__version__,
+        "cvbench_git": git_rev(),
+    }
+
+
+def collect(with_accel: bool = True) -> dict:
+    return {
+        "hostname": socket.gethostname(),
+        "kernel": f"{platform.system()} {platform.release()} {platform.version()}",
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "mitigations": mitigations(),
+        "accel": accel() if with_accel else {"name": "unknown", "reason": "not probed"},
+        "nested_virt": nested_virt(),
+        "cgroup_version": cgroup_version(),
+        "versions": versions(),
+    }

@@ -1,0 +1,188 @@
+"""One scenario across the selected backends: plan, progress, results, summary.
+
+A scenario module (scenarios/<name>.py) exposes ``DESCRIPTION`` and
+``plan(ctx) -> list[Task]``; the harness runs the tasks one after another,
+shows progress with an ETA on stderr, writes the results folder atomically and
+prints a side-by-side table.  Scenarios are found by name with importlib, so
+bench/ does not import scenarios/ (the dependency points scenarios -> bench).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from common.errors import CvbError
+
+from . import backends as registry
+
+SCENARIOS = ["startup", "memory", "syscall", "isolation"]
+ISOLATION_ORDER = ["host", "builtin", "crun", "runc", "runsc", "qemu", "libvirt"]
+
+
+@dataclass
+class Task:
+    label: str                 # shown in progress, e.g. "crun: ready+lifecycle"
+    backend: str
+    est_s: float               # rough duration, for the ETA only
+    run: Callable[[], list]    # -> list[pyperf.Benchmark]
+
+
+@dataclass
+class Context:
+    scenario: str
+    mode: str                  # fast | default | rigorous
+    quick: bool                # test knob: smallest runs (documented in the CLI help)
+    backends: list[str]        # available, selected, in isolation order
+    timeout: float = 120.0
+    meta: dict = field(default_factory=dict)   # scenario additions to meta.json
+    summary_metrics: list[str] | None = None   # metrics the stdout table shows
+
+    def backend(self, name: str):
+        return registry.get(name)
+
+    def is_vm(self, name: str) -> bool:
+        return registry.get(name).kind == "vm"
+
+
+def load_scenario(name: str):
+    if name not in SCENARIOS:
+        raise CvbError("scenario", f"unknown scenario {name!r}",
+                       f"choose from {', '.join(SCENARIOS)} or all")
+    return importlib.import_module(f"scenarios.{name}")
+
+
+def progress(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _fmt_s(s: float) -> str:
+    return f"{s:.0f}s" if s < 120 else f"{s / 60:.1f}min"
+
+
+def run_tasks(ctx: Context, tasks: list[Task]) -> tuple[list, dict[str, str]]:
+    benches, failed = [], {}
+    t0 = time.monotonic()
+    done_est = 0.0
+    total_est = sum(t.est_s for t in tasks) or 1.0
+    for i, task in enumerate(tasks, 1):
+        elapsed = time.monotonic() - t0
+        rate = elapsed / done_est if done_est > 0 else 1.0
+        eta = (total_est - done_est) * rate
+        progress(f"[{ctx.scenario}] {task.label} ({i}/{len(tasks)}), elapsed {_fmt_s(elapsed)}, "
+                 f"ETA {_fmt_s(eta)}")
+        try:
+            benches.extend(task.run())
+        except CvbError as e:
+            if task.backend in failed:
+                failed[task.backend] += "; " + e.why.splitlines()[0]
+            else:
+                failed[task.backend] = e.why.strip()
+            progress(f"[{ctx.scenario}] {task.backend}: FAILED: {e.why.strip()[:2000]}")
+        done_est += task.est_s
+    return benches, failed
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
+
+
+def run(scenario: str, *, backend_spec=None, mode: str = "default", quick: bool = False,
+        out: Path, command: list[str]) -> tuple[Path | None, int]:
+    """Run one scenario; returns (run folder, exit status)."""
+    import pyperf
+
+    from . import env, results, sweep
+    mod = load_scenario(scenario)
+    names = registry.parse(backend_spec)
+    results.check_writable(out)
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        removed = sweep.sweep_all()
+        if removed:
+            progress(f"[{scenario}] swept {len(removed)} leftovers of dead cvbench runs")
+        results.remove_stale_staging(out)
+        avail = registry.availability(names)
+        for n, a in avail.items():
+            if not a["available"]:
+                progress(f"[{scenario}] skipping {n}: {a['reason']}")
+        usable = [n for n in names if avail[n]["available"]]
+        if not usable:
+            raise CvbError(scenario, "no selected backend is available here",
+                           "'python -m bench list' shows why; pick others with --backends")
+        created = dt.datetime.now(dt.timezone.utc)
+        ctx = Context(scenario, mode, quick, usable)
+        tasks = mod.plan(ctx)
+        benches, failed = run_tasks(ctx, tasks)
+    except KeyboardInterrupt:
+        progress(f"[{scenario}] interrupted: cleaning up, no results written for this run")
+        sweep.sweep_all()
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    for n, why in failed.items():
+        avail[n]["failed"] = why
+    if not benches:
+        raise CvbError(scenario, "nothing was measured: " + "; ".join(f"{k}: {v[:200]}" for k, v in failed.items()),
+                       "see the errors above", status=1)
+    suite = pyperf.BenchmarkSuite(benches)
+    meta = {
+        "scenario": scenario,
+        "run_id": results.run_id(scenario, created),
+        "created_utc": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "command": command,
+        "mode": mode,
+        "quick": quick,
+        "env": env.collect(),
+        "backends": avail,
+        "isolation_order": ISOLATION_ORDER,
+        **ctx.meta,
+    }
+    folder = results.write_run(out, scenario, suite, meta)
+    print(summary(suite, ctx.summary_metrics))
+    print(f"results: {folder}")
+    return folder, (1 if failed else 0)
+
+
+def summary(suite, metrics: list[str] | None = None) -> str:
+    """Side-by-side table: metric, variant, backend, median, spread."""
+    from .results import TIDY_UNIT, split_name
+    rows = []
+    for b in suite.get_benchmarks():
+        _, metric, backend, variant = split_name(b.get_name())
+        if metrics and metric not in metrics:
+            continue
+        vals = b.get_values()
+        if not vals:
+            continue
+        md = b.get_metadata()
+        med = b.median()
+        sd = b.stdev() if len(vals) > 1 else 0.0
+        unit = md.get("cvbench_tidy_unit") or TIDY_UNIT.get(b.get_unit(), b.get_unit())
+        rows.append((metric, variant or "-", backend, _human(med, unit), _human(sd, unit),
+                     f"{100 * sd / med:.1f}%" if med else "-", str(len(vals))))
+    order = {n: i for i, n in enumerate(ISOLATION_ORDER)}
+    rows.sort(key=lambda r: (r[0], r[1], order.get(r[2], 99)))
+    head = ("metric", "variant", "backend", "median", "stdev", "rsd", "n")
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows, strict=False)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in [head, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _human(v: float, unit: str) -> str:
+    if unit == "s":
+        for scale, u in ((1, "s"), (1e-3, "ms"), (1e-6, "us")):
+            if v >= scale:
+                return f"{v / scale:.3g} {u}"
+        return f"{v * 1e9:.3g} ns"
+    if unit == "ns":
+        return f"{v * 1e9:.4g} ns"
+    if unit in ("bytes", "bytes_per_instance"):
+        return f"{v / 2**20:.2f} MiB"
+    return f"{v:g}"

@@ -1,0 +1,98 @@
+"""Remove what killed cvbench runs left behind, and only that.
+
+Several cvbench processes (and other engineers' tests) run at once on one
+machine, so nothing is removed whose owner is still alive: container ids and
+bundle folders carry the owner pid (``cvbench-b<pid>-…``), host-backend probes
+carry ``CVBENCH_OWNER`` in their environment, and runtime/ and vm_backend/
+sweep their own objects by the same rule.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+from common.paths import state_dir
+
+from .backends import oci
+
+OWNER_ENV = "CVBENCH_OWNER"
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def _dead(cid: str) -> bool:
+    pid = oci.owner_pid(cid)
+    return pid is not None and not alive(pid)
+
+
+def sweep_oci() -> list[str]:
+    from . import backends
+    removed = []
+    for rt in ("crun", "runc", "runsc"):
+        b = backends.get(rt)
+        if not getattr(b, "path", None):
+            continue
+        for cid in b.list_ids():
+            if _dead(cid):
+                b.cleanup(cid, None, f"/{cid}")
+                removed.append(f"{rt} container {cid}")
+    for bundle in glob.glob(str(state_dir() / oci.BENCH_STATE / "bundles" / "cvbench-b*")):
+        if _dead(os.path.basename(bundle)):
+            shutil.rmtree(bundle, ignore_errors=True)
+            removed.append(f"bundle {bundle}")
+    for d in glob.glob("/sys/fs/cgroup/*/cvbench-b*") + glob.glob("/sys/fs/cgroup/cvbench-b*"):
+        if _dead(os.path.basename(d)):
+            removed += oci.remove_cgroups("/" + os.path.basename(d))
+    return removed
+
+
+def sweep_host_probes() -> list[str]:
+    """Host-backend probes orphaned by a killed harness (reparented, owner dead)."""
+    removed = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            env = Path(f"/proc/{entry.name}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        owner = [e for e in env if e.startswith(OWNER_ENV.encode() + b"=")]
+        if not owner:
+            continue
+        pid = owner[0].split(b"=", 1)[1].decode()
+        if pid.isdigit() and not alive(int(pid)):
+            try:
+                os.kill(int(entry.name), signal.SIGKILL)
+                removed.append(f"host probe pid {entry.name}")
+            except ProcessLookupError:
+                pass
+    return removed
+
+
+def sweep_all() -> list[str]:
+    removed = sweep_oci() + sweep_host_probes()
+    try:
+        import runtime
+        removed += [f"runtime: {x}" for x in runtime.sweep()]
+    except (ImportError, AttributeError):
+        pass
+    try:
+        import vm_backend
+        removed += [f"vm: {x}" for x in vm_backend.sweep()]
+    except (ImportError, AttributeError):
+        pass
+    except subprocess.SubprocessError:
+        pass
+    return removed
