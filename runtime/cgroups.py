@@ -1,0 +1,305 @@
+"""cgroups: one interface over v1 and v2, chosen at run time.
+
+Every container gets ``.../cvbench/<id>``.  On v1 that is below the caller's
+own cgroup in each hierarchy (runc's reading of a relative cgroupsPath, and it
+keeps a container inside whatever budget its caller has); on v2 it is below
+the root, because v2 forbids processes in a cgroup that hands controllers to
+children.  The parent creates the directories and writes the limits before
+the fork and puts the child in before it execs, so no process of the
+container ever runs outside its cgroup.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import time
+from dataclasses import dataclass
+
+from common.errors import EnvError
+from common.naming import PREFIX
+
+V1_CONTROLLERS = ("memory", "cpu", "pids")
+V2_CONTROLLERS = ("memory", "cpu", "pids")
+
+
+@dataclass
+class Limits:
+    memory_bytes: int | None = None
+    cpu_quota_us: int | None = None
+    cpu_period_us: int | None = None
+    cpu_weight: int | None = None   # cgroup v2 scale 1..10000 (v1 shares are converted)
+    pids_max: int | None = None
+
+
+def shares_to_weight(shares: int) -> int:
+    """runc's conversion of v1 cpu.shares (2..262144) to v2 cpu.weight (1..10000)."""
+    return 1 + ((max(2, min(shares, 262144)) - 2) * 9999) // 262142
+
+
+def weight_to_shares(weight: int) -> int:
+    return 2 + ((max(1, min(weight, 10000)) - 1) * 262142) // 9999
+
+
+def _mounts() -> list[tuple[str, str, set[str]]]:
+    """(fstype, mount point, controllers) of every cgroup mount, from mountinfo."""
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            fstype, _src, opts = (right.split() + ["", "", ""])[:3]
+            if fstype in ("cgroup", "cgroup2"):
+                out.append((fstype, left.split()[4], set(opts.split(","))))
+    return out
+
+
+def version() -> str:
+    """"v1", "v2" or "hybrid" (v1 controllers plus a cgroup2 mount), or "none"."""
+    ms = _mounts()
+    v1 = any(t == "cgroup" and s & set(V1_CONTROLLERS) for t, _, s in ms)
+    v2 = [p for t, p, _ in ms if t == "cgroup2"]
+    if v1 and v2:
+        return "hybrid"
+    if v1:
+        return "v1"
+    return "v2" if v2 else "none"
+
+
+def _own_paths() -> dict[str, str]:
+    """controller (or "" for v2) -> our cgroup path, from /proc/self/cgroup."""
+    out = {}
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            _, ctrls, path = line.rstrip("\n").split(":", 2)
+            for c in (ctrls.split(",") if ctrls else [""]):
+                out[c] = path
+    return out
+
+
+def _write(path: str, value) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, str(value).encode())
+    finally:
+        os.close(fd)
+
+
+def _mkdir(path: str) -> None:
+    for _ in range(5):
+        try:
+            os.makedirs(path)
+            return
+        except FileNotFoundError:
+            continue  # a concurrent delete removed the shared parent meanwhile
+    os.makedirs(path)
+
+
+def _rmdir(path: str, tries: int = 50) -> bool:
+    for _ in range(tries):
+        try:
+            os.rmdir(path)
+            return True
+        except FileNotFoundError:
+            return True
+        except OSError as e:
+            if e.errno != errno.EBUSY:
+                raise
+            time.sleep(0.002)  # the last task is still leaving the cgroup
+    return False
+
+
+class Backend:
+    """One cgroup hierarchy layout; V1 and V2 fill in the file names."""
+    version = ""
+
+    def parents(self) -> list[str]:
+        raise NotImplementedError
+
+    def leaf_dirs(self, cid: str) -> list[str]:
+        return [os.path.join(p, cid) for p in self.parents()]
+
+    def create(self, cid: str, limits: Limits) -> list[str]:
+        dirs = self.leaf_dirs(cid)
+        try:
+            for d in dirs:
+                _mkdir(d)
+            self.apply(dirs, limits)
+        except BaseException:
+            self.remove(dirs)
+            raise
+        return dirs
+
+    def apply(self, dirs: list[str], limits: Limits) -> None:
+        raise NotImplementedError
+
+    def add(self, dirs: list[str], pid: int) -> None:
+        for d in dirs:
+            _write(f"{d}/cgroup.procs", pid)
+
+    def pids(self, dirs: list[str]) -> set[int]:
+        out: set[int] = set()
+        for d in dirs:
+            try:
+                with open(f"{d}/cgroup.procs") as f:
+                    out.update(int(x) for x in f.read().split())
+            except FileNotFoundError:
+                pass
+        return out
+
+    def remove(self, dirs: list[str]) -> list[str]:
+        """rmdir each leaf, then the shared cvbench parent if it became empty."""
+        removed = []
+        for d in dirs:
+            if os.path.isdir(d) and _rmdir(d):
+                removed.append(d)
+            parent = os.path.dirname(d)
+            try:
+                os.rmdir(parent)
+                removed.append(parent)
+            except OSError:
+                pass  # other containers still live there, or it is already gone
+        return removed
+
+    def roots(self) -> list[str]:
+        """Mount points to search when sweeping."""
+        raise NotImplementedError
+
+    def binds(self, dirs: list[str]) -> list[tuple[str, str]]:
+        """(name under /sys/fs/cgroup, host dir) for the container's cgroup mount."""
+        raise NotImplementedError
+
+
+class V1(Backend):
+    version = "v1"
+
+    def __init__(self):
+        self.mounts: dict[str, str] = {}
+        for t, point, opts in _mounts():
+            if t == "cgroup":
+                for c in V1_CONTROLLERS:
+                    if c in opts:
+                        self.mounts[c] = point
+        missing = [c for c in V1_CONTROLLERS if c not in self.mounts]
+        if missing:
+            raise EnvError("cgroups", f"v1 controller(s) {', '.join(missing)} not mounted",
+                           "mount them under /sys/fs/cgroup, or run on a cgroup v2 host")
+        own = _own_paths()
+        self._parents = [os.path.join(self.mounts[c], own.get(c, "/").lstrip("/"), PREFIX)
+                         for c in V1_CONTROLLERS]
+        self._names = list(V1_CONTROLLERS)
+
+    def parents(self) -> list[str]:
+        return self._parents
+
+    def apply(self, dirs, lim: Limits) -> None:
+        mem, cpu, pids = dirs
+        if lim.memory_bytes is not None:
+            _write(f"{mem}/memory.limit_in_bytes", lim.memory_bytes)
+        if lim.cpu_period_us is not None:
+            _write(f"{cpu}/cpu.cfs_period_us", lim.cpu_period_us)
+        if lim.cpu_quota_us is not None:
+            _write(f"{cpu}/cpu.cfs_quota_us", lim.cpu_quota_us)
+        if lim.cpu_weight is not None:
+            _write(f"{cpu}/cpu.shares", weight_to_shares(lim.cpu_weight))
+        if lim.pids_max is not None:
+            _write(f"{pids}/pids.max", lim.pids_max)
+
+    def roots(self) -> list[str]:
+        return [p for t, p, _ in _mounts() if t == "cgroup"]
+
+    def binds(self, dirs):
+        return list(zip(self._names, dirs, strict=True))
+
+    def memory_dir(self, dirs):
+        return dirs[0]
+
+
+class V2(Backend):
+    version = "v2"
+
+    def __init__(self, mount: str | None = None):
+        if mount is None:
+            v2 = [p for t, p, _ in _mounts() if t == "cgroup2"]
+            if not v2:
+                raise EnvError("cgroups", "no cgroup2 mount", "mount -t cgroup2 none /sys/fs/cgroup")
+            mount = v2[0]
+        self.mount = mount
+        self.parent = os.path.join(mount, PREFIX)
+
+    def parents(self) -> list[str]:
+        return [self.parent]
+
+    def available(self) -> set[str]:
+        with open(f"{self.mount}/cgroup.controllers") as f:
+            return set(f.read().split())
+
+    def needed(self, lim: Limits) -> list[str]:
+        need = []
+        if lim.memory_bytes is not None:
+            need.append("memory")
+        if lim.cpu_quota_us is not None or lim.cpu_weight is not None or lim.cpu_period_us is not None:
+            need.append("cpu")
+        if lim.pids_max is not None:
+            need.append("pids")
+        return need
+
+    def files(self, lim: Limits) -> dict[str, str]:
+        """The v2 interface files and values for these limits (the v1->v2 mapping)."""
+        out = {}
+        if lim.memory_bytes is not None:
+            out["memory.max"] = str(lim.memory_bytes)
+        if lim.cpu_quota_us is not None or lim.cpu_period_us is not None:
+            quota = "max" if lim.cpu_quota_us is None else str(lim.cpu_quota_us)
+            out["cpu.max"] = f"{quota} {lim.cpu_period_us or 100000}"
+        if lim.cpu_weight is not None:
+            out["cpu.weight"] = str(lim.cpu_weight)
+        if lim.pids_max is not None:
+            out["pids.max"] = str(lim.pids_max)
+        return out
+
+    def create(self, cid: str, limits: Limits) -> list[str]:
+        need = self.needed(limits)
+        missing = [c for c in need if c not in self.available()]
+        if missing:
+            raise EnvError("cgroups", f"cgroup v2 at {self.mount} lacks the {', '.join(missing)} "
+                           "controller(s) (bound to a v1 hierarchy on this host?)",
+                           "drop that limit, or use a pure v2 host")
+        _mkdir(self.parent)
+        if need:
+            for d in (self.mount, self.parent):
+                _write(f"{d}/cgroup.subtree_control", " ".join(f"+{c}" for c in need))
+        return super().create(cid, limits)
+
+    def apply(self, dirs, lim: Limits) -> None:
+        for name, value in self.files(lim).items():
+            _write(f"{dirs[0]}/{name}", value)
+
+    def roots(self) -> list[str]:
+        return [self.mount]
+
+    def binds(self, dirs):
+        return [("", dirs[0])]
+
+    def memory_dir(self, dirs):
+        return dirs[0]
+
+
+_backend: Backend | None = None
+
+
+def backend() -> Backend:
+    """v1 on v1 and hybrid hosts (memory/cpu/pids live there), else v2."""
+    global _backend
+    if _backend is None:
+        _backend = V2() if version() == "v2" else V1()
+    return _backend
+
+
+def find_ours(roots: list[str]) -> list[str]:
+    """Every cvbench-named cgroup directory below the given mount points, deepest first."""
+    found = []
+    for root in roots:
+        for dirpath, dirnames, _ in os.walk(root):
+            for d in dirnames:
+                if d.startswith(PREFIX):
+                    found.append(os.path.join(dirpath, d))
+    return sorted(found, key=lambda p: -p.count("/"))

@@ -1,0 +1,102 @@
+"""sweep(): remove what killed cvbench runtimes left behind.
+
+Several cvbench processes (and other engineers' tests) run at once on one
+machine, so only objects whose recorded owner is dead are touched: a state
+file's owner pid+start time, and cgroups under a ``cvbench`` parent that no
+state file claims (state is written before a cgroup is made and removed
+after it is gone, so an unclaimed cgroup has no living owner).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from common.naming import PREFIX
+
+from . import cgroups, state
+
+
+def _kill(pid: int | None, start: int | None) -> bool:
+    if pid and state.alive(pid, start):
+        try:
+            os.kill(pid, signal.SIGKILL)
+            return True
+        except ProcessLookupError:
+            pass
+    return False
+
+
+def _empty_cgroup(d: str) -> None:
+    be = cgroups.backend()
+    for _ in range(200):
+        pids = be.pids([d])
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.005)
+
+
+def sweep() -> list[str]:
+    removed: list[str] = []
+    claimed: set[str] = set()
+    for cid in state.all_ids():
+        rec = state.read(cid)
+        if rec is None:
+            # a state dir without state.json: mid-create or mid-delete; if old, stale
+            try:
+                age = time.time() - os.stat(state.path(cid)).st_mtime
+            except FileNotFoundError:
+                continue
+            if age > 60:
+                state.remove(cid)
+                removed.append(f"state {cid} (empty)")
+            else:
+                claimed.add(cid)
+            continue
+        if not rec.get("corrupt") and state.alive(rec.get("owner"), rec.get("owner_start")):
+            claimed.add(cid)
+            continue
+        if _kill(rec.get("pid"), rec.get("pid_start")):
+            removed.append(f"process {rec['pid']} of {cid}")
+        for d in rec.get("cgroups") or []:
+            if os.path.isdir(d):
+                _empty_cgroup(d)
+                cgroups.backend().remove([d])
+                removed.append(f"cgroup {d}")
+        if rec.get("net"):
+            from . import network
+            removed.extend(network.remove_record(rec["net"]))
+        state.remove(cid)
+        removed.append(f"state {cid}")
+    removed.extend(_sweep_cgroups(claimed))
+    try:
+        from . import network
+        removed.extend(network.sweep_netns(claimed))
+    except ImportError:
+        pass
+    return removed
+
+
+def _sweep_cgroups(claimed: set[str]) -> list[str]:
+    out = []
+    be = cgroups.backend()
+    for d in cgroups.find_ours(be.roots()):
+        if os.path.basename(d) != PREFIX:
+            continue
+        for leaf in os.listdir(d):
+            path = os.path.join(d, leaf)
+            if os.path.isdir(path) and leaf not in claimed and not state.path(leaf).exists():
+                _empty_cgroup(path)
+                be.remove([path])
+                out.append(f"cgroup {path}")
+        try:
+            os.rmdir(d)
+            out.append(f"cgroup {d}")
+        except OSError:
+            pass
+    return out

@@ -1,0 +1,286 @@
+"""Read and check an OCI bundle's ``config.json`` (runtime-spec 1.0/1.1).
+
+A malformed field is an error that names its JSON path (exit 2); an unknown
+field is only a warning, because spec versions add fields and runc/crun
+accept them.  Known fields cvbench does not apply are warned about too, so a
+user never believes a setting took effect when it did not.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from common.errors import CvbError
+
+NS_TYPES = {"pid": "pidns", "network": "netns", "mount": "mountns", "ipc": "ipcns",
+            "uts": "utsns", "user": "userns", "cgroup": "cgroupns", "time": "timens"}
+CAP_SETS = ("bounding", "effective", "inheritable", "permitted", "ambient")
+
+# Per object: (fields applied, fields known but not applied).
+_KNOWN = {
+    "": ({"ociVersion", "process", "root", "hostname", "mounts", "linux", "annotations"},
+         {"hooks", "domainname"}),
+    "process": ({"terminal", "user", "args", "env", "cwd", "capabilities", "rlimits",
+                 "noNewPrivileges", "apparmorProfile", "selinuxLabel"},
+                {"consoleSize", "commandLine", "oomScoreAdj", "ioPriority", "scheduler"}),
+    "process.user": ({"uid", "gid", "additionalGids", "umask"}, {"username"}),
+    "root": ({"path", "readonly"}, set()),
+    "linux": ({"namespaces", "uidMappings", "gidMappings", "resources", "cgroupsPath", "seccomp",
+               "maskedPaths", "readonlyPaths", "sysctl", "timeOffsets", "rootfsPropagation"},
+              {"devices", "mountLabel", "intelRdt", "personality"}),
+    "linux.resources": ({"devices", "memory", "cpu", "pids"},
+                        {"blockIO", "hugepageLimits", "network", "rdma", "unified"}),
+    "linux.resources.memory": ({"limit"}, {"reservation", "swap", "kernel", "kernelTCP", "swappiness",
+                                           "disableOOMKiller", "useHierarchy", "checkBeforeUpdate"}),
+    "linux.resources.cpu": ({"shares", "quota", "period"},
+                            {"realtimeRuntime", "realtimePeriod", "cpus", "mems", "idle", "burst"}),
+    "linux.resources.pids": ({"limit"}, set()),
+}
+
+
+@dataclass
+class Mount:
+    destination: str
+    type: str
+    source: str
+    options: list[str]
+
+
+@dataclass
+class Config:
+    bundle: str
+    args: list[str]
+    env: list[str]
+    cwd: str = "/"
+    uid: int = 0
+    gid: int = 0
+    additional_gids: list[int] = field(default_factory=list)
+    umask: int | None = None
+    caps: dict[str, list[str]] | None = None
+    rlimits: list[tuple[str, int, int]] = field(default_factory=list)
+    no_new_privs: bool = False
+    root: str = ""
+    root_readonly: bool = False
+    hostname: str | None = None
+    mounts: list[Mount] = field(default_factory=list)
+    namespaces: dict[str, str | None] = field(default_factory=dict)  # pidns -> path or None
+    uid_mappings: list[tuple[int, int, int]] = field(default_factory=list)
+    gid_mappings: list[tuple[int, int, int]] = field(default_factory=list)
+    memory_limit: int | None = None
+    cpu_shares: int | None = None
+    cpu_quota: int | None = None
+    cpu_period: int | None = None
+    pids_limit: int | None = None
+    devices: list[dict] = field(default_factory=list)
+    cgroups_path: str | None = None
+    seccomp: dict | None = None
+    masked_paths: list[str] = field(default_factory=list)
+    readonly_paths: list[str] = field(default_factory=list)
+    sysctl: dict[str, str] = field(default_factory=dict)
+    time_offsets: dict[str, tuple[int, int]] = field(default_factory=dict)
+    propagation: str = "rslave"
+    annotations: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+class _Reader:
+    def __init__(self, file: str):
+        self.file = file
+        self.warnings: list[str] = []
+
+    def bad(self, path: str, why: str) -> CvbError:
+        return CvbError(f"{self.file}: {path or '(top level)'}", why,
+                        "fix that field (see the OCI runtime-spec config.md)")
+
+    def obj(self, parent: dict, key: str, path: str, required=False) -> dict:
+        v = parent.get(key)
+        if v is None:
+            if required:
+                raise self.bad(_join(path, key), "is missing")
+            return {}
+        if not isinstance(v, dict):
+            raise self.bad(_join(path, key), f"must be an object, not {type(v).__name__}")
+        self.check_keys(v, _join(path, key))
+        return v
+
+    def check_keys(self, v: dict, path: str) -> None:
+        known = _KNOWN.get(path)
+        if known is None:
+            return
+        applied, ignored = known
+        for k in v:
+            if k in ignored:
+                self.warnings.append(f"{_join(path, k)}: not supported by cvbench's runtime, ignored")
+            elif k not in applied:
+                self.warnings.append(f"{_join(path, k)}: unknown field, ignored")
+
+    def typed(self, parent: dict, key: str, path: str, kind, default=None):
+        v = parent.get(key, default)
+        if v is None:
+            return default
+        ok = isinstance(v, kind) and not (kind in (int, (int,)) and isinstance(v, bool))
+        if not ok:
+            name = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+            raise self.bad(_join(path, key), f"must be {name}, not {json.dumps(v)[:40]}")
+        return v
+
+    def strlist(self, parent: dict, key: str, path: str) -> list[str]:
+        v = self.typed(parent, key, path, list, [])
+        for i, s in enumerate(v):
+            if not isinstance(s, str):
+                raise self.bad(f"{_join(path, key)}[{i}]", "must be a string")
+        return list(v)
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def parse(raw: dict, bundle: str, file: str = "config.json") -> Config:
+    r = _Reader(file)
+    if not isinstance(raw, dict):
+        raise r.bad("", "must be a JSON object")
+    r.check_keys(raw, "")
+    proc = r.obj(raw, "process", "", required=True)
+    args = r.strlist(proc, "args", "process")
+    if not args:
+        raise r.bad("process.args", "must name the program to run")
+    if r.typed(proc, "terminal", "process", bool, False):
+        raise r.bad("process.terminal", "true is not supported (output goes to a pipe); set it to false")
+    cfg = Config(bundle=bundle, args=args, env=r.strlist(proc, "env", "process"),
+                 cwd=r.typed(proc, "cwd", "process", str, "/"))
+    if not cfg.cwd.startswith("/"):
+        raise r.bad("process.cwd", "must be an absolute path")
+    user = r.obj(proc, "user", "process")
+    cfg.uid = r.typed(user, "uid", "process.user", int, 0)
+    cfg.gid = r.typed(user, "gid", "process.user", int, 0)
+    cfg.umask = r.typed(user, "umask", "process.user", int, None)
+    cfg.additional_gids = list(r.typed(user, "additionalGids", "process.user", list, []))
+    caps = r.obj(proc, "capabilities", "process")
+    if "capabilities" in proc:
+        cfg.caps = {s: r.strlist(caps, s, "process.capabilities") for s in CAP_SETS}
+        from . import capabilities
+        for s, names in cfg.caps.items():
+            for i, n in enumerate(names):
+                if n not in capabilities.BY_NAME:
+                    raise r.bad(f"process.capabilities.{s}[{i}]", f"unknown capability {n!r}")
+    for i, rl in enumerate(r.typed(proc, "rlimits", "process", list, [])):
+        p = f"process.rlimits[{i}]"
+        if not isinstance(rl, dict):
+            raise r.bad(p, "must be an object")
+        t = r.typed(rl, "type", p, str)
+        if not t or not t.startswith("RLIMIT_"):
+            raise r.bad(f"{p}.type", "must be an RLIMIT_* name")
+        cfg.rlimits.append((t, r.typed(rl, "soft", p, int, 0), r.typed(rl, "hard", p, int, 0)))
+    cfg.no_new_privs = r.typed(proc, "noNewPrivileges", "process", bool, False)
+    if proc.get("apparmorProfile") or proc.get("selinuxLabel"):
+        from . import lsm
+        r.warnings.extend(lsm.warn_labels(proc.get("apparmorProfile"), proc.get("selinuxLabel")))
+
+    root = r.obj(raw, "root", "", required=True)
+    rp = r.typed(root, "path", "root", str)
+    if not rp:
+        raise r.bad("root.path", "is missing")
+    cfg.root = os.path.normpath(os.path.join(bundle, rp))
+    if not os.path.isdir(cfg.root):
+        raise r.bad("root.path", f"{cfg.root} is not a directory")
+    cfg.root_readonly = r.typed(root, "readonly", "root", bool, False)
+    cfg.hostname = r.typed(raw, "hostname", "", str, None)
+    cfg.annotations = r.typed(raw, "annotations", "", dict, {})
+
+    for i, m in enumerate(r.typed(raw, "mounts", "", list, [])):
+        p = f"mounts[{i}]"
+        if not isinstance(m, dict):
+            raise r.bad(p, "must be an object")
+        dest = r.typed(m, "destination", p, str)
+        if not dest or not dest.startswith("/"):
+            raise r.bad(f"{p}.destination", "must be an absolute path")
+        mtype = r.typed(m, "type", p, str, "")
+        opts = r.strlist(m, "options", p)
+        if not mtype and "bind" not in opts and "rbind" not in opts:
+            raise r.bad(f"{p}.type", "is missing (and options hold no bind)")
+        cfg.mounts.append(Mount(dest, mtype or "bind", r.typed(m, "source", p, str, ""), opts))
+
+    lin = r.obj(raw, "linux", "")
+    _parse_linux(r, lin, cfg)
+    cfg.warnings = r.warnings
+    return cfg
+
+
+def _parse_linux(r: _Reader, lin: dict, cfg: Config) -> None:
+    for i, ns in enumerate(r.typed(lin, "namespaces", "linux", list, [])):
+        p = f"linux.namespaces[{i}]"
+        if not isinstance(ns, dict):
+            raise r.bad(p, "must be an object")
+        t = r.typed(ns, "type", p, str)
+        if t not in NS_TYPES:
+            raise r.bad(f"{p}.type", f"unknown namespace {t!r}; one of {', '.join(NS_TYPES)}")
+        cfg.namespaces[NS_TYPES[t]] = r.typed(ns, "path", p, str, None)
+    for key, dest in (("uidMappings", cfg.uid_mappings), ("gidMappings", cfg.gid_mappings)):
+        for i, mp in enumerate(r.typed(lin, key, "linux", list, [])):
+            p = f"linux.{key}[{i}]"
+            if not isinstance(mp, dict):
+                raise r.bad(p, "must be an object")
+            dest.append(tuple(r.typed(mp, k, p, int, None) for k in ("containerID", "hostID", "size")))
+            if None in dest[-1]:
+                raise r.bad(p, "needs containerID, hostID and size")
+    res = r.obj(lin, "resources", "linux")
+    mem = r.obj(res, "memory", "linux.resources")
+    cfg.memory_limit = r.typed(mem, "limit", "linux.resources.memory", int, None)
+    cpu = r.obj(res, "cpu", "linux.resources")
+    cfg.cpu_shares = r.typed(cpu, "shares", "linux.resources.cpu", int, None)
+    cfg.cpu_quota = r.typed(cpu, "quota", "linux.resources.cpu", int, None)
+    cfg.cpu_period = r.typed(cpu, "period", "linux.resources.cpu", int, None)
+    pids = r.obj(res, "pids", "linux.resources")
+    cfg.pids_limit = r.typed(pids, "limit", "linux.resources.pids", int, None)
+    cfg.devices = r.typed(res, "devices", "linux.resources", list, [])
+    cfg.cgroups_path = r.typed(lin, "cgroupsPath", "linux", str, None)
+    cfg.seccomp = r.typed(lin, "seccomp", "linux", dict, None)
+    if cfg.seccomp is not None:
+        from . import seccomp
+        seccomp.check_profile(cfg.seccomp, r.bad, r.warnings)
+    cfg.masked_paths = r.strlist(lin, "maskedPaths", "linux")
+    cfg.readonly_paths = r.strlist(lin, "readonlyPaths", "linux")
+    cfg.sysctl = r.typed(lin, "sysctl", "linux", dict, {})
+    for k, v in cfg.sysctl.items():
+        if not isinstance(v, str):
+            raise r.bad(f"linux.sysctl.{k}", "must be a string")
+    for clock, off in r.typed(lin, "timeOffsets", "linux", dict, {}).items():
+        p = f"linux.timeOffsets.{clock}"
+        if clock not in ("monotonic", "boottime") or not isinstance(off, dict):
+            raise r.bad(p, "must be monotonic or boottime with {secs, nanosecs}")
+        cfg.time_offsets[clock] = (r.typed(off, "secs", p, int, 0), r.typed(off, "nanosecs", p, int, 0))
+    prop = r.typed(lin, "rootfsPropagation", "linux", str, None)
+    if prop is not None:
+        if prop not in ("private", "rprivate", "slave", "rslave", "shared", "rshared", "unbindable",
+                        "runbindable"):
+            raise r.bad("linux.rootfsPropagation", f"unknown propagation {prop!r}")
+        cfg.propagation = prop
+
+
+_cache: dict[tuple, Config] = {}
+
+
+def load(bundle: str | os.PathLike) -> Config:
+    """The parsed config of a bundle; cached by mtime so a benchmark loop pays once."""
+    bundle = os.path.abspath(os.fspath(bundle))
+    path = Path(bundle) / "config.json"
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise CvbError("bundle", f"{path} does not exist", "pass an OCI bundle directory (rootfs/ + config.json)") from None
+    key = (bundle, st.st_mtime_ns, st.st_size)
+    cfg = _cache.get(key)
+    if cfg is None:
+        try:
+            raw = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise CvbError(str(path), f"not valid JSON at line {e.lineno} column {e.colno}: {e.msg}",
+                           "fix the JSON syntax") from None
+        cfg = parse(raw, bundle, str(path))
+        if len(_cache) > 16:
+            _cache.clear()
+        _cache[key] = cfg
+    return cfg

@@ -1,0 +1,441 @@
+"""The container lifecycle: spawn (fork, set up in the child, exec), wait, kill
+and delete, with the timestamps the harness needs.
+
+The runtime forks the calling process itself (no helper binary to exec): the
+child joins/creates namespaces, tells the parent through a sync pipe, and
+waits while the parent writes the uid/gid maps and puts it in its cgroup.  pid
+and time namespaces only apply to children, so the child then clones the
+container's init with CLONE_PARENT: init is a direct child of the caller, who
+can waitpid() it.  The init mounts the rootfs, drops privileges and execs.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import resource
+import select
+import signal
+import time
+import weakref
+from dataclasses import dataclass, field
+
+from common.errors import CvbError, require_root
+from common.naming import unique
+
+from . import capabilities, cgroups, namespaces, rootfs, state
+from . import config as config_mod
+from . import syscalls as sc
+from .isolation import NAMESPACES, Isolation
+
+
+@dataclass
+class Plan:
+    """Everything the child needs, resolved in the parent before the fork.
+
+    Resolved before, because after pivot_root the child cannot import a module."""
+    cid: str
+    root: str
+    exe: str
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str
+    ns_new: list[str]
+    ns_join: dict[str, str]
+    iso: Isolation
+    cfg: config_mod.Config
+    caps: dict[str, int] | None = None
+    bpf: bytes | None = None
+    limits: cgroups.Limits | None = None
+    uid_map: list = field(default_factory=list)
+    gid_map: list = field(default_factory=list)
+    detached: bool = False
+    fifo: str | None = None
+
+    @property
+    def double_fork(self) -> bool:
+        return "pidns" in self.ns_new or "timens" in self.ns_new or "pidns" in self.ns_join
+
+
+def _resolve_exe(root: str, argv0: str, env: dict[str, str], pivot: bool) -> str:
+    """argv[0] as a path: inside the new root with pivot_root, else below root."""
+    cands = [argv0] if "/" in argv0 else [
+        os.path.join(d, argv0) for d in env.get("PATH", "/usr/bin:/bin").split(":") if d]
+    for c in cands:
+        host = os.path.join(root, c.lstrip("/"))
+        if os.path.isfile(host) and os.access(host, os.X_OK):
+            return c if pivot else host
+    raise CvbError("process.args[0]", f"{argv0!r} not found as an executable in {root}",
+                   "give a path that exists in the bundle's rootfs")
+
+
+def plan(bundle, args, iso: Isolation, cid: str, detached: bool = False) -> Plan:
+    cfg = config_mod.load(bundle)
+    iso = iso if iso is not None else Isolation.full()
+    if iso.follow_bundle:
+        ns = {k: (k in cfg.namespaces) for k in NAMESPACES}
+        iso = iso.replace(**ns)
+        if cfg.seccomp is None and not iso.seccomp:
+            iso = iso.replace(seccomp=False)
+    ns_join = {k: v for k, v in cfg.namespaces.items() if v and iso.follow_bundle}
+    ns_new = [k for k in NAMESPACES if getattr(iso, k) and k not in ns_join]
+    avail = namespaces.available()
+    missing = [k for k in ns_new if not avail[k]]
+    if missing:
+        raise CvbError("namespaces", f"this kernel has no {', '.join(missing)}",
+                       "switch that mechanism off, or use a newer kernel")
+    if iso.pivot_root and not (iso.mountns or "mountns" in ns_join):
+        raise CvbError("isolation", "pivot_root needs a mount namespace", "switch mountns on")
+    argv = list(args) if args else list(cfg.args)
+    env = dict(e.split("=", 1) for e in cfg.env if "=" in e)
+    p = Plan(cid=cid, root=cfg.root, exe=_resolve_exe(cfg.root, argv[0], env, iso.pivot_root),
+             argv=argv, env=env, cwd=cfg.cwd if iso.pivot_root else os.path.join(cfg.root, cfg.cwd.lstrip("/")),
+             ns_new=ns_new, ns_join=ns_join, iso=iso, cfg=cfg, detached=detached)
+    if iso.caps:
+        p.caps = capabilities.plan(cfg.caps)
+    if iso.seccomp:
+        from . import seccomp
+        p.bpf = seccomp.compile_bpf(cfg.seccomp if iso.follow_bundle else None, cfg.warnings)
+    if iso.cgroup:
+        p.limits = cgroups.Limits(
+            memory_bytes=iso.memory_bytes or cfg.memory_limit,
+            cpu_quota_us=iso.cpu_quota_us or (cfg.cpu_quota if cfg.cpu_quota and cfg.cpu_quota > 0 else None),
+            cpu_period_us=iso.cpu_period_us or cfg.cpu_period,
+            cpu_weight=iso.cpu_weight or (cgroups.shares_to_weight(cfg.cpu_shares) if cfg.cpu_shares else None),
+            pids_max=iso.pids_max or cfg.pids_limit)
+    if iso.userns:
+        p.uid_map = cfg.uid_mappings or [(0, iso.host_id, 65536)]
+        p.gid_map = cfg.gid_mappings or [(0, iso.host_id, 65536)]
+    return p
+
+
+# ---------------------------------------------------------------- the child
+
+def _send(fd: int, msg: str) -> None:
+    os.write(fd, (msg.replace("\n", " ") + "\n").encode())
+
+
+def _child(p: Plan, status_w: int, go_r: int, stdio: tuple[int, int, int], join_fds) -> None:
+    """Runs in the forked child; never returns."""
+    try:
+        for i, fd in enumerate(stdio):
+            if fd != i:
+                os.dup2(fd, i)
+        namespaces.join(join_fds)
+        if p.ns_new:
+            sc.unshare(namespaces.flags(p.ns_new))
+        _send(status_w, "U")
+        if os.read(go_r, 1) != b"G":
+            os._exit(125)  # the parent gave up
+        if p.iso.userns:
+            os.setresgid(0, 0, 0)
+            os.setresuid(0, 0, 0)
+        if "timens" in p.ns_new:
+            namespaces.write_time_offsets(p.cfg.time_offsets if p.iso.follow_bundle else {})
+        if p.double_fork:
+            pid = sc.clone_parent()
+            if pid:
+                _send(status_w, f"P{pid}")
+                os._exit(0)
+        _init(p, status_w)
+    except BaseException as e:  # noqa: BLE001 - report anything, then die
+        try:
+            _send(status_w, f"E{e}")
+        finally:
+            os._exit(127)
+
+
+def _init(p: Plan, status_w: int) -> None:
+    iso, cfg = p.iso, p.cfg
+    os.setsid()
+    if iso.mountns:
+        if iso.pivot_root:
+            binds = []
+            if p.limits is not None and any(m.type in ("cgroup", "cgroup2") for m in cfg.mounts):
+                binds = cgroups.backend().binds(cgroups.backend().leaf_dirs(p.cid))
+            rootfs.prepare(p.root, cfg.mounts if iso.follow_bundle else [],
+                           propagation=cfg.propagation, in_userns=iso.userns, cgroup_binds=binds)
+            rootfs.switch_root(p.root)
+            rootfs.mask(cfg.masked_paths)
+            rootfs.readonly(cfg.readonly_paths)
+            if cfg.root_readonly and iso.follow_bundle:
+                rootfs.readonly_root()
+        else:
+            sc.mount(None, "/", None, rootfs.PROPAGATION[cfg.propagation])
+    if iso.utsns:
+        sc.sethostname(cfg.hostname or "cvbench")
+    if iso.netns and iso.network != "none":
+        namespaces.loopback_up()
+    if iso.follow_bundle and iso.pivot_root:
+        for key, value in cfg.sysctl.items():
+            with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
+                f.write(value)
+    if iso.follow_bundle:
+        for name, soft, hard in cfg.rlimits:
+            resource.setrlimit(getattr(resource, name), (soft, hard))
+        if cfg.umask is not None:
+            os.umask(cfg.umask)
+    if iso.no_new_privs:
+        capabilities.set_no_new_privs()
+    if p.caps is not None:
+        capabilities.drop_bounding(p.caps["bounding"])
+        if cfg.uid != 0:
+            capabilities.keep_caps()
+    if cfg.gid or cfg.additional_gids or cfg.uid:
+        os.setgroups(cfg.additional_gids)
+        os.setresgid(cfg.gid, cfg.gid, cfg.gid)
+        os.setresuid(cfg.uid, cfg.uid, cfg.uid)
+    if p.bpf is not None:
+        sc.seccomp_load_bpf(p.bpf)
+    if p.caps is not None:
+        capabilities.apply_sets(p.caps)
+    if not p.detached:
+        sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
+    os.chdir(p.cwd)
+    if p.fifo:
+        _send(status_w, "C")
+        os.close(status_w)
+        fd = os.open(p.fifo, os.O_WRONLY)  # blocks until `start` opens it
+        os.write(fd, b"0")
+        os.close(fd)
+    os.execve(p.exe, p.argv, p.env)
+
+
+# ---------------------------------------------------------------- the parent
+
+_live: weakref.WeakSet[Container] = weakref.WeakSet()
+
+
+@atexit.register
+def _cleanup_at_exit() -> None:
+    for c in list(_live):
+        try:
+            c.delete()
+        except Exception:  # noqa: BLE001 - best effort at interpreter exit
+            pass
+
+
+class Container:
+    """One running container; a context manager whose exit kills and deletes it."""
+
+    def __init__(self, cid: str):
+        self.id = cid
+        self.pid = 0
+        self.t_spawn_ns = 0
+        self.t_gone_ns: int | None = None
+        self.stdout = None
+        self.warnings: list[str] = []
+        self._rc: int | None = None
+        self._pidfd: int | None = None
+        self._cg: list[str] = []
+        self._net = None
+        self._deleted = False
+
+    # -- state
+    def _record(self, status: str = "running", **extra) -> dict:
+        return {"pid": self.pid, "pid_start": state.starttime(self.pid) if self.pid else None,
+                "owner": os.getpid(), "owner_start": state.starttime(os.getpid()),
+                "cgroups": self._cg, "status": status,
+                "net": self._net.record() if self._net else None, **extra}
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Exit status; 128+N when killed by signal N.  Raises TimeoutError."""
+        if self._rc is not None:
+            return self._rc
+        if timeout is not None and self._pidfd is not None:
+            if not select.select([self._pidfd], [], [], max(0.0, timeout))[0]:
+                raise TimeoutError(f"container {self.id} still running after {timeout}s")
+        _, status = os.waitpid(self.pid, 0)
+        self._rc = os.waitstatus_to_exitcode(status)
+        if self._rc < 0:
+            self._rc = 128 - self._rc
+        return self._rc
+
+    def poll(self) -> int | None:
+        if self._rc is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                rc = os.waitstatus_to_exitcode(status)
+                self._rc = 128 - rc if rc < 0 else rc
+        return self._rc
+
+    def kill(self, sig: int = signal.SIGTERM) -> None:
+        if self._rc is None and self.pid:
+            try:
+                if self._pidfd is not None:
+                    signal.pidfd_send_signal(self._pidfd, sig)
+                else:
+                    os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def host_pids(self) -> list[int]:
+        if self._cg:
+            return sorted(cgroups.backend().pids(self._cg))
+        if self._rc is not None:
+            return []
+        return _descendants(self.pid)
+
+    def cgroup_dirs(self) -> list[str]:
+        return list(self._cg)
+
+    def delete(self) -> None:
+        """Kill what is left and remove cgroups, netns, veth and state; idempotent."""
+        if self._deleted:
+            return
+        try:
+            if self.pid and self._rc is None:
+                self.kill(signal.SIGKILL)
+                self.wait()
+            if self._cg:
+                _kill_cgroup(self._cg)
+                cgroups.backend().remove(self._cg)
+            if self._net is not None:
+                self._net.remove()
+            if self.stdout is not None:
+                self.stdout.close()
+        finally:
+            if self._pidfd is not None:
+                os.close(self._pidfd)
+                self._pidfd = None
+            state.remove(self.id)
+            self._deleted = True
+            _live.discard(self)
+            self.t_gone_ns = time.perf_counter_ns()
+
+    def __enter__(self) -> Container:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.delete()
+
+    def __repr__(self) -> str:
+        return f"<Container {self.id} pid={self.pid} rc={self._rc}>"
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat", "rb") as f:
+                    data = f.read()
+                ppid = int(data[data.rfind(b")") + 2:].split()[1])
+                children.setdefault(ppid, []).append(int(d))
+            except (OSError, ValueError, IndexError):
+                pass
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return sorted(out)
+
+
+def _kill_cgroup(dirs: list[str]) -> None:
+    """SIGKILL every process still in the container's cgroup (its orphans)."""
+    be = cgroups.backend()
+    for _ in range(100):
+        pids = be.pids(dirs)
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.001)
+
+
+def spawn(bundle, args: list[str] | None = None, iso: Isolation | None = None, *,
+          name: str | None = None, stdout=None, stderr=None, detached: bool = False) -> Container:
+    """Start a container and return once its process has exec'd (or failed to)."""
+    require_root("container runtime")
+    cid = state.check_id(name) if name else unique("ctr")
+    p = plan(bundle, args, iso, cid, detached)
+    c = Container(cid)
+    c.warnings = list(p.cfg.warnings)
+    state.create(cid, {**c._record("creating"), "bundle": p.cfg.bundle})
+    fds: list[int] = []
+    try:
+        if p.limits is not None:
+            c._cg = cgroups.backend().create(cid, p.limits)
+            state.write(cid, {**c._record("creating"), "bundle": p.cfg.bundle})
+        if detached:
+            p.fifo = str(state.path(cid) / "exec.fifo")
+            os.mkfifo(p.fifo, 0o600)
+        join_fds = namespaces.open_paths(p.ns_join)
+        fds += [fd for _, fd in join_fds]
+        status_r, status_w = os.pipe2(os.O_CLOEXEC)
+        go_r, go_w = os.pipe2(os.O_CLOEXEC)
+        fds += [status_r, status_w, go_r, go_w]
+        null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        fds.append(null)
+        out_r = None
+        if stdout is None:
+            out_r, out_w = os.pipe2(os.O_CLOEXEC)
+            fds += [out_r, out_w]
+        else:
+            out_w = stdout if isinstance(stdout, int) else stdout.fileno()
+        err_w = 2 if stderr is None else (stderr if isinstance(stderr, int) else stderr.fileno())
+        c.t_spawn_ns = time.perf_counter_ns()
+        pid = os.fork()
+        if pid == 0:
+            _child(p, status_w, go_r, (null, out_w, err_w), join_fds)
+        c.pid = pid
+        _live.add(c)
+        os.close(status_w)
+        os.close(go_r)
+        fds = [f for f in fds if f not in (status_w, go_r)]
+        if out_r is not None:
+            os.close(out_w)
+            fds.remove(out_w)
+            c.stdout = os.fdopen(out_r, "rb")
+            fds.remove(out_r)
+        _parent_sync(c, p, status_r, go_w)
+        state.write(cid, {**c._record("created" if detached else "running"), "bundle": p.cfg.bundle})
+        return c
+    except BaseException:
+        c.delete()
+        raise
+    finally:
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _parent_sync(c: Container, p: Plan, status_r: int, go_w: int) -> None:
+    reader = os.fdopen(os.dup(status_r), "rb", buffering=0)
+    try:
+        msg = reader.readline()
+        if msg == b"U\n":
+            if p.uid_map:
+                namespaces.write_id_maps(c.pid, p.uid_map, p.gid_map)
+            if c._cg:
+                cgroups.backend().add(c._cg, c.pid)
+            if p.iso.netns and p.iso.network == "veth":
+                from . import network
+                c._net = network.Veth.create(c.id, c.pid)
+            os.write(go_w, b"G")
+            msg = reader.readline()
+        intermediate = None
+        if msg.startswith(b"P"):
+            intermediate, c.pid = c.pid, int(msg[1:])
+            msg = reader.readline()
+        if intermediate is not None:
+            os.waitpid(intermediate, 0)
+        try:
+            c._pidfd = os.pidfd_open(c.pid)
+        except OSError:
+            c._pidfd = None
+        if msg.startswith(b"E"):
+            c.wait()
+            raise CvbError(f"container {c.id}", msg[1:].decode(errors="replace").strip(),
+                           "check the bundle and the isolation settings (--debug for details)",
+                           status=1)
+        if msg not in (b"", b"C\n"):
+            raise CvbError(f"container {c.id}", f"unexpected message {msg!r} from the child",
+                           "this is a cvbench bug; please report it", status=1)
+    finally:
+        reader.close()

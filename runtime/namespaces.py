@@ -1,0 +1,74 @@
+"""Namespaces: create them (unshare), join existing ones (setns by path), and
+the parent-side writes a new user or time namespace needs before use.
+
+unshare() here runs in the forked child.  pid and time namespaces only apply
+to the children of the caller, which is why the container's init is a second
+fork (container.py); everything else applies at once.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import struct
+
+from . import syscalls as sc
+
+FLAGS = {"userns": sc.CLONE_NEWUSER, "pidns": sc.CLONE_NEWPID, "mountns": sc.CLONE_NEWNS,
+         "utsns": sc.CLONE_NEWUTS, "ipcns": sc.CLONE_NEWIPC, "netns": sc.CLONE_NEWNET,
+         "cgroupns": sc.CLONE_NEWCGROUP, "timens": sc.CLONE_NEWTIME}
+PROC_NAME = {"userns": "user", "pidns": "pid", "mountns": "mnt", "utsns": "uts", "ipcns": "ipc",
+             "netns": "net", "cgroupns": "cgroup", "timens": "time"}
+# Join order: the user namespace first, so the others are joined with its rights.
+JOIN_ORDER = ("userns", "ipcns", "utsns", "netns", "pidns", "cgroupns", "timens", "mountns")
+
+
+def available() -> dict[str, bool]:
+    """Which namespace kinds this kernel has (a missing one gives a clear error)."""
+    return {k: os.path.exists(f"/proc/self/ns/{v}") for k, v in PROC_NAME.items()}
+
+
+def flags(names) -> int:
+    f = 0
+    for n in names:
+        f |= FLAGS[n]
+    return f
+
+
+def open_paths(paths: dict[str, str]) -> list[tuple[str, int]]:
+    """Open namespace files in the parent, so a bad path fails before fork."""
+    out = []
+    for kind in JOIN_ORDER:
+        if kind in paths:
+            out.append((kind, os.open(paths[kind], os.O_RDONLY | os.O_CLOEXEC)))
+    return out
+
+
+def join(fds: list[tuple[str, int]]) -> None:
+    for kind, fd in fds:
+        sc.setns(fd, FLAGS[kind])
+        os.close(fd)
+
+
+def write_id_maps(pid: int, uid_map, gid_map) -> None:
+    """Parent side: give a child's new user namespace its uid/gid mappings."""
+    with open(f"/proc/{pid}/uid_map", "w") as f:
+        f.write("".join(f"{c} {h} {n}\n" for c, h, n in uid_map))
+    with open(f"/proc/{pid}/gid_map", "w") as f:
+        f.write("".join(f"{c} {h} {n}\n" for c, h, n in gid_map))
+
+
+def write_time_offsets(offsets: dict[str, tuple[int, int]]) -> None:
+    """Child side, after unshare(CLONE_NEWTIME) and before the first child."""
+    if offsets:
+        with open("/proc/self/timens_offsets", "w") as f:
+            f.write("".join(f"{clock} {s} {ns}\n" for clock, (s, ns) in offsets.items()))
+
+
+def loopback_up() -> None:
+    """Bring `lo` up in the current network namespace: one ioctl, no netlink."""
+    SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        req = struct.pack("16sH14x", b"lo", 0)
+        fl = struct.unpack("16sH14x", fcntl.ioctl(s, SIOCGIFFLAGS, req))[1]
+        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", fl | IFF_UP))
