@@ -1,0 +1,127 @@
+"""builtin: cvbench's own runtime (runtime/), at full isolation by default.
+
+The isolation scenario reuses it with one rung of the ladder (bare, one
+mechanism alone, or the first n cumulatively) through :meth:`with_rung`.
+Startup is timed from just before the ``spawn()`` call, like every other
+backend, so the runtime's own preparation (cgroup creation, config parsing)
+counts, as it does inside ``crun run``.
+"""
+from __future__ import annotations
+
+import time
+
+from .. import image, stream
+from .base import Backend, Instance, InstanceFailed, Timings, long_lived, probe_pids, seconds
+
+
+def isolation_for(rung: str):
+    """``full``, ``bare``, ``only:<mechanism>`` or ``cum:<n>`` -> runtime.Isolation."""
+    from runtime import Isolation
+    if rung in ("", "full"):
+        return Isolation.full()
+    if rung == "bare":
+        return Isolation.bare()
+    kind, _, arg = rung.partition(":")
+    if kind == "only":
+        return Isolation.only(arg)
+    if kind == "cum" and arg.isdigit():
+        return Isolation.cumulative(int(arg))
+    raise ValueError(f"unknown rung {rung!r}")
+
+
+class BuiltinInstance(Instance):
+    def __init__(self, c, args: list[str], timeout: float):
+        self.backend = "builtin"
+        self.c = c
+        self.stream = stream.ProbeStream(c.stdout.fileno())
+        try:
+            deadline = time.monotonic() + timeout
+            if self.stream.until_ready(deadline) is None:
+                raise InstanceFailed("builtin", "exited before CVB READY", self.stream.console())
+            while long_lived(args) and not self.stream.out.values and not self.stream.eof:
+                if time.monotonic() > deadline:
+                    raise InstanceFailed("builtin", "did not settle", self.stream.console())
+                self.stream._read_once(deadline - time.monotonic())
+        except BaseException:
+            c.delete()
+            raise
+
+    def host_pids(self) -> list[int]:
+        return self.c.host_pids()
+
+    def memory(self) -> dict:
+        from .. import memory
+        pids = self.host_pids()
+        dirs = self.c.cgroup_dirs()
+        return memory.split(pids, probe_pids(pids), memory.cgroup_charged(dirs))
+
+    def stop(self) -> None:
+        try:
+            self.c.kill()
+            try:
+                self.c.wait(timeout=10)
+            except TimeoutError:
+                pass
+        finally:
+            self.c.delete()
+
+
+class Builtin(Backend):
+    name = "builtin"
+    kind = "container"
+    isolation_rank = 1
+
+    def __init__(self, rung: str = "full"):
+        self.rung = rung
+        self._img = None
+
+    def with_rung(self, rung: str) -> Builtin:
+        return Builtin(rung)
+
+    @property
+    def img(self):
+        if self._img is None:
+            self._img = image.load()
+        return self._img
+
+    def available(self) -> tuple[bool, str]:
+        try:
+            import runtime
+            runtime.spawn  # noqa: B018 - resolves the lazy attribute, fails if missing
+            runtime.Isolation  # noqa: B018
+        except Exception as e:  # noqa: BLE001
+            return False, f"builtin: runtime/ not usable ({type(e).__name__}: {e})"
+        import os
+        if os.geteuid() != 0:
+            return False, "builtin: needs root"
+        return True, f"cvbench runtime, isolation {self.rung}"
+
+    def metadata(self) -> dict:
+        iso = isolation_for(self.rung)
+        return {"rung": self.rung, "enabled": iso.enabled(), "isolation": repr(iso)}
+
+    def _spawn(self, args: list[str]):
+        from runtime import spawn
+        return spawn(self.img.bundle, ["/probe", *args], isolation_for(self.rung))
+
+    def run(self, args: list[str], timeout: float = 60.0) -> Timings:
+        deadline = time.monotonic() + timeout
+        t0 = time.perf_counter_ns()
+        c = self._spawn(args)
+        try:
+            s = stream.ProbeStream(c.stdout.fileno())
+            try:
+                s.until_ready(deadline)
+                s.until_eof(deadline)
+                rc = c.wait(timeout=max(deadline - time.monotonic(), 0.01))
+            except TimeoutError as e:
+                raise InstanceFailed("builtin", f"timed out after {timeout:.0f} s ({e})", s.console()) from None
+            if s.ready_ns is None:
+                raise InstanceFailed("builtin", f"exited with {rc} before CVB READY", s.console())
+            c.delete()
+            return Timings(seconds(t0, s.ready_ns), seconds(t0, c.t_gone_ns), rc, s.out, s.console())
+        finally:
+            c.delete()
+
+    def start(self, args: list[str], timeout: float = 60.0) -> Instance:
+        return BuiltinInstance(self._spawn(args), args, timeout)

@@ -1,0 +1,103 @@
+"""What the two VM backends share: the image's kernel + initramfs booted by
+vm_backend, with the accelerator (KVM, or TCG and why) in every record.
+
+A guest's memory is read from the host: PSS of the VMM processes, with the
+guest-RAM mappings of the QEMU process as the workload part and the rest as
+VMM overhead (vm_backend does the split; ru_maxrss is never used).
+"""
+from __future__ import annotations
+
+import time
+
+from .. import image
+from .base import Backend, Instance, InstanceFailed, Timings, long_lived
+
+MEMORY_MIB = 128
+
+
+class VMInstance(Instance):
+    def __init__(self, backend: str, vm, args: list[str], timeout: float):
+        self.backend = backend
+        self.vm = vm
+        vm.start()
+        try:
+            deadline = time.monotonic() + timeout
+            # mem/sleep print one line once settled; read it off the live console
+            while long_lived(args) and not vm.console.probe.values:
+                if vm.console.eof.is_set() or time.monotonic() > deadline:
+                    raise InstanceFailed(backend, "guest did not settle (no mem/sleep line)",
+                                         vm.console.tail())
+                time.sleep(0.02)
+        except BaseException:
+            vm.stop()
+            raise
+
+    def host_pids(self) -> list[int]:
+        return self.vm.host_pids()
+
+    def memory(self) -> dict:
+        m = self.vm.memory()
+        return {"pss_total": m["pss_total"], "workload": m["guest_ram"],
+                "overhead": m["vmm_overhead"], "cgroup_charged": None,
+                "vm": {k: v for k, v in m.items() if k not in ("pss_total",)}}
+
+    def stop(self) -> None:
+        self.vm.stop()
+
+
+class VMBackend(Backend):
+    kind = "vm"
+    isolation_rank = 4
+    vm_class_name = ""
+
+    def __init__(self):
+        self._img = None
+
+    @property
+    def img(self):
+        if self._img is None:
+            self._img = image.load()
+        return self._img
+
+    def vm_class(self):
+        import vm_backend
+        return getattr(vm_backend, self.vm_class_name)
+
+    def _vm(self, args: list[str], timeout: float):
+        return self.vm_class()(self.img.kernel, self.img.initramfs, list(args),
+                               memory_mib=MEMORY_MIB, timeout=timeout)
+
+    def accel(self) -> dict:
+        from vm_backend import detect_accel
+        a = detect_accel(self.img.kernel, self.img.initramfs)
+        return {"name": a.name, "reason": a.reason}
+
+    def check(self) -> None:
+        """Raise if this VM backend cannot run here (overridden per backend)."""
+
+    def available(self) -> tuple[bool, str]:
+        try:
+            if not self.img.kernel:
+                return False, f"{self.name}: the image has no guest kernel; run 'make setup'"
+            self.vm_class()
+            self.check()
+            a = self.accel()
+        except Exception as e:  # noqa: BLE001 - any failure here is the reason
+            why = e.line() if hasattr(e, "line") else f"{type(e).__name__}: {e}"
+            return False, f"{self.name}: {why}"
+        return True, f"accel={a['name']} ({a['reason'][:160]})"
+
+    def metadata(self) -> dict:
+        vm = self._vm(["ready"], 60.0)
+        vm.accel = None
+        md = {k: v for k, v in vm.metadata().items() if v is not None}
+        a = self.accel()
+        md.update({"accel": a["name"], "accel_reason": a["reason"], "memory_mib": MEMORY_MIB})
+        return md
+
+    def run(self, args: list[str], timeout: float = 60.0) -> Timings:
+        r = self._vm(args, timeout).run()
+        return Timings(r.ready_s, r.gone_s, r.probe.rc, r.probe, r.console)
+
+    def start(self, args: list[str], timeout: float = 60.0) -> Instance:
+        return VMInstance(self.name, self._vm(args, timeout), args, timeout)
