@@ -47,18 +47,17 @@ def sweep() -> list[str]:
     for cid in state.all_ids():
         rec = state.read(cid)
         if rec is None:
-            # a state dir without state.json: mid-create or mid-delete; if old, stale
+            continue
+        if rec.get("corrupt"):
+            # half-written by a live spawn, or left by one killed mid-write
             try:
                 age = time.time() - os.stat(state.path(cid)).st_mtime
             except FileNotFoundError:
                 continue
-            if age > 60:
-                state.remove(cid)
-                removed.append(f"state {cid} (empty)")
-            else:
+            if age < 60:
                 claimed.add(cid)
-            continue
-        if not rec.get("corrupt") and state.alive(rec.get("owner"), rec.get("owner_start")):
+                continue
+        elif state.alive(rec.get("owner"), rec.get("owner_start")):
             claimed.add(cid)
             continue
         if _kill(rec.get("pid"), rec.get("pid_start")):

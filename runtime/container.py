@@ -136,7 +136,7 @@ def _child(p: Plan, status_w: int, go_r: int, stdio: tuple[int, int, int], join_
             if pid:
                 _send(status_w, f"P{pid}")
                 os._exit(0)
-        _init(p, status_w)
+        _init(p, status_w, go_r)
     except BaseException as e:  # noqa: BLE001 - report anything, then die
         try:
             _send(status_w, f"E{e}")
@@ -144,7 +144,7 @@ def _child(p: Plan, status_w: int, go_r: int, stdio: tuple[int, int, int], join_
             os._exit(127)
 
 
-def _init(p: Plan, status_w: int) -> None:
+def _init(p: Plan, status_w: int, go_r: int) -> None:
     iso, cfg = p.iso, p.cfg
     os.setsid()
     if iso.mountns:
@@ -191,6 +191,8 @@ def _init(p: Plan, status_w: int) -> None:
     if not p.detached:
         sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
     os.chdir(p.cwd)
+    if p.limits is not None and os.read(go_r, 1) != b"C":
+        os._exit(125)  # the parent could not put us in our cgroup
     if p.fifo:
         _send(status_w, "C")
         os.close(status_w)
@@ -230,12 +232,15 @@ class Container:
         self._net = None
         self._deleted = False
 
-    # -- state
-    def _record(self, status: str = "running", **extra) -> dict:
-        return {"pid": self.pid, "pid_start": state.starttime(self.pid) if self.pid else None,
-                "owner": os.getpid(), "owner_start": state.starttime(os.getpid()),
-                "cgroups": self._cg, "status": status,
-                "net": self._net.record() if self._net else None, **extra}
+    def save_state(self, status: str, bundle: str, detached: bool = False) -> None:
+        """The full state record (the CLI's `state` reads it).  A detached
+        container owns itself: it lives on after the CLI that created it."""
+        owner = ({"owner": self.pid, "owner_start": state.starttime(self.pid)} if detached
+                 else _owner_record())
+        state.write(self.id, {"id": self.id, **owner, "pid": self.pid,
+                              "pid_start": state.starttime(self.pid), "cgroups": self._cg,
+                              "bundle": bundle, "status": status,
+                              "net": self._net.record() if self._net else None})
 
     def wait(self, timeout: float | None = None) -> int:
         """Exit status; 128+N when killed by signal N.  Raises TimeoutError."""
@@ -346,22 +351,39 @@ def _kill_cgroup(dirs: list[str]) -> None:
         time.sleep(0.001)
 
 
+_owner: tuple[int, int | None] = (0, None)
+
+
+def _owner_record() -> dict:
+    global _owner
+    if _owner[0] != os.getpid():
+        _owner = (os.getpid(), state.starttime(os.getpid()))
+    return {"owner": _owner[0], "owner_start": _owner[1]}
+
+
 def spawn(bundle, args: list[str] | None = None, iso: Isolation | None = None, *,
           name: str | None = None, stdout=None, stderr=None, detached: bool = False) -> Container:
-    """Start a container and return once its process has exec'd (or failed to)."""
+    """Start a container and return once its process has exec'd (or failed to).
+
+    detached=True (the CLI's `create`) leaves the init blocked before exec
+    until `start`, owned by itself rather than by the caller."""
     require_root("container runtime")
     cid = state.check_id(name) if name else unique("ctr")
     p = plan(bundle, args, iso, cid, detached)
     c = Container(cid)
     c.warnings = list(p.cfg.warnings)
-    state.create(cid, {**c._record("creating"), "bundle": p.cfg.bundle})
+    be = cgroups.backend() if p.limits is not None else None
+    planned_cg = be.leaf_dirs(cid) if be else []
+    # One state write before anything else exists: it names the owner and
+    # every cgroup, so a sweep after a kill -9 anywhere below finds them.
+    state.create(cid, {**_owner_record(), "cgroups": planned_cg, "bundle": p.cfg.bundle,
+                       "status": "creating"})
     fds: list[int] = []
     try:
-        if p.limits is not None:
-            c._cg = cgroups.backend().create(cid, p.limits)
-            state.write(cid, {**c._record("creating"), "bundle": p.cfg.bundle})
+        if be is not None:
+            c._cg = be.create(cid, p.limits)
         if detached:
-            p.fifo = str(state.path(cid) / "exec.fifo")
+            p.fifo = str(state.fifo(cid))
             os.mkfifo(p.fifo, 0o600)
         join_fds = namespaces.open_paths(p.ns_join)
         fds += [fd for _, fd in join_fds]
@@ -383,16 +405,15 @@ def spawn(bundle, args: list[str] | None = None, iso: Isolation | None = None, *
             _child(p, status_w, go_r, (null, out_w, err_w), join_fds)
         c.pid = pid
         _live.add(c)
-        os.close(status_w)
-        os.close(go_r)
-        fds = [f for f in fds if f not in (status_w, go_r)]
+        for fd in (status_w, go_r) + ((out_w,) if out_r is not None else ()):
+            os.close(fd)
+            fds.remove(fd)
         if out_r is not None:
-            os.close(out_w)
-            fds.remove(out_w)
             c.stdout = os.fdopen(out_r, "rb")
             fds.remove(out_r)
         _parent_sync(c, p, status_r, go_w)
-        state.write(cid, {**c._record("created" if detached else "running"), "bundle": p.cfg.bundle})
+        if detached:
+            c.save_state("created", p.cfg.bundle, detached=True)
         return c
     except BaseException:
         c.delete()
@@ -406,25 +427,30 @@ def spawn(bundle, args: list[str] | None = None, iso: Isolation | None = None, *
 
 
 def _parent_sync(c: Container, p: Plan, status_r: int, go_w: int) -> None:
+    """The parent's half of the handshake.  Joining a v1 cgroup waits for an
+    RCU grace period (milliseconds), so it is done while the child mounts its
+    rootfs; the child waits for it only right before exec."""
     reader = os.fdopen(os.dup(status_r), "rb", buffering=0)
     try:
         msg = reader.readline()
         if msg == b"U\n":
             if p.uid_map:
                 namespaces.write_id_maps(c.pid, p.uid_map, p.gid_map)
-            if c._cg:
-                cgroups.backend().add(c._cg, c.pid)
             if p.iso.netns and p.iso.network == "veth":
                 from . import network
                 c._net = network.Veth.create(c.id, c.pid)
+                c.save_state("creating", p.cfg.bundle)
             os.write(go_w, b"G")
-            msg = reader.readline()
-        intermediate = None
-        if msg.startswith(b"P"):
-            intermediate, c.pid = c.pid, int(msg[1:])
-            msg = reader.readline()
-        if intermediate is not None:
-            os.waitpid(intermediate, 0)
+            if p.double_fork:
+                msg = reader.readline()
+                if msg.startswith(b"P"):
+                    intermediate, c.pid = c.pid, int(msg[1:])
+                    os.waitpid(intermediate, 0)
+            if c._cg and not msg.startswith(b"E"):
+                cgroups.backend().add(c._cg, c.pid)
+                os.write(go_w, b"C")
+            if not msg.startswith(b"E"):
+                msg = reader.readline()
         try:
             c._pidfd = os.pidfd_open(c.pid)
         except OSError:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 
 from common.errors import CvbError
@@ -31,7 +30,12 @@ def root() -> Path:
 
 
 def path(cid: str) -> Path:
-    return root() / cid
+    return root() / f"{cid}.json"
+
+
+def fifo(cid: str) -> Path:
+    """`create` leaves the init blocked on this FIFO until `start` opens it."""
+    return root() / f"{cid}.fifo"
 
 
 def starttime(pid: int) -> int | None:
@@ -52,29 +56,35 @@ def alive(pid: int | None, start: int | None) -> bool:
 
 
 def create(cid: str, record: dict) -> dict:
-    """Claim the id (mkdir is atomic) and write the first state."""
-    d = path(cid)
-    root().mkdir(parents=True, exist_ok=True)
+    """Claim the id (O_EXCL is atomic) and write the first state: one file
+    write, because this sits on the measured start path."""
+    record = {"id": cid, **record}
+    data = json.dumps(record).encode()
     try:
-        d.mkdir()
+        fd = os.open(path(cid), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    except FileNotFoundError:
+        root().mkdir(parents=True, exist_ok=True)
+        return create(cid, record)
     except FileExistsError:
         raise CvbError(f"container {cid}", "already exists",
                        f"pick another id, or 'python -m runtime delete {cid}'") from None
-    record = {"id": cid, **record}
-    write(cid, record)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
     return record
 
 
 def write(cid: str, record: dict) -> None:
-    d = path(cid)
-    tmp = d / "state.json.tmp"
+    p = path(cid)
+    tmp = p.with_name(p.name + ".tmp")
     tmp.write_text(json.dumps(record))
-    os.replace(tmp, d / "state.json")
+    os.replace(tmp, p)
 
 
 def read(cid: str) -> dict | None:
     try:
-        return json.loads((path(cid) / "state.json").read_text())
+        return json.loads(path(cid).read_text())
     except FileNotFoundError:
         return None
     except json.JSONDecodeError:
@@ -82,11 +92,15 @@ def read(cid: str) -> dict | None:
 
 
 def remove(cid: str) -> None:
-    shutil.rmtree(path(cid), ignore_errors=True)
+    for p in (fifo(cid), path(cid)):
+        try:
+            os.unlink(p)
+        except FileNotFoundError:
+            pass
 
 
 def all_ids() -> list[str]:
     try:
-        return sorted(p.name for p in root().iterdir() if p.is_dir())
+        return sorted(n[:-5] for n in os.listdir(root()) if n.endswith(".json"))
     except FileNotFoundError:
         return []
