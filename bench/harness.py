@@ -182,7 +182,8 @@ def _human(v: float, unit: str) -> str:
                 return f"{v / scale:.3g} {u}"
         return f"{v * 1e9:.3g} ns"
     if unit == "ns":
-        return f"{v * 1e9:.4g} ns"
+        ns = v * 1e9
+        return f"{ns / 1000:.4g} us" if ns >= 10_000 else f"{ns:.4g} ns"
     if unit in ("bytes", "bytes_per_instance"):
         return f"{v / 2**20:.2f} MiB"
     return f"{v:g}"
