@@ -44,6 +44,7 @@ def _empty_cgroup(d: str) -> None:
 def sweep() -> list[str]:
     removed: list[str] = []
     claimed: set[str] = set()
+    claimed_netns: set[str] = set()
     for cid in state.all_ids():
         rec = state.read(cid)
         if rec is None:
@@ -59,6 +60,8 @@ def sweep() -> list[str]:
                 continue
         elif state.alive(rec.get("owner"), rec.get("owner_start")):
             claimed.add(cid)
+            if rec.get("net"):
+                claimed_netns.add(rec["net"]["netns"])
             continue
         if _kill(rec.get("pid"), rec.get("pid_start")):
             removed.append(f"process {rec['pid']} of {cid}")
@@ -73,11 +76,8 @@ def sweep() -> list[str]:
         state.remove(cid)
         removed.append(f"state {cid}")
     removed.extend(_sweep_cgroups(claimed))
-    try:
-        from . import network
-        removed.extend(network.sweep_netns(claimed))
-    except ImportError:
-        pass
+    from . import network
+    removed.extend(network.sweep_netns(claimed_netns))
     return removed
 
 

@@ -23,9 +23,14 @@ PROC_NAME = {"userns": "user", "pidns": "pid", "mountns": "mnt", "utsns": "uts",
 JOIN_ORDER = ("userns", "ipcns", "utsns", "netns", "pidns", "cgroupns", "timens", "mountns")
 
 
+_available: dict[str, bool] = {}
+
+
 def available() -> dict[str, bool]:
     """Which namespace kinds this kernel has (a missing one gives a clear error)."""
-    return {k: os.path.exists(f"/proc/self/ns/{v}") for k, v in PROC_NAME.items()}
+    if not _available:
+        _available.update({k: os.path.exists(f"/proc/self/ns/{v}") for k, v in PROC_NAME.items()})
+    return _available
 
 
 def flags(names) -> int:
