@@ -1,0 +1,7 @@
+import sys
+
+from common.errors import run_cli
+
+from .cli import main
+
+sys.exit(run_cli(main))

@@ -1,0 +1,220 @@
+"""The lifecycle both VM backends share: boot, wait for markers, time, clean up.
+
+A backend only says how to spawn, destroy and find its VMM (libvirt_vm.py,
+qemu_vm.py); everything that makes the two comparable (the same console
+reader, the same timing points, the same timeouts and the same cleanup on
+error, timeout, Ctrl-C and SIGTERM) lives here once.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+from . import owner
+from .accel import Accel, detect_accel
+from .cmdline import check_args
+from .console import Console
+from .errors import VMEnvError, VMError
+from .result import BootResult
+
+MiB = 1 << 20
+GONE_TIMEOUT = 30.0     # guest powered off, VMM must disappear within this
+POLL_S = 0.005
+DEFAULT_TB_CACHE_MIB = None   # see experiment.py; None keeps QEMU's default
+
+
+def _sigterm_exits() -> None:
+    """Make SIGTERM unwind (so finally/with blocks destroy the guest) instead of
+    killing the process on the spot; only if nobody installed a handler."""
+    if threading.current_thread() is threading.main_thread() and \
+            signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        def _exit(signum, _frame):
+            raise SystemExit(128 + signum)
+        signal.signal(signal.SIGTERM, _exit)
+
+
+def check_readable(path: str, what: str) -> str:
+    """The VMM may run as an unprivileged user (libvirt-qemu): the file and every
+    folder above it must be readable/searchable by others."""
+    path = os.path.abspath(str(path))
+    if not os.path.isfile(path):
+        raise VMEnvError("vm", f"{what} {path} not found", "run 'make setup' (it builds the image and kernel)")
+    if not os.stat(path).st_mode & 0o004:
+        raise VMEnvError("vm", f"{what} {path} is not readable by libvirt's qemu user",
+                         f"chmod o+r {path}")
+    d = os.path.dirname(path)
+    while d != "/":
+        if not os.stat(d).st_mode & 0o001:
+            raise VMEnvError("vm", f"folder {d} is not searchable by libvirt's qemu user", f"chmod o+x {d}")
+        d = os.path.dirname(d)
+    return path
+
+
+class GuestVM:
+    backend = ""
+    kind = "vm"
+
+    def __init__(self, kernel, initramfs, args, *, accel="auto", vcpus=1, memory_mib=128,
+                 timeout=60.0, name=None, tb_cache_mib=DEFAULT_TB_CACHE_MIB, cmdline_opts=None):
+        if accel not in ("auto", "kvm", "tcg"):
+            raise VMError("vm", f"unknown accel {accel!r}", "use auto, kvm or tcg", status=2)
+        if int(vcpus) < 1 or int(memory_mib) < 32:
+            raise VMError("vm", f"vcpus={vcpus} memory_mib={memory_mib}",
+                          "need at least 1 vCPU and 32 MiB", status=2)
+        self.kernel = check_readable(kernel, "kernel")
+        self.initramfs = check_readable(initramfs, "initramfs")
+        self.args = check_args(list(args))
+        self.accel_req = accel
+        self.vcpus, self.memory_mib, self.timeout = int(vcpus), int(memory_mib), float(timeout)
+        self.tb_cache_mib = tb_cache_mib
+        self.cmdline_opts = cmdline_opts
+        self.name = name or owner.vm_name(self.kind)
+        if not self.name.startswith("cvbench"):
+            raise VMError("vm", f"name {self.name!r} must start with 'cvbench'",
+                          "leave name=None or prefix it", status=2)
+        self.accel: Accel | None = None
+        self.console: Console | None = None
+        self.result: BootResult | None = None
+        self._deadline = 0.0
+        self._closed = False
+
+    # -- hooks -----------------------------------------------------------------------
+    def _detect(self) -> Accel:
+        raise NotImplementedError
+
+    def _prepare(self) -> None:
+        """Everything before the spawn clock starts (connections, sweeps)."""
+
+    def _spawn(self) -> None:
+        raise NotImplementedError
+
+    def _destroy(self) -> None:
+        raise NotImplementedError
+
+    def _gone(self) -> bool:
+        raise NotImplementedError
+
+    def _release(self) -> None:
+        """Close connections after the VMM is gone."""
+
+    def host_pids(self) -> list[int]:
+        raise NotImplementedError
+
+    # -- lifecycle -------------------------------------------------------------------
+    def _boot(self) -> None:
+        if self.result is not None:
+            raise VMError("vm", f"{self.name} was already started", "make a new instance per boot", status=2)
+        _sigterm_exits()
+        self.accel = (detect_accel(self.kernel, self.initramfs, force=self.accel_req)
+                      if self.accel_req != "auto" else self._detect())
+        self._prepare()
+        self.console = Console(self.name)
+        t0 = time.perf_counter_ns()
+        self.result = BootResult(t_spawn_ns=t0, created_ns=None, ready_ns=None, done_ns=None,
+                                 gone_ns=None, accel=self.accel.name, accel_reason=self.accel.reason,
+                                 backend=self.backend)
+        self._deadline = time.monotonic() + self.timeout
+        try:
+            self._spawn()
+        except BaseException:
+            self.stop()
+            raise
+        self.result.created_ns = time.perf_counter_ns()
+
+    def _await(self, event: threading.Event, marker: str) -> None:
+        con = self.console
+        while not event.is_set():
+            left = self._deadline - time.monotonic()
+            if left <= 0:
+                self._fail(f"guest did not print {marker} within {self.timeout:g}s (timeout); destroyed it")
+            if con.eof.is_set() and not event.is_set():
+                time.sleep(0.05)    # let the reader thread finish the last line
+                if event.is_set():
+                    break
+                self._fail(f"guest exited before printing {marker}")
+            event.wait(min(left, 0.05))
+
+    def _fail(self, why: str) -> None:
+        tail = self.console.tail() if self.console else ""
+        self.stop()
+        raise VMError(f"{self.backend} guest {self.name}", why,
+                      "see the console lines; a larger timeout= helps on a slow TCG host",
+                      console_tail=tail)
+
+    def _sync_result(self) -> BootResult:
+        r, c = self.result, self.console
+        r.ready_ns, r.done_ns, r.eof_ns = c.ready_ns, c.done_ns, c.eof_ns
+        r.console, r.probe = c.text(), c.probe
+        return r
+
+    def start(self):
+        """Boot and return once ``CVB READY`` was seen (a long-lived guest)."""
+        self._boot()
+        try:
+            self._await(self.console.ready, "CVB READY")
+        except BaseException:
+            self.stop()
+            raise
+        self._sync_result()
+        return self
+
+    def run(self) -> BootResult:
+        """Boot, wait for ``CVB DONE`` and for the VMM to be gone."""
+        self._boot()
+        try:
+            self._await(self.console.ready, "CVB READY")
+            self._await(self.console.done, "CVB DONE")
+            if not self._wait_gone(GONE_TIMEOUT):
+                self._destroy()
+                self._wait_gone(GONE_TIMEOUT)
+        except BaseException:
+            self.stop()
+            raise
+        r = self._sync_result()
+        self._cleanup()
+        return r
+
+    def _wait_gone(self, limit: float) -> bool:
+        end = time.monotonic() + limit
+        while time.monotonic() < end:
+            if self._gone():
+                if self.result.gone_ns is None:
+                    self.result.gone_ns = time.perf_counter_ns()
+                return True
+            time.sleep(POLL_S)
+        return False
+
+    def stop(self) -> None:
+        """Destroy the guest and wait until it is gone; idempotent, never raises
+        on an already-gone guest."""
+        if self.result is None or self._closed:
+            if self.console:
+                self.console.close()
+            return
+        try:
+            if not self._gone():
+                self._destroy()
+            if not self._wait_gone(GONE_TIMEOUT):
+                self._destroy()
+        finally:
+            if self.console:
+                self._sync_result()
+            self._cleanup()
+
+    def _cleanup(self) -> None:
+        self._closed = True
+        if self.console:
+            self.console.close()
+        self._release()
+
+    def memory(self) -> dict:
+        from .memory import qemu_memory
+        return qemu_memory(self.host_pids(), self.memory_mib * MiB)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,132 @@
+"""A probe guest as a transient libvirt domain.
+
+The domain is created with VIR_DOMAIN_START_AUTODESTROY, so libvirtd itself
+destroys it when the connection that made it closes, even if this process is
+SIGKILLed; the owner pid in its name and <metadata> lets sweep() catch the
+rest.  A transient domain disappears when it stops, so "Domain not found" on a
+lookup is the "gone" timing point, not an error.
+"""
+from __future__ import annotations
+
+import os
+
+from . import owner
+from .accel import Accel, detect_accel
+from .base import GuestVM
+from .cmdline import kernel_cmdline
+from .conn import create_error, is_gone, is_remote, libvirt_module, open_conn
+from .domain_xml import DEFAULT_MACHINE, DomainSpec, build
+from .errors import VMError
+
+_swept: set[str] = set()
+
+
+class LibvirtVM(GuestVM):
+    backend = "libvirt"
+    kind = "vm"
+
+    def __init__(self, kernel, initramfs, args, *, accel="auto", vcpus=1, memory_mib=128,
+                 uri="qemu:///system", timeout=60.0, name=None, machine=DEFAULT_MACHINE, **kw):
+        super().__init__(kernel, initramfs, args, accel=accel, vcpus=vcpus, memory_mib=memory_mib,
+                         timeout=timeout, name=name, **kw)
+        self.uri, self.machine = uri, machine
+        self._conn = None
+        self._dom = None
+        self._uuid: str | None = None
+        self.xml = ""
+
+    def _detect(self) -> Accel:
+        return detect_accel(self.kernel, self.initramfs, uri=self.uri)
+
+    def _prepare(self) -> None:
+        if self.uri not in _swept:
+            from .sweep import sweep
+            sweep(self.uri)
+            _swept.add(self.uri)
+        self._conn = open_conn(self.uri)
+
+    def domain_spec(self, console_socket: str = "") -> DomainSpec:
+        pid, start = owner.me()
+        return DomainSpec(name=self.name, kernel=self.kernel, initramfs=self.initramfs, args=self.args,
+                          accel=self.accel.name if self.accel else "tcg", vcpus=self.vcpus,
+                          memory_mib=self.memory_mib, machine=self.machine, tb_cache_mib=self.tb_cache_mib,
+                          console_socket=console_socket, owner_pid=pid, owner_start=start,
+                          owner_host=owner.hostname(), extra_cmdline=self.cmdline_opts)
+
+    def _spawn(self) -> None:
+        libvirt = libvirt_module()
+        self.xml = build(self.domain_spec(self.console.path))
+        try:
+            self._dom = self._conn.createXML(self.xml, libvirt.VIR_DOMAIN_START_AUTODESTROY)
+        except libvirt.libvirtError as e:
+            raise create_error(self.uri, e) from None
+        self._uuid = self._dom.UUIDString()
+
+    def _gone(self) -> bool:
+        if self._dom is None or self._conn is None:
+            return True
+        libvirt = libvirt_module()
+        try:
+            self._conn.lookupByUUIDString(self._uuid)
+            return False
+        except libvirt.libvirtError as e:
+            if is_gone(e):
+                return True
+            raise VMError("libvirt", f"cannot look up {self.name}: {e.get_error_message()}",
+                          "is libvirtd still running?") from None
+
+    def _destroy(self) -> None:
+        if self._dom is None:
+            return
+        libvirt = libvirt_module()
+        try:
+            self._dom.destroy()
+        except libvirt.libvirtError as e:
+            if not is_gone(e):
+                raise VMError("libvirt", f"cannot destroy {self.name}: {e.get_error_message()}",
+                              f"virsh -c {self.uri} destroy {self.name}") from None
+
+    def _release(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:
+                pass
+            self._conn = None
+
+    def host_pids(self) -> list[int]:
+        """The QEMU process of the domain (local URIs only: PSS is read from /proc)."""
+        if is_remote(self.uri):
+            raise VMError("memory", f"{self.uri} is a remote host", "host-side memory needs a local URI",
+                          status=2)
+        try:
+            with open(f"/run/libvirt/qemu/{self.name}.pid") as f:
+                pid = int(f.read().strip())
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f"guest={self.name}".encode() in f.read():
+                    return [pid]
+        except (OSError, ValueError):
+            pass
+        from .sweep import qemu_processes
+        return [p for p, n in qemu_processes() if n == self.name]
+
+    def memory(self) -> dict:
+        mem = super().memory()
+        stats = {}
+        if self._dom is not None:
+            libvirt = libvirt_module()
+            try:
+                stats = {k: v * 1024 for k, v in self._dom.memoryStats().items()}  # KiB -> bytes
+            except libvirt.libvirtError as e:
+                stats = {"error": e.get_error_message()}
+        mem["libvirt"] = stats
+        return mem
+
+    def metadata(self) -> dict:
+        from .versions import libvirt_versions
+        return {"backend": self.backend, "uri": self.uri, **libvirt_versions(self.uri),
+                "accel": self.accel.name if self.accel else None,
+                "accel_reason": self.accel.reason if self.accel else None,
+                "machine": self.machine, "vcpus": self.vcpus, "memory_mib": self.memory_mib,
+                "tb_cache_mib": self.tb_cache_mib, "cmdline": kernel_cmdline(self.args, self.cmdline_opts),
+                "kernel": os.path.basename(self.kernel)}
