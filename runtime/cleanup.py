@@ -41,6 +41,24 @@ def _empty_cgroup(d: str) -> None:
         time.sleep(0.005)
 
 
+def remove_container(cid: str, rec: dict) -> list[str]:
+    """Kill and remove everything a state record names (sweep and `delete`)."""
+    removed = []
+    if _kill(rec.get("pid"), rec.get("pid_start")):
+        removed.append(f"process {rec['pid']} of {cid}")
+    for d in rec.get("cgroups") or []:
+        if os.path.isdir(d):
+            _empty_cgroup(d)
+            cgroups.backend().remove([d])
+            removed.append(f"cgroup {d}")
+    if rec.get("net"):
+        from . import network
+        removed.extend(network.remove_record(rec["net"]))
+    state.remove(cid)
+    removed.append(f"state {cid}")
+    return removed
+
+
 def sweep() -> list[str]:
     removed: list[str] = []
     claimed: set[str] = set()
@@ -63,18 +81,7 @@ def sweep() -> list[str]:
             if rec.get("net"):
                 claimed_netns.add(rec["net"]["netns"])
             continue
-        if _kill(rec.get("pid"), rec.get("pid_start")):
-            removed.append(f"process {rec['pid']} of {cid}")
-        for d in rec.get("cgroups") or []:
-            if os.path.isdir(d):
-                _empty_cgroup(d)
-                cgroups.backend().remove([d])
-                removed.append(f"cgroup {d}")
-        if rec.get("net"):
-            from . import network
-            removed.extend(network.remove_record(rec["net"]))
-        state.remove(cid)
-        removed.append(f"state {cid}")
+        removed.extend(remove_container(cid, rec))
     removed.extend(_sweep_cgroups(claimed))
     from . import network
     removed.extend(network.sweep_netns(claimed_netns))

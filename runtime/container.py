@@ -11,132 +11,20 @@ can waitpid() it.  The init mounts the rootfs, drops privileges and execs.
 from __future__ import annotations
 
 import atexit
-import dataclasses
 import os
-import resource
 import select
 import signal
 import time
 import weakref
-from dataclasses import dataclass, field
 
 from common.errors import CvbError, require_root
 from common.naming import unique
 
-from . import capabilities, cgroups, namespaces, rootfs, state
-from . import config as config_mod
+from . import cgroups, namespaces, state
 from . import syscalls as sc
-from .isolation import NAMESPACES, Isolation
-
-
-@dataclass
-class Plan:
-    """Everything the child needs, resolved in the parent before the fork.
-
-    Resolved before, because after pivot_root the child cannot import a module."""
-    cid: str
-    root: str
-    exe: str
-    argv: list[str]
-    env: dict[str, str]
-    cwd: str
-    ns_new: list[str]
-    ns_join: dict[str, str]
-    iso: Isolation
-    cfg: config_mod.Config
-    caps: dict[str, int] | None = None
-    bpf: bytes | None = None
-    limits: cgroups.Limits | None = None
-    uid_map: list = field(default_factory=list)
-    gid_map: list = field(default_factory=list)
-    detached: bool = False
-    fifo: str | None = None
-    # The parent unshares the pid namespace itself around fork() (and restores
-    # its own right after), so the child is pid 1 at once and no second fork is
-    # needed.  Not with a user namespace: the pid namespace must then be owned
-    # by the container's user namespace, which only the child can create.
-    pre_pid: bool = False
-
-    @property
-    def double_fork(self) -> bool:
-        return not self.pre_pid and ("pidns" in self.ns_new or "timens" in self.ns_new
-                                     or "pidns" in self.ns_join)
-
-    @property
-    def child_ns(self) -> list[str]:
-        return [n for n in self.ns_new if not (self.pre_pid and n == "pidns")]
-
-
-def _resolve_exe(root: str, argv0: str, env: dict[str, str], pivot: bool) -> str:
-    """argv[0] as a path: inside the new root with pivot_root, else below root."""
-    cands = [argv0] if "/" in argv0 else [
-        os.path.join(d, argv0) for d in env.get("PATH", "/usr/bin:/bin").split(":") if d]
-    for c in cands:
-        host = os.path.join(root, c.lstrip("/"))
-        if os.path.isfile(host) and os.access(host, os.X_OK):
-            return c if pivot else host
-    raise CvbError("process.args[0]", f"{argv0!r} not found as an executable in {root}",
-                   "give a path that exists in the bundle's rootfs")
-
-
-def plan(bundle, args, iso: Isolation, cid: str, detached: bool = False) -> Plan:
-    cfg = config_mod.load(bundle)
-    iso = iso if iso is not None else Isolation.full()
-    if iso.follow_bundle:
-        ns = {k: (k in cfg.namespaces) for k in NAMESPACES}
-        iso = iso.replace(**ns)
-        if cfg.seccomp is None and not iso.seccomp:
-            iso = iso.replace(seccomp=False)
-    ns_join = {k: v for k, v in cfg.namespaces.items() if v and iso.follow_bundle}
-    ns_new = [k for k in NAMESPACES if getattr(iso, k) and k not in ns_join]
-    avail = namespaces.available()
-    missing = [k for k in ns_new if not avail[k]]
-    if missing:
-        raise CvbError("namespaces", f"this kernel has no {', '.join(missing)}",
-                       "switch that mechanism off, or use a newer kernel")
-    if iso.pivot_root and not (iso.mountns or "mountns" in ns_join):
-        raise CvbError("isolation", "pivot_root needs a mount namespace", "switch mountns on")
-    argv = list(args) if args else list(cfg.args)
-    env = dict(e.split("=", 1) for e in cfg.env if "=" in e)
-    p = Plan(cid=cid, root=cfg.root, exe=_resolve_exe(cfg.root, argv[0], env, iso.pivot_root),
-             argv=argv, env=env, cwd=cfg.cwd if iso.pivot_root else os.path.join(cfg.root, cfg.cwd.lstrip("/")),
-             ns_new=ns_new, ns_join=ns_join, iso=iso, cfg=cfg, detached=detached)
-    if iso.caps:
-        p.caps = capabilities.plan(cfg.caps)
-    if iso.seccomp:
-        from . import seccomp
-        p.bpf = seccomp.compile_bpf(cfg.seccomp if iso.follow_bundle else None, cfg.warnings)
-    if iso.cgroup:
-        p.limits = cgroups.Limits(
-            memory_bytes=iso.memory_bytes or cfg.memory_limit,
-            cpu_quota_us=iso.cpu_quota_us or (cfg.cpu_quota if cfg.cpu_quota and cfg.cpu_quota > 0 else None),
-            cpu_period_us=iso.cpu_period_us or cfg.cpu_period,
-            cpu_weight=iso.cpu_weight or (cgroups.shares_to_weight(cfg.cpu_shares) if cfg.cpu_shares else None),
-            pids_max=iso.pids_max or cfg.pids_limit)
-    if iso.userns:
-        p.uid_map = cfg.uid_mappings or [(0, iso.host_id, 65536)]
-        p.gid_map = cfg.gid_mappings or [(0, iso.host_id, 65536)]
-    p.pre_pid = ("pidns" in ns_new and "userns" not in ns_new and "timens" not in ns_new
-                 and "userns" not in ns_join)
-    return p
-
-
-_plans: dict[tuple, Plan] = {}
-
-
-def cached_plan(bundle, args, iso: Isolation | None, cid: str, detached: bool) -> Plan:
-    """plan(), memoised per bundle version and settings: a benchmark loop
-    spawns the same container hundreds of times."""
-    cfg = config_mod.load(bundle)
-    iso = iso if iso is not None else Isolation.full()
-    key = (id(cfg), tuple(args or ()), dataclasses.astuple(iso), detached)
-    p = _plans.get(key)
-    if p is None or p.cfg is not cfg:
-        if len(_plans) > 64:
-            _plans.clear()
-        p = _plans[key] = plan(bundle, args, iso, cid, detached)
-    return dataclasses.replace(p, cid=cid)
-
+from .child import child
+from .isolation import Isolation
+from .plan import Plan, cached_plan
 
 _own_pidns: tuple[int, int] = (0, -1)
 
@@ -158,101 +46,6 @@ def _fork_in_new_pidns() -> int:
     return pid
 
 
-# ---------------------------------------------------------------- the child
-
-def _send(fd: int, msg: str) -> None:
-    os.write(fd, (msg.replace("\n", " ") + "\n").encode())
-
-
-def _child(p: Plan, status_w: int, go_r: int, stdio: tuple[int, int, int], join_fds) -> None:
-    """Runs in the forked child; never returns."""
-    try:
-        for i, fd in enumerate(stdio):
-            if fd != i:
-                os.dup2(fd, i)
-        namespaces.join(join_fds)
-        if p.child_ns:
-            sc.unshare(namespaces.flags(p.child_ns))
-        _send(status_w, "U")
-        if os.read(go_r, 1) != b"G":
-            os._exit(125)  # the parent gave up
-        if p.iso.userns:
-            os.setresgid(0, 0, 0)
-            os.setresuid(0, 0, 0)
-        if "timens" in p.ns_new:
-            namespaces.write_time_offsets(p.cfg.time_offsets if p.iso.follow_bundle else {})
-        if p.double_fork:
-            pid = sc.clone_parent()
-            if pid:
-                _send(status_w, f"P{pid}")
-                os._exit(0)
-        _init(p, status_w, go_r)
-    except BaseException as e:  # noqa: BLE001 - report anything, then die
-        try:
-            _send(status_w, f"E{e}")
-        finally:
-            os._exit(127)
-
-
-def _init(p: Plan, status_w: int, go_r: int) -> None:
-    iso, cfg = p.iso, p.cfg
-    os.setsid()
-    if iso.mountns:
-        if iso.pivot_root:
-            binds = []
-            if p.limits is not None and any(m.type in ("cgroup", "cgroup2") for m in cfg.mounts):
-                binds = cgroups.backend().binds(cgroups.backend().leaf_dirs(p.cid))
-            rootfs.prepare(p.root, cfg.mounts if iso.follow_bundle else [],
-                           propagation=cfg.propagation, in_userns=iso.userns, cgroup_binds=binds)
-            rootfs.switch_root(p.root)
-            rootfs.mask(cfg.masked_paths)
-            rootfs.readonly(cfg.readonly_paths)
-            if cfg.root_readonly and iso.follow_bundle:
-                rootfs.readonly_root()
-        else:
-            sc.mount(None, "/", None, rootfs.PROPAGATION[cfg.propagation])
-    if iso.utsns:
-        sc.sethostname(cfg.hostname or "cvbench")
-    if iso.netns and iso.network != "none":
-        namespaces.loopback_up()
-    if iso.follow_bundle and iso.pivot_root:
-        for key, value in cfg.sysctl.items():
-            with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
-                f.write(value)
-    if iso.follow_bundle:
-        for name, soft, hard in cfg.rlimits:
-            resource.setrlimit(getattr(resource, name), (soft, hard))
-        if cfg.umask is not None:
-            os.umask(cfg.umask)
-    if iso.no_new_privs:
-        capabilities.set_no_new_privs()
-    if p.caps is not None:
-        capabilities.drop_bounding(p.caps["bounding"])
-        if cfg.uid != 0:
-            capabilities.keep_caps()
-    if cfg.gid or cfg.additional_gids or cfg.uid:
-        os.setgroups(cfg.additional_gids)
-        os.setresgid(cfg.gid, cfg.gid, cfg.gid)
-        os.setresuid(cfg.uid, cfg.uid, cfg.uid)
-    if p.bpf is not None:
-        sc.seccomp_load_bpf(p.bpf)
-    if p.caps is not None:
-        capabilities.apply_sets(p.caps)
-    if not p.detached:
-        sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
-    os.chdir(p.cwd)
-    if p.limits is not None and os.read(go_r, 1) != b"C":
-        os._exit(125)  # the parent could not put us in our cgroup
-    if p.fifo:
-        _send(status_w, "C")
-        os.close(status_w)
-        fd = os.open(p.fifo, os.O_WRONLY)  # blocks until `start` opens it
-        os.write(fd, b"0")
-        os.close(fd)
-    os.execve(p.exe, p.argv, p.env)
-
-
-# ---------------------------------------------------------------- the parent
 
 _live: weakref.WeakSet[Container] = weakref.WeakSet()
 
@@ -433,8 +226,12 @@ def spawn(bundle, args: list[str] | None = None, iso: Isolation | None = None, *
         if be is not None:
             c._cg = be.create(cid, p.limits)
         if detached:
-            p.fifo = str(state.fifo(cid))
-            os.mkfifo(p.fifo, 0o600)
+            path = str(state.fifo(cid))
+            os.mkfifo(path, 0o622)
+            # An O_PATH fd survives pivot_root; the init reopens it through
+            # /proc/self/fd, as runc does with its exec.fifo.
+            p.fifo = os.open(path, os.O_PATH | os.O_CLOEXEC)
+            fds.append(p.fifo)
         join_fds = namespaces.open_paths(p.ns_join)
         fds += [fd for _, fd in join_fds]
         status_r, status_w = os.pipe2(os.O_CLOEXEC)
@@ -452,9 +249,10 @@ def spawn(bundle, args: list[str] | None = None, iso: Isolation | None = None, *
         c.t_spawn_ns = time.perf_counter_ns()
         pid = _fork_in_new_pidns() if p.pre_pid else os.fork()
         if pid == 0:
-            _child(p, status_w, go_r, (null, out_w, err_w), join_fds)
+            child(p, status_w, go_r, (null, out_w, err_w), join_fds)
         c.pid = pid
-        _live.add(c)
+        if not detached:
+            _live.add(c)
         for fd in (status_w, go_r) + ((out_w,) if out_r is not None else ()):
             os.close(fd)
             fds.remove(fd)

@@ -1,0 +1,256 @@
+"""`python -m runtime`: a runc-like command line over the library.
+
+    python -m runtime run -b BUNDLE ID [-- ARGS...]   foreground; exit status passes through
+    python -m runtime create -b BUNDLE ID / start ID / state ID / kill ID [SIG] / delete [-f] ID
+    python -m runtime list / spec / sweep / features
+
+Isolation toggles (run and create): --isolation full|bare|only:M|cum:N, then
+--with M / --without M per mechanism, --network, and the cgroup limits.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+
+from common.errors import EXIT_FAILED, CvbError, require_root, run_cli
+
+from . import state
+from .isolation import NETWORKS, Isolation
+
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+             signal.SIGUSR2)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise CvbError("usage", message, f"see '{self.prog} --help'")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m runtime", description="cvbench's container runtime (runc-like)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    for name in ("run", "create"):
+        s = sub.add_parser(name, help=f"{name} a container from an OCI bundle")
+        s.add_argument("-b", "--bundle", default=".", help="bundle directory (default: .)")
+        s.add_argument("id")
+        s.add_argument("args", nargs="*", help="after --: replaces process.args")
+        s.add_argument("--isolation", default="full",
+                       help="full (default), bare, only:MECH or cum:N (first N ladder rungs)")
+        s.add_argument("--with", dest="with_", action="append", default=[], metavar="MECH",
+                       help=f"switch a mechanism on; one of {', '.join(Isolation.MECHANISMS)}")
+        s.add_argument("--without", action="append", default=[], metavar="MECH",
+                       help="switch a mechanism off")
+        s.add_argument("--network", choices=NETWORKS)
+        s.add_argument("--memory", type=int, metavar="BYTES")
+        s.add_argument("--cpu-quota", type=int, metavar="US")
+        s.add_argument("--cpu-period", type=int, metavar="US")
+        s.add_argument("--pids-max", type=int, metavar="N")
+    for name, helptext in (("start", "start a created container"), ("state", "print OCI state JSON")):
+        sub.add_parser(name, help=helptext).add_argument("id")
+    k = sub.add_parser("kill", help="send a signal (default TERM)")
+    k.add_argument("id")
+    k.add_argument("signal", nargs="?", default="TERM")
+    d = sub.add_parser("delete", help="remove a stopped container (-f: kill it first)")
+    d.add_argument("-f", "--force", action="store_true")
+    d.add_argument("id")
+    ls = sub.add_parser("list", help="list containers")
+    ls.add_argument("--json", action="store_true")
+    sp = sub.add_parser("spec", help="write a default config.json (like runc spec)")
+    sp.add_argument("-b", "--bundle", default=".")
+    sub.add_parser("sweep", help="remove what killed runs left behind")
+    f = sub.add_parser("features", help="what this host supports")
+    f.add_argument("--json", action="store_true")
+    return p
+
+
+def isolation_from_args(a) -> Isolation:
+    preset = a.isolation
+    if preset == "full":
+        iso = Isolation.full()
+    elif preset == "bare":
+        iso = Isolation.bare()
+    elif preset.startswith("only:"):
+        iso = Isolation.only(preset[5:])
+    elif preset.startswith("cum:") and preset[4:].isdigit():
+        iso = Isolation.cumulative(int(preset[4:]))
+    else:
+        raise CvbError("--isolation", f"{preset!r} is not a preset", "use full, bare, only:MECH or cum:N")
+    for names, on in ((a.with_, True), (a.without, False)):
+        for name in names:
+            if name not in Isolation.MECHANISMS:
+                raise CvbError("--with/--without", f"unknown mechanism {name!r}",
+                               f"use one of {', '.join(Isolation.MECHANISMS)}")
+            if name == "veth":
+                iso = iso.replace(network="veth" if on else "none", netns=iso.netns or on)
+            else:
+                iso = iso.replace(**{name: on})
+                if on and name == "pivot_root":
+                    iso = iso.replace(mountns=True)
+    kw = {"network": a.network, "memory_bytes": a.memory, "cpu_quota_us": a.cpu_quota,
+          "cpu_period_us": a.cpu_period, "pids_max": a.pids_max}
+    kw = {k: v for k, v in kw.items() if v is not None}
+    if any(k != "network" for k in kw):
+        kw["cgroup"] = True
+    return iso.replace(**kw) if kw else iso
+
+
+def _status(rec: dict) -> str:
+    if state.alive(rec.get("pid"), rec.get("pid_start")):
+        return "created" if state.fifo(rec["id"]).exists() else "running"
+    if rec.get("status") == "creating" and state.alive(rec.get("owner"), rec.get("owner_start")):
+        return "creating"
+    return "stopped"
+
+
+def _record(cid: str) -> dict:
+    state.check_id(cid)
+    rec = state.read(cid)
+    if rec is None:
+        raise CvbError(f"container {cid}", "does not exist", "see 'python -m runtime list'",
+                       status=EXIT_FAILED)
+    return rec
+
+
+def _signal(name: str) -> int:
+    if name.isdigit():
+        return int(name)
+    n = name.upper()
+    n = n if n.startswith("SIG") else "SIG" + n
+    try:
+        return int(getattr(signal.Signals, n))
+    except AttributeError:
+        raise CvbError("signal", f"unknown signal {name!r}", "use a name like TERM or a number") from None
+
+
+def cmd_run(a) -> int:
+    from .container import spawn
+    c = spawn(a.bundle, a.args or None, isolation_from_args(a), name=a.id, stdout=1, stderr=2)
+    for w in c.warnings:
+        print(f"cvbench: warning: {w}", file=sys.stderr)
+    try:
+        c.save_state("running", os.path.abspath(a.bundle))
+        for sig in FORWARDED:
+            signal.signal(sig, lambda s, _f: c.kill(s))
+        return c.wait()
+    finally:
+        for sig in FORWARDED:
+            signal.signal(sig, signal.SIG_DFL if sig != signal.SIGINT else signal.default_int_handler)
+        c.delete()
+
+
+def cmd_create(a) -> int:
+    from .container import spawn
+    c = spawn(a.bundle, a.args or None, isolation_from_args(a), name=a.id, stdout=1, stderr=2,
+              detached=True)
+    for w in c.warnings:
+        print(f"cvbench: warning: {w}", file=sys.stderr)
+    return 0
+
+
+def cmd_start(a) -> int:
+    rec = _record(a.id)
+    fifo = state.fifo(a.id)
+    if _status(rec) != "created":
+        raise CvbError(f"container {a.id}", f"is {_status(rec)}, not created", "create it first")
+    fd = os.open(fifo, os.O_RDONLY)
+    try:
+        os.read(fd, 1)
+    finally:
+        os.close(fd)
+        fifo.unlink(missing_ok=True)
+    rec["status"] = "running"
+    state.write(a.id, rec)
+    return 0
+
+
+def cmd_state(a) -> int:
+    rec = _record(a.id)
+    st = _status(rec)
+    print(json.dumps({"ociVersion": "1.0.2", "id": a.id, "status": st,
+                      "pid": rec.get("pid") if st != "stopped" else 0,
+                      "bundle": rec.get("bundle", ""), "annotations": {}}, indent=2))
+    return 0
+
+
+def cmd_kill(a) -> int:
+    rec = _record(a.id)
+    sig = _signal(a.signal)
+    if not state.alive(rec.get("pid"), rec.get("pid_start")):
+        raise CvbError(f"container {a.id}", "is not running", "nothing to signal", status=EXIT_FAILED)
+    os.kill(rec["pid"], sig)
+    return 0
+
+
+def cmd_delete(a) -> int:
+    from .cleanup import remove_container
+    rec = _record(a.id)
+    st = _status(rec)
+    if st in ("running", "created", "creating") and not a.force:
+        raise CvbError(f"container {a.id}", f"is {st}", "kill it first, or use delete --force",
+                       status=EXIT_FAILED)
+    remove_container(a.id, rec)
+    return 0
+
+
+def cmd_list(a) -> int:
+    rows = []
+    for cid in state.all_ids():
+        rec = state.read(cid)
+        if rec:
+            rows.append({"id": cid, "pid": rec.get("pid") or 0, "status": _status(rec),
+                         "bundle": rec.get("bundle", ""), "owner": rec.get("owner")})
+    if a.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(f"{'ID':32} {'PID':>8} {'STATUS':9} BUNDLE")
+        for r in rows:
+            print(f"{r['id']:32} {r['pid']:>8} {r['status']:9} {r['bundle']}")
+    return 0
+
+
+def cmd_spec(a) -> int:
+    from .spec import default_spec
+    path = os.path.join(a.bundle, "config.json")
+    if os.path.exists(path):
+        raise CvbError(path, "already exists", "remove it first (runc spec refuses too)")
+    with open(path, "w") as f:
+        json.dump(default_spec(), f, indent=2)
+        f.write("\n")
+    return 0
+
+
+def cmd_sweep(a) -> int:
+    from .cleanup import sweep
+    for line in sweep():
+        print(f"removed {line}")
+    return 0
+
+
+def cmd_features(a) -> int:
+    from . import cgroups, lsm, namespaces
+    info = {"cgroup_version": cgroups.version(), "namespaces": namespaces.available(),
+            "lsm": lsm.report(), "mechanisms": Isolation.MECHANISMS}
+    if a.json:
+        print(json.dumps(info, indent=2))
+    else:
+        print(f"cgroups: {info['cgroup_version']}")
+        print("namespaces: " + ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in info["namespaces"].items()))
+        for k, v in info["lsm"].items():
+            print(f"{k}: {'available' if v['available'] else 'unavailable'} ({v['reason']})")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    argv = [x for x in argv if x != "--debug"]
+    a = _parser().parse_args(argv)
+    if a.cmd not in ("spec", "features", "list"):
+        require_root(f"python -m runtime {a.cmd}")
+    return globals()[f"cmd_{a.cmd}"](a)
+
+
+def entry() -> None:
+    sys.exit(run_cli(main))

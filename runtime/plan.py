@@ -1,0 +1,125 @@
+"""A container's plan: config.json plus the Isolation toggles, resolved in
+the parent before the fork.
+
+Resolved before, because after pivot_root the child cannot import a module
+or read the bundle, and because a benchmark loop spawning the same container
+hundreds of times should pay for parsing and checking once.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+
+from common.errors import CvbError
+
+from . import capabilities, cgroups, namespaces
+from . import config as config_mod
+from .isolation import NAMESPACES, Isolation
+
+
+@dataclass
+class Plan:
+    """Everything the child needs."""
+    cid: str
+    root: str
+    exe: str
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str
+    ns_new: list[str]
+    ns_join: dict[str, str]
+    iso: Isolation
+    cfg: config_mod.Config
+    caps: dict[str, int] | None = None
+    bpf: bytes | None = None
+    limits: cgroups.Limits | None = None
+    uid_map: list = field(default_factory=list)
+    gid_map: list = field(default_factory=list)
+    detached: bool = False
+    fifo: int | None = None  # O_PATH fd of the exec FIFO (detached create)
+    # The parent unshares the pid namespace itself around fork() (and restores
+    # its own right after), so the child is pid 1 at once and no second fork is
+    # needed.  Not with a user namespace: the pid namespace must then be owned
+    # by the container's user namespace, which only the child can create.
+    pre_pid: bool = False
+
+    @property
+    def double_fork(self) -> bool:
+        return not self.pre_pid and ("pidns" in self.ns_new or "timens" in self.ns_new
+                                     or "pidns" in self.ns_join)
+
+    @property
+    def child_ns(self) -> list[str]:
+        return [n for n in self.ns_new if not (self.pre_pid and n == "pidns")]
+
+
+def _resolve_exe(root: str, argv0: str, env: dict[str, str], pivot: bool) -> str:
+    """argv[0] as a path: inside the new root with pivot_root, else below root."""
+    cands = [argv0] if "/" in argv0 else [
+        os.path.join(d, argv0) for d in env.get("PATH", "/usr/bin:/bin").split(":") if d]
+    for c in cands:
+        host = os.path.join(root, c.lstrip("/"))
+        if os.path.isfile(host) and os.access(host, os.X_OK):
+            return c if pivot else host
+    raise CvbError("process.args[0]", f"{argv0!r} not found as an executable in {root}",
+                   "give a path that exists in the bundle's rootfs")
+
+
+def plan(bundle, args, iso: Isolation, cid: str, detached: bool = False) -> Plan:
+    cfg = config_mod.load(bundle)
+    iso = iso if iso is not None else Isolation.full()
+    if iso.follow_bundle:
+        ns = {k: (k in cfg.namespaces) for k in NAMESPACES}
+        iso = iso.replace(**ns)
+        if cfg.seccomp is None and not iso.seccomp:
+            iso = iso.replace(seccomp=False)
+    ns_join = {k: v for k, v in cfg.namespaces.items() if v and iso.follow_bundle}
+    ns_new = [k for k in NAMESPACES if getattr(iso, k) and k not in ns_join]
+    avail = namespaces.available()
+    missing = [k for k in ns_new if not avail[k]]
+    if missing:
+        raise CvbError("namespaces", f"this kernel has no {', '.join(missing)}",
+                       "switch that mechanism off, or use a newer kernel")
+    if iso.pivot_root and not (iso.mountns or "mountns" in ns_join):
+        raise CvbError("isolation", "pivot_root needs a mount namespace", "switch mountns on")
+    argv = list(args) if args else list(cfg.args)
+    env = dict(e.split("=", 1) for e in cfg.env if "=" in e)
+    p = Plan(cid=cid, root=cfg.root, exe=_resolve_exe(cfg.root, argv[0], env, iso.pivot_root),
+             argv=argv, env=env, cwd=cfg.cwd if iso.pivot_root else os.path.join(cfg.root, cfg.cwd.lstrip("/")),
+             ns_new=ns_new, ns_join=ns_join, iso=iso, cfg=cfg, detached=detached)
+    if iso.caps:
+        p.caps = capabilities.plan(cfg.caps)
+    if iso.seccomp:
+        from . import seccomp
+        p.bpf = seccomp.compile_bpf(cfg.seccomp if iso.follow_bundle else None, cfg.warnings)
+    if iso.cgroup:
+        p.limits = cgroups.Limits(
+            memory_bytes=iso.memory_bytes or cfg.memory_limit,
+            cpu_quota_us=iso.cpu_quota_us or (cfg.cpu_quota if cfg.cpu_quota and cfg.cpu_quota > 0 else None),
+            cpu_period_us=iso.cpu_period_us or cfg.cpu_period,
+            cpu_weight=iso.cpu_weight or (cgroups.shares_to_weight(cfg.cpu_shares) if cfg.cpu_shares else None),
+            pids_max=iso.pids_max or cfg.pids_limit)
+    if iso.userns:
+        p.uid_map = cfg.uid_mappings or [(0, iso.host_id, 65536)]
+        p.gid_map = cfg.gid_mappings or [(0, iso.host_id, 65536)]
+    p.pre_pid = ("pidns" in ns_new and "userns" not in ns_new and "timens" not in ns_new
+                 and "userns" not in ns_join)
+    return p
+
+
+_plans: dict[tuple, Plan] = {}
+
+
+def cached_plan(bundle, args, iso: Isolation | None, cid: str, detached: bool) -> Plan:
+    """plan(), memoised per bundle version and settings: a benchmark loop
+    spawns the same container hundreds of times."""
+    cfg = config_mod.load(bundle)
+    iso = iso if iso is not None else Isolation.full()
+    key = (id(cfg), tuple(args or ()), dataclasses.astuple(iso), detached)
+    p = _plans.get(key)
+    if p is None or p.cfg is not cfg:
+        if len(_plans) > 64:
+            _plans.clear()
+        p = _plans[key] = plan(bundle, args, iso, cid, detached)
+    return dataclasses.replace(p, cid=cid)
