@@ -82,6 +82,10 @@ def init(p: Plan, status_w: int, go_r: int) -> None:
             resource.setrlimit(getattr(resource, name), (soft, hard))
         if cfg.umask is not None:
             os.umask(cfg.umask)
+    if p.limits is not None and os.read(go_r, 1) != b"C":
+        os._exit(125)  # the parent could not put us in our cgroup
+    if p.late_cgroupns:
+        sc.unshare(sc.CLONE_NEWCGROUP)
     if iso.no_new_privs:
         capabilities.set_no_new_privs()
     if p.caps is not None:
@@ -99,8 +103,6 @@ def init(p: Plan, status_w: int, go_r: int) -> None:
     if not p.detached:
         sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
     os.chdir(p.cwd)
-    if p.limits is not None and os.read(go_r, 1) != b"C":
-        os._exit(125)  # the parent could not put us in our cgroup
     if p.fifo is not None:
         send(status_w, "C")
         os.close(status_w)

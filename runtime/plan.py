@@ -50,8 +50,15 @@ class Plan:
                                      or "pidns" in self.ns_join)
 
     @property
+    def late_cgroupns(self) -> bool:
+        """A cgroup namespace is rooted where its creator stands, so with an own
+        cgroup it is made only after the parent has moved the child there."""
+        return "cgroupns" in self.ns_new and self.limits is not None
+
+    @property
     def child_ns(self) -> list[str]:
-        return [n for n in self.ns_new if not (self.pre_pid and n == "pidns")]
+        return [n for n in self.ns_new if not (self.pre_pid and n == "pidns")
+                and not (self.late_cgroupns and n == "cgroupns")]
 
 
 def _resolve_exe(root: str, argv0: str, env: dict[str, str], pivot: bool) -> str:
