@@ -294,6 +294,11 @@ def backend() -> Backend:
     return _backend
 
 
+def all_roots() -> list[str]:
+    """Every cgroup mount point, v1 and v2 (a sweep looks in all of them)."""
+    return [p for _, p, _ in _mounts()]
+
+
 def find_ours(roots: list[str]) -> list[str]:
     """Every cvbench-named cgroup directory below the given mount points, deepest first."""
     found = []

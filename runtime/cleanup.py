@@ -28,7 +28,7 @@ def _kill(pid: int | None, start: int | None) -> bool:
 
 
 def _empty_cgroup(d: str) -> None:
-    be = cgroups.backend()
+    be = cgroups.Backend()
     for _ in range(200):
         pids = be.pids([d])
         if not pids:
@@ -49,7 +49,7 @@ def remove_container(cid: str, rec: dict) -> list[str]:
     for d in rec.get("cgroups") or []:
         if os.path.isdir(d):
             _empty_cgroup(d)
-            cgroups.backend().remove([d])
+            cgroups.Backend().remove([d])
             removed.append(f"cgroup {d}")
     if rec.get("net"):
         from . import network
@@ -90,8 +90,8 @@ def sweep() -> list[str]:
 
 def _sweep_cgroups(claimed: set[str]) -> list[str]:
     out = []
-    be = cgroups.backend()
-    for d in cgroups.find_ours(be.roots()):
+    be = cgroups.Backend()  # remove() and pids() work the same on v1 and v2
+    for d in cgroups.find_ours(cgroups.all_roots()):
         if os.path.basename(d) != PREFIX:
             continue
         for leaf in os.listdir(d):
