@@ -102,7 +102,7 @@ def _trial(kernel: str, initramfs: str, uri: str | None) -> Accel:
         if "CVB READY" in e.why or "timeout" in e.why.lower() or "within" in e.why:
             return Accel("tcg", f"kvm present but guest never reached CVB READY within "
                                 f"{KVM_TRIAL_TIMEOUT:g}s ({host_hints()})")
-        return Accel("tcg", f"kvm refused: {e.why.splitlines()[0]}")
+        return Accel("tcg", f"kvm refused: {e.why.splitlines()[0]} ({host_hints()})")
     finally:
         vm.stop()
     return Accel("kvm", f"kvm trial boot reached CVB READY in {res.ready_s:.2f}s")

@@ -58,7 +58,7 @@ class GuestVM:
 
     def __init__(self, kernel, initramfs, args, *, accel="auto", vcpus=1, memory_mib=128,
                  timeout=60.0, name=None, tb_cache_mib=DEFAULT_TB_CACHE_MIB, cmdline_opts=None):
-        if accel not in ("auto", "kvm", "tcg"):
+        if not isinstance(accel, Accel) and accel not in ("auto", "kvm", "tcg"):
             raise VMError("vm", f"unknown accel {accel!r}", "use auto, kvm or tcg", status=2)
         if int(vcpus) < 1 or int(memory_mib) < 32:
             raise VMError("vm", f"vcpus={vcpus} memory_mib={memory_mib}",
@@ -107,8 +107,12 @@ class GuestVM:
         if self.result is not None:
             raise VMError("vm", f"{self.name} was already started", "make a new instance per boot", status=2)
         _sigterm_exits()
-        self.accel = (detect_accel(self.kernel, self.initramfs, force=self.accel_req)
-                      if self.accel_req != "auto" else self._detect())
+        if isinstance(self.accel_req, Accel):      # a verdict detect_accel() gave the caller
+            self.accel = self.accel_req
+        elif self.accel_req == "auto":
+            self.accel = self._detect()
+        else:
+            self.accel = detect_accel(self.kernel, self.initramfs, force=self.accel_req)
         self._prepare()
         self.console = Console(self.name)
         t0 = time.perf_counter_ns()
@@ -175,6 +179,21 @@ class GuestVM:
         r = self._sync_result()
         self._cleanup()
         return r
+
+    def wait_value(self, key: str, timeout: float | None = None) -> str:
+        """Wait for a ``CVB key=value`` line (e.g. ``mem_touched_mib`` after
+        ``mem 64``: READY comes before the memory is touched)."""
+        end = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while key not in self.console.probe.values:
+            if time.monotonic() > end:
+                self._fail(f"guest did not print {key}= in time")
+            if self.console.eof.is_set():
+                time.sleep(0.05)
+                if key in self.console.probe.values:
+                    break
+                self._fail(f"guest exited before printing {key}=")
+            time.sleep(0.01)
+        return self.console.probe.values[key]
 
     def _wait_gone(self, limit: float) -> bool:
         end = time.monotonic() + limit

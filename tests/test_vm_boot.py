@@ -1,0 +1,110 @@
+"""Real guests (TCG here): boot, markers, timing points, memory, timeout, leaks."""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from vm_backend import LibvirtVM, QemuVM, VMError, detect_accel, sweep
+from vm_backend.accel import host_hints
+from vm_backend.sweep import qemu_processes
+
+pytestmark = [pytest.mark.vm, pytest.mark.slow]
+
+
+def _libvirt_names() -> set[str]:
+    from vm_backend.conn import open_conn
+    conn = open_conn("qemu:///system")
+    try:
+        return {d.name() for d in conn.listAllDomains()}
+    finally:
+        conn.close()
+
+
+def _assert_gone(vm) -> None:
+    assert vm.name not in _libvirt_names()
+    assert vm.name not in {n for _, n in qemu_processes()}
+    assert not os.path.exists(vm.console.path)
+
+
+@pytest.fixture(scope="module")
+def accel(image, root):
+    """The detected accelerator (cached on disk per kernel and boot)."""
+    return detect_accel(image.kernel, image.initramfs)
+
+
+@pytest.mark.parametrize("cls", [LibvirtVM, QemuVM])
+def test_guest_boots_reports_ops_and_is_gone(image, accel, cls):
+    vm = cls(image.kernel, image.initramfs, ["ops", "--iters", "2000", "getppid", "read_zero"],
+             accel=accel, timeout=90)
+    r = vm.run()
+    assert r.probe.ready and r.probe.rc == 0, r.console
+    assert [o.op for o in r.probe.ops] == ["getppid", "read_zero"]
+    assert all(o.iters == 2000 and o.ns_per_op > 0 for o in r.probe.ops)
+    assert r.t_spawn_ns < r.created_ns < r.ready_ns <= r.done_ns < r.gone_ns
+    assert 0 < r.ready_s < r.done_s < r.gone_s
+    assert r.accel == accel.name and r.accel_reason == accel.reason
+    assert r.backend == vm.backend and "CVB READY" in r.console
+    _assert_gone(vm)
+    md = vm.metadata()
+    assert md["accel"] == accel.name and md["qemu"] and " -- ops --iters 2000" in md["cmdline"]
+
+
+def test_hung_guest_is_destroyed_at_timeout_with_console_tail(image, accel):
+    vm = LibvirtVM(image.kernel, image.initramfs, ["sleep", "-1"], accel=accel, timeout=15)
+    t0 = time.monotonic()
+    with pytest.raises(VMError) as e:
+        vm.run()
+    assert time.monotonic() - t0 < 15 + 10
+    assert "CVB DONE" in e.value.why and "timeout" in e.value.why
+    assert "CVB sleeping s=-1" in e.value.console_tail      # the console's last lines
+    assert e.value.status == 1
+    _assert_gone(vm)
+
+
+@pytest.mark.parametrize("cls", [LibvirtVM, QemuVM])
+def test_running_guest_memory_split(image, accel, cls):
+    with cls(image.kernel, image.initramfs, ["mem", "48", "-1"], accel=accel, timeout=90) as vm:
+        vm.start()
+        assert vm.result.ready_s > 0 and vm.result.done_ns is None
+        assert vm.wait_value("mem_touched_mib") == "48"
+        m = vm.memory()
+        assert m["guest_ram_exact"], m
+        assert m["guest_ram_size"] == 128 << 20
+        # The guest touched 48 MiB (plus its kernel and initramfs): all in guest RAM.
+        assert 48 << 20 < m["guest_ram"] <= 128 << 20
+        assert m["vmm_overhead"] > 0 and m["pss_total"] == m["guest_ram"] + m["vmm_overhead"]
+        assert vm.host_pids() == m["pids"]
+        if cls is LibvirtVM:
+            assert m["libvirt"].get("rss", 0) > 0
+    _assert_gone(vm)
+
+
+def test_twenty_boots_leave_nothing(image, accel):
+    before = {n for n in _libvirt_names() if n.startswith("cvbench-")}
+    names = []
+    for _ in range(20):
+        vm = LibvirtVM(image.kernel, image.initramfs, ["ready"], accel=accel, timeout=90)
+        r = vm.run()
+        assert r.probe.rc == 0 and r.gone_ns
+        names.append(vm.name)
+    assert not set(names) & _libvirt_names()
+    assert not set(names) & {n for _, n in qemu_processes()}
+    assert not [p for p in os.listdir("/run/cvbench/vm") if any(p.startswith(n) for n in names)]
+    # Other engineers' guests may come and go meanwhile; ours must not be among them.
+    assert not (({n for n in _libvirt_names() if n.startswith("cvbench-")} - before) & set(names))
+    assert sweep() == [] or all(str(os.getpid()) not in w for w in sweep())
+
+
+def test_detection_says_why(image, accel):
+    assert accel.name in ("kvm", "tcg") and accel.reason
+    if accel.name == "tcg" and os.path.exists("/sys/module/kvm_pvm"):
+        assert "PVM host" in accel.reason and host_hints() in accel.reason
+
+
+def test_kvm_guest_boots_where_kvm_works(image, accel):
+    if accel.name != "kvm":
+        pytest.skip(f"no working KVM here: {accel.reason}")
+    r = LibvirtVM(image.kernel, image.initramfs, ["ops", "cpuid"], accel="kvm", timeout=30).run()
+    assert r.probe.rc == 0 and r.probe.ns_per_op("cpuid")
