@@ -103,6 +103,9 @@ def compare_runs(base: Run, new: Run, *, alpha: float = stats.ALPHA, threshold: 
         rows.append(dict(zip(KEY, key, strict=True)) | {"unit": ub.pop()} | vars(c))
     cols = KEY + ["unit"] + list(stats.Comparison.__dataclass_fields__)
     df = pd.DataFrame(rows, columns=cols)
+    order = new.isolation_order
+    df["_o"] = df["backend"].map(lambda x: order.index(x) if x in order else len(order))
+    df = df.sort_values(["scenario", "metric", "_o", "variant"]).drop(columns="_o").reset_index(drop=True)
     starved = df[df["note"].str.startswith("too few")] if len(df) else df
     if len(starved):
         notes.append(f"{len(starved)} of {len(df)} comparisons have too few values to ever reach p<{alpha:g}; "
@@ -132,12 +135,14 @@ def _cells(r) -> list[str]:
             "-" if math.isnan(r.change) else f"{r.change:+.1%}", ci, p, f"{r.n_base}/{r.n_new}", r.verdict]
 
 
-HEADER = ["scenario", "metric", "base", "new", "change", "95% CI", "p", "n", "verdict"]
+def header(result: Result) -> list[str]:
+    return ["scenario", "metric", "base", "new", "change", f"{1 - result.alpha:.0%} CI", "p", "n", "verdict"]
 
 
 def table(result: Result) -> str:
-    rows = [HEADER] + [_cells(r) for r in result.rows.itertuples()]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
+    cols = header(result)
+    rows = [cols] + [_cells(r) for r in result.rows.itertuples()]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(cols))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines + [""] + [f"note: {n}" for n in result.notes] + [summary_line(result)])
@@ -147,13 +152,15 @@ def summary_line(result: Result) -> str:
     counts = result.rows["verdict"].value_counts()
     return (f"verdict: {'REGRESSION' if result.exit_status else 'ok'} — "
             f"{counts.get('regression', 0)} regression(s), {counts.get('improvement', 0)} improvement(s), "
-            f"{counts.get('no change', 0)} no change (p<{result.alpha:g} and |change|>{result.threshold:.0%})")
+            f"{counts.get('no change', 0)} no change (rule: p<{result.alpha:g}, |change|>{result.threshold:.0%} "
+            f"and the {1 - result.alpha:.0%} interval excluding 0)")
 
 
 def markdown(result: Result) -> str:
     """For a CI comment: a header line, the table, and the notes."""
     head = f"### cvbench compare: {result.base.label} → {result.new.label}\n\n**{summary_line(result)}**\n"
-    rows = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    cols = header(result)
+    rows = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in result.rows.itertuples():
         cells = _cells(r)
         if r.verdict != "no change":

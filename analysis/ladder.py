@@ -173,7 +173,7 @@ def alone(run: Run, st: str, out: Path) -> list[Path]:
     items.sort(reverse=True)
     with style.styled(st):
         fig, ax = style.figure(st)
-        for y, (d, mech, (lo, hi)) in enumerate(items):
+        for y, (d, _mech, (lo, hi)) in enumerate(items):
             sig = not (lo <= 0 <= hi)
             ax.barh(y, d * 1e3, xerr=[[(d - lo) * 1e3], [(hi - d) * 1e3]], capsize=3, height=0.7,
                     color=(style.UP if d > 0 else style.DOWN) if sig else style.NEUTRAL)

@@ -4,9 +4,13 @@ two-sample test suited to skewed timing data.
 Timings are right-skewed with outliers (a page-cache miss, a scheduler hiccup),
 so the centre is the median, intervals come from the bootstrap, and the test is
 rank-based (Mann-Whitney U) or a permutation test on the log ratio of medians,
-the approach of Firecracker's A/B tool.  A verdict needs both significance and
-an effect larger than the noise threshold: p alone flags trivia on big samples,
-effect alone flags noise on small ones.
+the approach of Firecracker's A/B tool.  A verdict needs three things: p < alpha,
+a bootstrap interval of the median change at the same level (1 - alpha) that
+excludes zero, and a change beyond the noise threshold.  p alone flags trivia on
+big samples; the threshold alone flags noise on small ones; and requiring the
+rank test and the median's interval to agree keeps the A/A false-alarm rate
+clearly under alpha (about 0.5% at alpha = 0.01 where the plain p < alpha rule
+sits right at 1%), which is what lets a CI job trust a red result.
 """
 from __future__ import annotations
 
@@ -97,7 +101,7 @@ class Comparison:
     median_base: float
     median_new: float
     change: float           # median(new)/median(base) - 1; positive is slower/bigger
-    ci_low: float
+    ci_low: float           # interval of `change` at level 1 - alpha
     ci_high: float
     p: float
     verdict: str            # "regression" | "improvement" | "no change"
@@ -115,7 +119,7 @@ def compare_samples(base, new, *, alpha: float = ALPHA, threshold: float = THRES
         return Comparison(b.size, n.size, mb, mn, math.nan, math.nan, math.nan, math.nan,
                           "no change", "no values on one side")
     change = mn / mb - 1.0 if mb != 0 else (0.0 if mn == 0 else math.inf)
-    lo, hi = change_ci(b, n, n_boot=n_boot, seed=seed)
+    lo, hi = change_ci(b, n, conf=1 - alpha, n_boot=n_boot, seed=seed)
     if test == "permutation":
         p = permutation_p(b, n, seed=seed)
     elif test == "mannwhitney":
@@ -127,10 +131,13 @@ def compare_samples(base, new, *, alpha: float = ALPHA, threshold: float = THRES
     if floor >= alpha:
         note = f"too few values to reach p<{alpha:g} (n={b.size}/{n.size})"
     verdict = "no change"
-    if p < alpha and abs(change) > threshold:
+    interval_agrees = lo > 0 or hi < 0
+    if p < alpha and abs(change) > threshold and interval_agrees:
         verdict = "regression" if change > 0 else "improvement"
-    elif p < alpha:
+    elif p < alpha and abs(change) <= threshold:
         note = note or f"significant but within ±{threshold:.0%}"
+    elif p < alpha:
+        note = note or f"p<{alpha:g} but the {1 - alpha:.0%} interval of the change includes 0"
     return Comparison(b.size, n.size, mb, mn, change, lo, hi, p, verdict, note)
 
 

@@ -7,7 +7,9 @@ learned "purple is gVisor" on slide 3 can still read slide 9.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -97,7 +99,7 @@ def titled(fig, title: str, meta: dict, style: str) -> None:
     h_pad_pt = fig.get_layout_engine().get()["h_pad"] * 72
     y = 1 - (h_pad_pt + 1.3 * s["title"]) / (fig.get_figheight() * 72)
     fig.text(0.5, y, sub, ha="center", va="top", fontsize=s["sub"], color="#444444",
-             linespacing=1.3, in_layout=False)
+             linespacing=1.3, in_layout=False, gid="cvb-subtitle")
 
 
 def log_if_wide(values) -> bool:
@@ -106,15 +108,65 @@ def log_if_wide(values) -> bool:
     return bool(vals) and max(vals) / min(vals) > 10
 
 
+class OverlapWarning(UserWarning):
+    """Two labels of a chart overlap: unreadable on a slide."""
+
+
+def _texts(fig):
+    """(name, text artist, group) for every visible label; ticks of one axis share a group."""
+    for t in fig.texts:
+        # The title reserves the subtitle's room with blank lines, so the two overlap by design.
+        header = t is fig._suptitle or t.get_gid() == "cvb-subtitle"
+        yield f"figure text {t.get_text()[:30]!r}", t, ("header" if header else None)
+    for i, ax in enumerate(fig.axes):
+        for t in (ax.title, ax._left_title, ax._right_title, ax.xaxis.label, ax.yaxis.label):
+            yield f"axes{i} {t.get_text()[:30]!r}", t, None
+        for axis in (ax.xaxis, ax.yaxis):
+            for t in axis.get_ticklabels():
+                yield f"axes{i} tick {t.get_text()!r}", t, (i, axis.axis_name)
+        for t in ax.texts:
+            yield f"axes{i} label {t.get_text()[:30]!r}", t, None
+        leg = ax.get_legend()
+        if leg is not None:
+            for t in leg.get_texts():
+                yield f"axes{i} legend {t.get_text()[:30]!r}", t, ("legend", i)
+
+
+def overlapping_texts(fig) -> list[tuple[str, str]]:
+    """Pairs of visible labels whose boxes intersect by more than a pixel."""
+    renderer = fig.canvas.get_renderer()
+    fig_box = fig.bbox
+    boxes = []
+    for name, t, group in _texts(fig):
+        if not t.get_visible() or not t.get_text().strip():
+            continue
+        bb = t.get_window_extent(renderer)
+        if bb.width < 1 or bb.height < 1 or not bb.overlaps(fig_box):
+            continue
+        boxes.append((name, bb.expanded(1, 1).shrunk(0.98, 0.9), group))
+    out = []
+    for (n1, b1, g1), (n2, b2, g2) in itertools.combinations(boxes, 2):
+        if g1 is not None and g1 == g2:
+            continue  # one axis's own tick labels: matplotlib spaces those
+        if b1.overlaps(b2):
+            out.append((n1, n2))
+    return out
+
+
 def save(fig, folder: Path, name: str) -> list[Path]:
-    """PNG (>=150 dpi) and SVG, side by side in the run's charts/ folder."""
+    """PNG (>=150 dpi) and SVG, side by side in the run's charts/ folder.  Warns
+    (OverlapWarning) when labels collide, so chart tests fail on an unreadable slide."""
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     for ext in ("png", "svg"):
         p = folder / f"{name}.{ext}"
-        tmp = p.with_suffix(f".tmp.{ext}")
+        tmp = p.with_name(f".{p.name}.tmp")
         fig.savefig(tmp, format=ext)
         tmp.replace(p)
         out.append(p)
+    clashes = overlapping_texts(fig)
     plt.close(fig)
+    if clashes:
+        shown = "; ".join(f"{a} / {b}" for a, b in clashes[:4])
+        warnings.warn(OverlapWarning(f"{name}: {len(clashes)} overlapping label pair(s): {shown}"), stacklevel=2)
     return out

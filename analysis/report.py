@@ -1,0 +1,130 @@
+"""report.md and a single-file report.html per run: environment, medians and
+spreads, the charts, and the caveats a reader must see before quoting a number.
+
+The HTML inlines every PNG as base64 so the one file can be mailed or attached
+to a CI job and still show its charts.
+"""
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+
+from . import stats
+from .compare import fmt_value
+from .load import KEY, Run
+
+NOISY_CV = 0.10
+
+
+def medians_table(run: Run) -> tuple[list[str], list[list[str]], list[str]]:
+    """Header, rows and the keys whose spread is too wide to trust a small change."""
+    order = run.backend_order()
+    df = run.tidy.copy()
+    df["_o"] = df["backend"].map(lambda b: order.index(b) if b in order else len(order))
+    header = ["scenario", "metric", "backend", "variant", "n", "median", "95% CI", "IQR", "CV"]
+    rows, noisy = [], []
+    for key, g in df.sort_values(["scenario", "metric", "_o", "variant"]).groupby(KEY, sort=False):
+        unit = g["unit"].iloc[0]
+        s = stats.summarize(g["value"])
+        rows.append([*key, str(s["n"]), fmt_value(s["median"], unit),
+                     f"{fmt_value(s['ci_low'], unit)} – {fmt_value(s['ci_high'], unit)}",
+                     f"{fmt_value(s['q1'], unit)} – {fmt_value(s['q3'], unit)}", f"{s['cv']:.1%}"])
+        if s["cv"] > NOISY_CV:
+            noisy.append(f"{'.'.join(k for k in key[1:] if k)} (CV {s['cv']:.0%})")
+    return header, rows, noisy
+
+
+def caveats(run: Run, noisy: list[str]) -> list[str]:
+    out = []
+    env, meta = run.env, run.meta
+    accel = env.get("accel") or {}
+    if accel.get("name") == "tcg":
+        out.append(f"VM numbers are **TCG emulation, not KVM** ({accel.get('reason', 'no reason recorded')}). "
+                   "They are far slower than a KVM guest and must not be quoted as VM overhead.")
+    elif accel.get("name") == "kvm":
+        out.append("VMs ran under KVM.")
+    if meta.get("mode") == "fast":
+        out.append("fast mode: few values per benchmark; intervals are wide and small differences are noise.")
+    if meta.get("synthetic"):
+        out.append("**synthetic test data**, generated from controlled distributions: not a measurement.")
+    for name, info in (meta.get("backends") or {}).items():
+        if not info.get("available", True):
+            out.append(f"backend {name} not measured: {info.get('reason') or 'not available'}.")
+    if noisy:
+        out.append(f"noisy (coefficient of variation above {NOISY_CV:.0%}): " + ", ".join(noisy[:12])
+                   + (f" and {len(noisy) - 12} more" if len(noisy) > 12 else "") + ".")
+    out.append("Timings on a shared or virtualised machine drift between runs; compare runs with "
+               "`python -m analysis compare`, which tests significance, rather than by eye.")
+    return out
+
+
+def environment(run: Run) -> list[tuple[str, str]]:
+    env, meta = run.env, run.meta
+    v = env.get("versions") or {}
+    accel = env.get("accel") or {}
+    mitig = env.get("mitigations") or {}
+    return [
+        ("run", run.label), ("scenario", str(meta.get("scenario", ""))), ("created (UTC)", str(meta.get("created_utc", ""))),
+        ("mode", str(meta.get("mode", ""))), ("command", " ".join(map(str, meta.get("command", [])))),
+        ("host", str(env.get("hostname", ""))), ("CPU", f"{env.get('cpu_model', '?')} ({env.get('cpu_count', '?')} cores)"),
+        ("kernel", str(env.get("kernel", ""))), ("accelerator", f"{accel.get('name', '?')}: {accel.get('reason', '')}"),
+        ("nested virtualization", str(env.get("nested_virt", "?"))), ("cgroup version", str(env.get("cgroup_version", "?"))),
+        ("mitigations", "; ".join(f"{k}: {t}" for k, t in mitig.items()) or "?"),
+        ("versions", ", ".join(f"{k} {val}" for k, val in v.items())),
+    ]
+
+
+def _md_table(header, rows) -> str:
+    esc = lambda c: str(c).replace("|", "\\|")  # noqa: E731
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+                     + ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows])
+
+
+def write(run: Run, charts: list[Path], out: Path | None = None) -> tuple[Path, Path]:
+    """report.md (charts linked) and report.html (charts inlined) into the run folder."""
+    out = out or run.path
+    header, rows, noisy = medians_table(run)
+    pngs = [p for p in charts if p.suffix == ".png"]
+    title = f"cvbench report: {run.label}"
+    md = [f"# {title}", "", "## Caveats", ""] + [f"- {c}" for c in caveats(run, noisy)]
+    md += ["", "## Environment", "", _md_table(["", ""], environment(run)), ""]
+    md += ["## Medians and spreads", "", _md_table(header, rows), ""]
+    md += ["## Charts", ""] + [f"![{p.stem}]({p.relative_to(out) if p.is_relative_to(out) else p})\n" for p in pngs]
+    md_path = out / "report.md"
+    _atomic(md_path, "\n".join(md) + "\n")
+
+    def h_table(hdr, body):
+        th = "".join(f"<th>{html.escape(str(c))}</th>" for c in hdr)
+        trs = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in body)
+        return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
+
+    def md_inline(text):
+        t = html.escape(text)
+        while t.count("**") >= 2:
+            t = t.replace("**", "<strong>", 1).replace("**", "</strong>", 1)
+        while t.count("`") >= 2:
+            t = t.replace("`", "<code>", 1).replace("`", "</code>", 1)
+        return t
+
+    imgs = "".join(f'<figure><img alt="{html.escape(p.stem)}" src="data:image/png;base64,'
+                   f'{base64.b64encode(p.read_bytes()).decode()}"><figcaption>{html.escape(p.name)}</figcaption></figure>'
+                   for p in pngs)
+    body = (f"<h1>{html.escape(title)}</h1><h2>Caveats</h2><ul>"
+            + "".join(f"<li>{md_inline(c)}</li>" for c in caveats(run, noisy))
+            + f"</ul><h2>Environment</h2>{h_table(['', ''], environment(run))}"
+            + f"<h2>Medians and spreads</h2>{h_table(header, rows)}<h2>Charts</h2>{imgs}")
+    css = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+           "table{border-collapse:collapse;margin:1em 0;font-size:0.9em}td,th{border:1px solid #ccc;padding:3px 8px;"
+           "text-align:left}img{max-width:100%}figure{margin:2em 0}figcaption{color:#666;font-size:0.8em}")
+    html_path = out / "report.html"
+    _atomic(html_path, f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{css}</style></head><body>{body}</body></html>\n")
+    return md_path, html_path
+
+
+def _atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
