@@ -296,7 +296,10 @@ def _parent_sync(c: Container, p: Plan, status_r: int, go_w: int) -> None:
                     os.waitpid(intermediate, 0)
             if c._cg and not msg.startswith(b"E"):
                 cgroups.backend().add(c._cg, c.pid)
-                os.write(go_w, b"C")
+                try:
+                    os.write(go_w, b"C")
+                except BrokenPipeError:
+                    pass  # the child failed meanwhile; its message follows
             if not msg.startswith(b"E"):
                 msg = reader.readline()
         try:

@@ -1,0 +1,178 @@
+"""OCI bundles: a config.json from `runc spec` runs unchanged except for
+process.args and terminal; malformed fields are errors naming their JSON path
+(exit 2); unknown fields are warnings; config.json's user namespace mappings
+are honoured."""
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from common.errors import CvbError
+from common.paths import ROOT
+from runtime import Isolation, spawn
+from runtime import config as config_mod
+from runtime.spec import default_spec
+
+
+def _bundle(tmp_path, image, cfg: dict):
+    """A bundle with a copy of the image's rootfs (runc rejects symlinked rootfs paths)."""
+    b = tmp_path / "bundle"
+    if not (b / "rootfs").exists():
+        shutil.copytree(image.rootfs, b / "rootfs", symlinks=True)
+    (b / "config.json").write_text(json.dumps(cfg))
+    return b
+
+
+def _runc_spec(tmp_path) -> dict:
+    runc = shutil.which("runc")
+    if not runc:
+        pytest.skip("runc not installed (make setup installs it); it generates the reference config")
+    d = tmp_path / "spec"
+    d.mkdir()
+    subprocess.run([runc, "spec"], cwd=d, check=True)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["process"]["args"] = ["/probe", "ready"]
+    cfg["process"]["terminal"] = False
+    return cfg
+
+
+def test_runc_spec_bundle_runs_through_the_library(root, image, tmp_path):
+    b = _bundle(tmp_path, image, _runc_spec(tmp_path))
+    with spawn(b, iso=Isolation.full()) as c:
+        assert c.stdout.readline() == b"CVB READY\n"
+        assert c.wait(timeout=20) == 0
+        assert not [w for w in c.warnings if "unknown" in w], c.warnings
+
+
+def test_runc_spec_bundle_runs_through_the_cli(root, image, tmp_path):
+    b = _bundle(tmp_path, image, _runc_spec(tmp_path))
+    r = subprocess.run([sys.executable, "-m", "runtime", "run", "-b", str(b), f"cvbench-oci-{tmp_path.name[-8:]}"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["CVB READY", "CVB DONE rc=0"]
+
+
+def test_crun_spec_bundle_runs_too(root, image, tmp_path):
+    crun = shutil.which("crun")
+    if not crun:
+        pytest.skip("crun not installed")
+    d = tmp_path / "crunspec"
+    d.mkdir()
+    subprocess.run([crun, "spec"], cwd=d, check=True)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["process"].update(args=["/probe", "ready"], terminal=False)
+    with spawn(_bundle(tmp_path, image, cfg)) as c:
+        assert c.stdout.readline() == b"CVB READY\n"
+        assert c.wait(timeout=20) == 0
+
+
+def test_default_spec_is_what_the_image_uses(image):
+    cfg = json.loads(open(f"{image.bundle}/config.json").read())
+    assert cfg == default_spec(["/probe", "ready"])
+
+
+BAD = [
+    (lambda c: c["process"].update(args="probe"), "process.args", "must be list"),
+    (lambda c: c["process"].update(args=[]), "process.args", "must name the program"),
+    (lambda c: c["process"].update(terminal=True), "process.terminal", "not supported"),
+    (lambda c: c["process"]["user"].update(uid="root"), "process.user.uid", "must be int"),
+    (lambda c: c["process"].update(cwd="tmp"), "process.cwd", "absolute"),
+    (lambda c: c["process"]["capabilities"]["bounding"].append("CAP_FLY"),
+     "process.capabilities.bounding[3]", "unknown capability"),
+    (lambda c: c["process"]["rlimits"][0].update(type="NOFILE"), "process.rlimits[0].type", "RLIMIT_"),
+    (lambda c: c["root"].update(path="nowhere"), "root.path", "not a directory"),
+    (lambda c: c.pop("root"), "root", "is missing"),
+    (lambda c: c["mounts"][0].update(destination="proc"), "mounts[0].destination", "absolute"),
+    (lambda c: c["linux"]["namespaces"].append({"type": "pidd"}), "linux.namespaces[5].type", "unknown namespace"),
+    (lambda c: c["linux"].update(uidMappings=[{"containerID": 0, "hostID": 1}]), "linux.uidMappings[0]", "size"),
+    (lambda c: c["linux"].update(resources={"memory": {"limit": "1G"}}), "linux.resources.memory.limit", "must be int"),
+    (lambda c: c["linux"].update(seccomp={"defaultAction": "SCMP_ACT_MAYBE"}), "linux.seccomp.defaultAction", "one of"),
+    (lambda c: c["linux"].update(seccomp={"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": "read", "action": "SCMP_ACT_ERRNO"}]}),
+     "linux.seccomp.syscalls[0].names", "list"),
+    (lambda c: c["linux"].update(sysctl={"net.ipv4.ip_forward": 1}), "linux.sysctl.net.ipv4.ip_forward", "string"),
+]
+
+
+@pytest.mark.parametrize("mutate,path,why", BAD, ids=[b[1] for b in BAD])
+def test_malformed_field_is_named(image, tmp_path, mutate, path, why):
+    cfg = default_spec(["/probe", "ready"])
+    mutate(cfg)
+    (tmp_path / "rootfs").symlink_to(image.rootfs)
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CvbError) as e:
+        config_mod.load(tmp_path)
+    assert e.value.status == 2
+    line = e.value.line()
+    assert f": {path}: " in line and why in line, line
+
+
+def test_malformed_config_exits_2_with_one_line(root, image, tmp_path):
+    cfg = default_spec(["/probe", "ready"])
+    cfg["process"]["user"]["uid"] = "root"
+    b = _bundle(tmp_path, image, cfg)
+    r = subprocess.run([sys.executable, "-m", "runtime", "run", "-b", str(b), "cvbench-bad"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and "process.user.uid" in r.stderr
+    assert r.stderr.startswith("cvbench: ") and "Traceback" not in r.stderr
+
+
+def test_invalid_json_names_the_line(image, tmp_path):
+    (tmp_path / "config.json").write_text('{"process": {"args": ["x"],}}')
+    with pytest.raises(CvbError, match="line 1 column"):
+        config_mod.load(tmp_path)
+
+
+def test_unknown_fields_are_warnings(root, image, tmp_path):
+    cfg = default_spec(["/probe", "ready"])
+    cfg["frobnicate"] = 1
+    cfg["process"]["oomScoreAdj"] = 100
+    cfg["linux"]["resources"]["cpu"] = {"cpus": "0", "quota": 50000, "period": 100000}
+    b = _bundle(tmp_path, image, cfg)
+    with spawn(b) as c:
+        assert c.wait(timeout=20) == 0
+    assert "frobnicate: unknown field, ignored" in c.warnings
+    assert any(w.startswith("process.oomScoreAdj: not supported") for w in c.warnings)
+    assert any(w.startswith("linux.resources.cpu.cpus: not supported") for w in c.warnings)
+
+
+def test_config_user_namespace_and_mappings(root, image, tmp_path):
+    """uid 0 inside maps to the host uid config.json configures."""
+    cfg = default_spec(["/bin/sh", "-c", "id -u; cat /proc/self/uid_map; sleep 5"])
+    cfg["linux"]["namespaces"].append({"type": "user"})
+    cfg["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 200000, "size": 65536}]
+    cfg["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 200000, "size": 65536}]
+    # The image's own rootfs: host uid 200000 cannot traverse pytest's 0700 tmp dirs.
+    cfg["root"]["path"] = image.rootfs
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with spawn(tmp_path) as c:
+        assert c.stdout.readline() == b"0\n"
+        assert c.stdout.readline().split() == [b"0", b"200000", b"65536"]
+        status = open(f"/proc/{c.pid}/status").read()
+        assert "Uid:\t200000\t200000\t200000\t200000" in status
+
+
+def test_config_seccomp_profile_is_used(root, image, tmp_path):
+    cfg = default_spec(["/bin/sh", "-c", "hostname x 2>&1; echo rc=$?"])
+    cfg["linux"]["seccomp"] = {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["sethostname"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]}
+    with spawn(_bundle(tmp_path, image, cfg)) as c:
+        out = c.stdout.read().decode()
+    assert "Permission denied" in out and "rc=1" in out, out  # errno 13 = EACCES
+
+
+def test_config_hostname_mounts_and_rlimits(root, image, tmp_path):
+    cfg = copy.deepcopy(default_spec(["/bin/sh", "-c", "hostname; ulimit -n; grep ' /scratch ' /proc/mounts"]))
+    cfg["hostname"] = "cvbench-oci"
+    cfg["process"]["rlimits"] = [{"type": "RLIMIT_NOFILE", "hard": 333, "soft": 222}]
+    cfg["mounts"].append({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs",
+                          "options": ["nosuid", "size=1m"]})
+    with spawn(_bundle(tmp_path, image, cfg)) as c:
+        out = c.stdout.read().decode().splitlines()
+    assert out[0] == "cvbench-oci" and out[1] == "222"
+    assert out[2].startswith("tmpfs /scratch tmpfs rw,nosuid")
