@@ -56,8 +56,9 @@ def cmd_list(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from . import sweep
     from common.errors import require_root
+
+    from . import sweep
     require_root("sweep")
     removed = sweep.sweep_all()
     for r in removed:
@@ -132,4 +133,7 @@ def main(argv: list[str]) -> int:
         raise
     if args.cmd == "run":
         args.argv = list(argv)
+        if args.debug:
+            import os
+            os.environ["CVBENCH_DEBUG"] = "1"
     return args.func(args)

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
+import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from common.errors import CvbError
 
@@ -39,7 +40,7 @@ class Context:
     mode: str                  # fast | default | rigorous
     quick: bool                # test knob: smallest runs (documented in the CLI help)
     backends: list[str]        # available, selected, in isolation order
-    timeout: float = 120.0
+    timeout: float = 60.0
     meta: dict = field(default_factory=dict)   # scenario additions to meta.json
     summary_metrics: list[str] | None = None   # metrics the stdout table shows
 
@@ -78,12 +79,13 @@ def run_tasks(ctx: Context, tasks: list[Task]) -> tuple[list, dict[str, str]]:
                  f"ETA {_fmt_s(eta)}")
         try:
             benches.extend(task.run())
-        except CvbError as e:
-            if task.backend in failed:
-                failed[task.backend] += "; " + e.why.splitlines()[0]
-            else:
-                failed[task.backend] = e.why.strip()
-            progress(f"[{ctx.scenario}] {task.backend}: FAILED: {e.why.strip()[:2000]}")
+        except Exception as e:  # noqa: BLE001 - one backend's failure must not lose the others
+            if os.environ.get("CVBENCH_DEBUG") == "1":
+                raise
+            why = e.why.strip() if isinstance(e, CvbError) else f"{type(e).__name__}: {e}"
+            failed[task.backend] = (failed[task.backend] + "; " + why.splitlines()[0]
+                                    if task.backend in failed else why)
+            progress(f"[{ctx.scenario}] {task.label}: FAILED: {why[:2000]}")
         done_est += task.est_s
     return benches, failed
 
@@ -115,13 +117,18 @@ def run(scenario: str, *, backend_spec=None, mode: str = "default", quick: bool 
         if not usable:
             raise CvbError(scenario, "no selected backend is available here",
                            "'python -m bench list' shows why; pick others with --backends")
-        created = dt.datetime.now(dt.timezone.utc)
+        created = dt.datetime.now(dt.UTC)
         ctx = Context(scenario, mode, quick, usable)
         tasks = mod.plan(ctx)
         benches, failed = run_tasks(ctx, tasks)
     except KeyboardInterrupt:
         progress(f"[{scenario}] interrupted: cleaning up, no results written for this run")
-        sweep.sweep_all()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)   # a second Ctrl-C must not stop the cleanup
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            sweep.sweep_all(mine=True)
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)

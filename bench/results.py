@@ -26,7 +26,7 @@ TIDY_UNIT = {"second": "s", "byte": "bytes", "integer": "count"}
 
 
 def run_id(scenario: str, now: dt.datetime | None = None) -> str:
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     host = socket.gethostname().split(".")[0] or "host"
     return f"{now:%Y%m%dT%H%M%SZ}_{host}_{scenario}"
 

@@ -32,12 +32,12 @@ def alive(pid: int) -> bool:
         return True
 
 
-def _dead(cid: str) -> bool:
+def _dead(cid: str, mine: bool = False) -> bool:
     pid = oci.owner_pid(cid)
-    return pid is not None and not alive(pid)
+    return pid is not None and ((mine and pid == os.getpid()) or not alive(pid))
 
 
-def sweep_oci() -> list[str]:
+def sweep_oci(mine: bool = False) -> list[str]:
     from . import backends
     removed = []
     for rt in ("crun", "runc", "runsc"):
@@ -45,20 +45,20 @@ def sweep_oci() -> list[str]:
         if not getattr(b, "path", None):
             continue
         for cid in b.list_ids():
-            if _dead(cid):
+            if _dead(cid, mine):
                 b.cleanup(cid, None, f"/{cid}")
                 removed.append(f"{rt} container {cid}")
     for bundle in glob.glob(str(state_dir() / oci.BENCH_STATE / "bundles" / "cvbench-b*")):
-        if _dead(os.path.basename(bundle)):
+        if _dead(os.path.basename(bundle), mine):
             shutil.rmtree(bundle, ignore_errors=True)
             removed.append(f"bundle {bundle}")
     for d in glob.glob("/sys/fs/cgroup/*/cvbench-b*") + glob.glob("/sys/fs/cgroup/cvbench-b*"):
-        if _dead(os.path.basename(d)):
+        if _dead(os.path.basename(d), mine):
             removed += oci.remove_cgroups("/" + os.path.basename(d))
     return removed
 
 
-def sweep_host_probes() -> list[str]:
+def sweep_host_probes(mine: bool = False) -> list[str]:
     """Host-backend probes orphaned by a killed harness (reparented, owner dead)."""
     removed = []
     for entry in os.scandir("/proc"):
@@ -72,7 +72,7 @@ def sweep_host_probes() -> list[str]:
         if not owner:
             continue
         pid = owner[0].split(b"=", 1)[1].decode()
-        if pid.isdigit() and not alive(int(pid)):
+        if pid.isdigit() and ((mine and int(pid) == os.getpid()) or not alive(int(pid))):
             try:
                 os.kill(int(entry.name), signal.SIGKILL)
                 removed.append(f"host probe pid {entry.name}")
@@ -81,8 +81,10 @@ def sweep_host_probes() -> list[str]:
     return removed
 
 
-def sweep_all() -> list[str]:
-    removed = sweep_oci() + sweep_host_probes()
+def sweep_all(mine: bool = False) -> list[str]:
+    """Leftovers of dead owners; with ``mine``, also this process's own (the harness
+    calls that after an interrupt, once it has stopped measuring)."""
+    removed = sweep_oci(mine) + sweep_host_probes(mine)
     try:
         import runtime
         removed += [f"runtime: {x}" for x in runtime.sweep()]

@@ -21,7 +21,7 @@ import pyperf
 from common.errors import CvbError
 from common.paths import ROOT
 
-from .worker import PLAN, SIDECAR_ENV
+from .worker import PLAN
 
 _STATIC_MD: dict | None = None
 
@@ -92,7 +92,9 @@ def run_worker(name: str, backend: str, probe_args: str, *, mode: str, plan: str
             interrupt_group(proc)
             raise
         if proc.returncode != 0 or not out.exists():
-            tail = "\n".join((stderr or stdout or "").strip().splitlines()[-12:])
+            lines = (stderr or stdout or "").strip().splitlines()
+            ours = [ln for ln in lines if ln.startswith("cvbench: ")]
+            tail = "\n".join(ours[-3:] if ours else lines[-12:])
             raise WorkerFailed(f"{name}", f"pyperf worker exited with {proc.returncode}:\n{tail}",
                                "rerun with --debug; 'python -m bench list' shows backend availability",
                                status=1)
@@ -174,6 +176,7 @@ def in_instance_runs(name: str, samples: list[list[float]], unit: str, md: dict)
     base = static_metadata()
     base.update(md)
     base.update({"name": name, "unit": unit, "loops": 1})
+    base = {k: v for k, v in base.items() if v not in ("", None)}  # pyperf rejects empty values
     runs = [pyperf.Run(vals, metadata=base, collect_metadata=False) for vals in samples if vals]
     if not runs:
         raise WorkerFailed(name, "no values were measured", "see the progress output above", status=1)

@@ -89,4 +89,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from common.errors import CvbError
+    try:
+        main()
+    except CvbError as e:  # one line the harness can show, instead of a traceback
+        print(e.line(), file=sys.stderr, flush=True)
+        sys.exit(e.status or 1)

@@ -71,10 +71,16 @@ def single(ctx: Context, b: str, samples: int) -> list:
               "cvbench_cgroup_charged": ",".join(str(r.get("cgroup_charged")) for r in recs),
               "cvbench_processes": ";".join(",".join(p["exe"] for p in r.get("processes", {}).values())
                                             for r in recs)[:400]}
-        for metric in ("pss_total", "workload", "overhead"):
+        if b == "runsc":
+            ctx.meta.setdefault("memory_notes", {})["pss_total.runsc"] = (
+                "gVisor keeps the application's memory in a memory file that no host process maps "
+                "in full, so PSS undercounts it; cgroup_charged shows it")
+        for metric in ("pss_total", "workload", "overhead", "cgroup_charged"):
             vals = [r[metric] for r in recs]
             note = ""
-            if not all(v > 0 for v in vals):
+            if metric == "cgroup_charged" and all(v is None for v in vals):
+                continue  # no memory cgroup of its own (host, VMs)
+            if not all(v is not None and v > 0 for v in vals):
                 note = ("0: no separate runtime/VMM process" if metric == "overhead"
                         else "0: the workload has no host process of its own (runs inside the sandbox)")
                 ctx.meta.setdefault("memory_notes", {})[f"{metric}.{b}.{variant}"] = note
@@ -139,6 +145,7 @@ def plan(ctx: Context) -> list[Task]:
         "pss_total": "sum of PSS over every host process of the instance",
         "workload": "PSS of the probe process; for VMs the guest-RAM mappings of QEMU",
         "overhead": "pss_total - workload: runtime monitors/sandbox, or the VMM",
+        "cgroup_charged": "memory charged to the instance's own memory cgroup (containers only)",
         "density_total": "sum of pss_total over n idle instances running side by side",
         "density_slope": "least-squares slope of density_total over n (bytes per added instance)",
     }

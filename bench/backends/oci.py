@@ -22,8 +22,7 @@ from common.naming import PREFIX
 from common.paths import state_dir
 
 from .. import image
-from .base import (Backend, Instance, PopenInstance, Timings, long_lived, probe_pids, timed_popen,
-                   which)
+from .base import Backend, Instance, PopenInstance, Timings, long_lived, probe_pids, timed_popen, which
 
 BENCH_STATE = "bench"
 
@@ -111,16 +110,23 @@ class OCIBackend(Backend):
     def _prepare(self, args: list[str]) -> tuple[str, Path, str]:
         cid = container_id()
         bundle = state_dir() / BENCH_STATE / "bundles" / cid
+        cgpath = f"/{cid}"
+        try:
+            self._write_bundle(bundle, args, cgpath)
+        except BaseException:
+            shutil.rmtree(bundle, ignore_errors=True)
+            raise
+        return cid, bundle, cgpath
+
+    def _write_bundle(self, bundle: Path, args: list[str], cgpath: str) -> None:
         bundle.mkdir(parents=True, exist_ok=True)
         spec = json.loads(Path(self.img.bundle, "config.json").read_text())
         spec["process"]["args"] = ["/probe", *args]
         spec["process"]["terminal"] = False
         spec["root"]["path"] = os.path.realpath(self.img.rootfs)
-        cgpath = f"/{cid}"
         spec.setdefault("linux", {})["cgroupsPath"] = cgpath
         (bundle / "config.json").write_text(json.dumps(spec))
         state_root(self.binary).mkdir(parents=True, exist_ok=True)
-        return cid, bundle, cgpath
 
     def _run_cmd(self, cid: str, bundle: Path) -> list[str]:
         return [*self._base(), "run", "--bundle", str(bundle), cid]

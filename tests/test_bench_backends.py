@@ -1,0 +1,120 @@
+"""Backends, really exercised: each container backend runs the probe, reaches
+READY, exits 0 and leaves nothing behind; a live instance's memory is read
+from the host; a sweep removes a killed owner's container and only that."""
+from __future__ import annotations
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from bench import backends
+from bench.backends import crun as crun_mod
+from bench.backends import oci
+
+ROOT = Path(__file__).resolve().parent.parent
+CONTAINERS = ["host", "builtin", "crun", "runc", "runsc"]
+
+
+def usable(name: str):
+    b = backends.get(name)
+    ok, why = b.available()
+    if not ok:
+        pytest.skip(why)
+    return b
+
+
+def leftovers() -> set[str]:
+    found = set()
+    for rt in ("crun", "runc", "runsc"):
+        found |= {f"{rt}:{c}" for c in backends.get(rt).list_ids()} if backends.get(rt).path else set()
+    found |= set(glob.glob("/sys/fs/cgroup/*/cvbench-b*"))
+    found |= set(glob.glob(str(oci.state_root("x").parent / "bundles" / "cvbench-b*")))
+    return found
+
+
+@pytest.mark.parametrize("name", CONTAINERS)
+def test_run_times_ready_before_gone_and_cleans_up(root, image, name):
+    b = usable(name)
+    before = leftovers()
+    t = b.run(["ops", "--iters", "1000", "getppid"], timeout=60)
+    assert t.rc == 0, t.console
+    assert t.probe.ready and t.probe.rc == 0
+    assert 0 < t.ready_s < t.gone_s < 60
+    assert t.probe.ns_per_op("getppid") and t.probe.ns_per_op("getppid")[0] > 0
+    assert leftovers() <= before
+
+
+@pytest.mark.parametrize("name", ["host", "builtin", "runc"])
+def test_live_instance_memory_sees_the_touched_64mib(root, image, name):
+    b = usable(name)
+    with b.start(["mem", "64", "-1"], timeout=60) as inst:
+        pids = inst.host_pids()
+        assert pids
+        m = inst.memory()
+    assert m["pss_total"] == m["workload"] + m["overhead"]
+    assert m["workload"] >= 64 << 20           # the probe's own touched pages
+    assert m["pss_total"] < 200 << 20
+    for p in pids:                                # stopped: every host process is gone
+        assert not Path(f"/proc/{p}").exists() or Path(f"/proc/{p}/status").read_text().find("zombie") >= 0
+
+
+def test_crun_hybrid_mask_only_where_needed():
+    listed = Path(crun_mod.UNIFIED_CONTROLLERS)
+    expect = (listed.exists() and bool(listed.read_text().split())
+              and os.path.isfile("/sys/fs/cgroup/memory/tasks"))
+    assert crun_mod.hybrid_needs_mask() == expect
+    c = backends.get("crun")
+    assert bool(c.popen_kw()) == expect
+
+
+def test_failing_workload_is_reported_not_hidden(root, image):
+    b = usable("runc")
+    t = b.run(["ops", "no_such_op"], timeout=60)
+    assert t.rc != 0  # the probe's own failure reaches the caller
+
+
+def test_sweep_removes_a_killed_owners_container_but_not_a_live_one(root, image):
+    usable("runc")
+    from bench import sweep
+    # A separate owner process starts a long-lived runc container, then is SIGKILLed:
+    # its container (and runc's foreground process) outlive it.
+    code = textwrap.dedent("""
+        import sys, time
+        from bench import backends
+        inst = backends.get("runc").start(["sleep", "-1"], timeout=60)
+        print("UP", flush=True)
+        time.sleep(600)
+    """)
+    owner = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    live = backends.get("runc").start(["sleep", "-1"], timeout=60)
+    try:
+        assert owner.stdout.readline().strip() == "UP"
+        ids = [c for c in backends.get("runc").list_ids() if oci.owner_pid(c) == owner.pid]
+        assert len(ids) == 1
+        owner.send_signal(signal.SIGKILL)
+        owner.wait()
+        removed = sweep.sweep_all()
+        assert any(ids[0] in r for r in removed), removed
+        assert ids[0] not in backends.get("runc").list_ids()
+        assert not glob.glob(f"/sys/fs/cgroup/*/{ids[0]}")
+        # the live instance (owner: this process) is untouched
+        mine = [c for c in backends.get("runc").list_ids() if oci.owner_pid(c) == os.getpid()]
+        assert mine and live.proc.poll() is None
+    finally:
+        live.stop()
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait()
+        sweep.sweep_all()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and [c for c in backends.get("runc").list_ids()
+                                           if oci.owner_pid(c) in (os.getpid(), owner.pid)]:
+        time.sleep(0.1)
+    assert not [c for c in backends.get("runc").list_ids() if oci.owner_pid(c) in (os.getpid(), owner.pid)]

@@ -1,0 +1,29 @@
+"""isolation, end to end: the (quick) ladder on builtin, with the VM as a top rung."""
+from __future__ import annotations
+
+import pytest
+from test_scenario_common import VM, names, run_scenario, tidy_values
+
+from runtime import Isolation
+
+
+@pytest.mark.vm
+@pytest.mark.slow
+def test_isolation_ladder_rungs_and_top(root, image, tmp_path):
+    suite, meta, tidy, _ = run_scenario("isolation", tmp_path, backends=["host", "builtin", VM])
+    first = Isolation.MECHANISMS[0]
+    two = "+".join(Isolation.MECHANISMS[:2])
+    ladder = ["bare", f"only:{first}", f"cum:{two}", "full"]
+    assert meta["ladder"] == ladder
+    assert meta["ladder_top"] == [VM]
+    got = names(suite)
+    for variant in ladder:
+        for metric in ("ready", "getppid", "read_zero"):
+            assert f"isolation.{metric}.builtin.{variant}" in got, (metric, variant)
+            assert tidy_values(tidy, metric=metric, backend="builtin", variant=variant)
+    for metric in ("ready", "getppid", "read_zero"):
+        assert f"isolation.{metric}.{VM}.top" in got
+    # host is not a ladder rung (builtin's bare rung is the floor)
+    assert not [r for r in tidy if r["backend"] == "host"]
+    assert suite.get_benchmark(f"isolation.ready.builtin.only:{first}").get_metadata()["cvbench_rung"] \
+        == f"only:{first}"

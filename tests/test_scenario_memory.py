@@ -1,0 +1,45 @@
+"""memory, end to end: host-side PSS of idle and 64 MiB instances, and density."""
+from __future__ import annotations
+
+import pytest
+from test_scenario_common import BACKENDS, VM, names, run_scenario, tidy_values
+
+MiB = 1 << 20
+
+
+@pytest.mark.vm
+@pytest.mark.slow
+def test_memory_splits_workload_and_overhead_and_fits_a_slope(root, image, tmp_path):
+    suite, meta, tidy, _ = run_scenario("memory", tmp_path)
+    got = names(suite)
+    for b in BACKENDS:
+        for v in ("idle", "mem64"):
+            assert f"memory.pss_total.{b}.{v}" in got
+        idle = tidy_values(tidy, metric="pss_total", backend=b, variant="idle")[0]
+        mem64 = tidy_values(tidy, metric="pss_total", backend=b, variant="mem64")[0]
+        if b == VM:
+            # a booted guest has already touched most of its RAM (the kernel zeroes and
+            # caches pages), so 64 MiB more inside costs at most the untouched rest
+            assert mem64 >= idle * 0.95, (b, idle, mem64)
+            ram = meta["backends"][VM]["metadata"]["memory_mib"] * MiB
+            assert tidy_values(tidy, metric="workload", backend=b, variant="mem64")[0] <= ram * 1.05
+        else:
+            # touching 64 MiB costs the host at least most of 64 MiB more than idling
+            assert mem64 - idle > 48 * MiB, (b, idle, mem64)
+        for n in (1, 2):
+            assert f"memory.density_total.{b}.n={n}" in got
+        assert tidy_values(tidy, metric="density_total", backend=b, variant="n=2")[0] > \
+            tidy_values(tidy, metric="density_total", backend=b, variant="n=1")[0]
+        assert meta["density"][b]["slope_bytes"] > 0
+        assert {r["unit"] for r in tidy if r["backend"] == b and r["metric"] == "density_slope"} \
+            == {"bytes_per_instance"}
+    # the probe process is the whole of a bare host instance
+    assert "memory.overhead.host.idle" not in got
+    # a VM: guest RAM is the workload, QEMU's own memory is the overhead
+    assert tidy_values(tidy, metric="overhead", backend=VM, variant="idle")[0] > 10 * MiB
+    assert tidy_values(tidy, metric="workload", backend=VM, variant="idle")[0] > 1 * MiB
+    assert tidy_values(tidy, metric="pss_total", backend=VM, variant="idle")[0] > \
+        10 * tidy_values(tidy, metric="pss_total", backend="host", variant="idle")[0]
+    # the builtin container has a memory cgroup, and it is charged the touched memory
+    assert tidy_values(tidy, metric="cgroup_charged", backend="builtin", variant="mem64")[0] > 48 * MiB
+    assert {r["unit"] for r in tidy if r["metric"] == "pss_total"} == {"bytes"}
