@@ -32,7 +32,8 @@ def libvirt_module():
 def is_remote(uri: str) -> bool:
     """True for URIs that name another host (qemu+ssh://host/system)."""
     u = urlparse(uri)
-    return bool(u.hostname) or "+" in u.scheme
+    transport = u.scheme.partition("+")[2]
+    return bool(u.hostname) or transport in ("ssh", "libssh", "libssh2", "tcp", "tls")
 
 
 def fix_for(uri: str) -> str:

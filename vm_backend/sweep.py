@@ -65,11 +65,12 @@ def _sweep_domains(uri: str) -> list[str]:
                     continue
                 if not _owner_dead(name, dom.XMLDesc(0), is_remote(uri)):
                     continue
-                if dom.isActive():
-                    dom.destroy()
-                if dom.isPersistent():
-                    dom.undefine()
+                persistent = dom.isPersistent()
                 removed.append(f"domain {name}")
+                if dom.isActive():
+                    dom.destroy()       # a transient domain is gone after this
+                if persistent:
+                    dom.undefine()
             except libvirt.libvirtError as e:
                 if not is_gone(e):
                     raise
