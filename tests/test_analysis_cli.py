@@ -1,0 +1,161 @@
+"""``python -m analysis`` end to end on run folders in the results/ contract
+format: compare's exit codes and Markdown, bad input (exit 2 with one clear
+line), baselines, and history's step marks."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from analysis import synth
+from analysis.cli import main
+from common.errors import run_cli
+from common.paths import ROOT
+
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+
+
+def cli(capsys, *argv):
+    rc = run_cli(main, list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+@pytest.fixture
+def runs(tmp_path):
+    """A base run, an A/A twin, the base's values x1.10, and a KVM run."""
+    mk = lambda name, **kw: synth.write_run(tmp_path / name, "startup", n=40, sigma=0.05, **kw)  # noqa: E731
+    return {"base": mk("base", seed=1, created=T0),
+            "twin": mk("twin", seed=2, created=T0 + timedelta(hours=1)),
+            "slow": mk("slow", seed=1, scale=1.10, created=T0 + timedelta(hours=2)),
+            "fast": mk("fast", seed=1, scale=1 / 1.10, created=T0 + timedelta(hours=3)),
+            "kvm": mk("kvm", seed=3, accel="kvm", created=T0 + timedelta(hours=4)),
+            "syscall": synth.write_run(tmp_path / "sys", "syscall", n=20, seed=1, created=T0)}
+
+
+def test_module_entry_exit_codes(runs):
+    """The real `python -m analysis compare` process: 0, then 1 on a 10% slowdown."""
+    py = [sys.executable, "-m", "analysis", "compare"]
+    ok = subprocess.run(py + [str(runs["base"]), str(runs["twin"])], cwd=ROOT, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "verdict: ok" in ok.stdout
+    bad = subprocess.run(py + [str(runs["base"]), str(runs["slow"])], cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 1, bad.stderr
+    assert "REGRESSION" in bad.stdout and "+10.0%" in bad.stdout
+
+
+def test_compare_markdown_and_improvement(runs, capsys, tmp_path):
+    md = tmp_path / "cmp.md"
+    rc, out, _ = cli(capsys, "compare", str(runs["base"]), str(runs["slow"]), "--markdown", str(md))
+    assert rc == 1
+    text = md.read_text()
+    assert text.startswith("### cvbench compare") and "| startup | ready.host |" in text
+    assert text.count("**regression**") == 12
+    rc, out, _ = cli(capsys, "compare", str(runs["base"]), str(runs["fast"]))
+    assert rc == 0 and "improvement" in out and "regression(s)" in out
+
+
+def test_threshold_and_alpha_options(runs, capsys):
+    rc, out, _ = cli(capsys, "compare", str(runs["base"]), str(runs["slow"]), "--threshold", "15%")
+    assert rc == 0 and "|change|>15%" in out
+    rc, _, _ = cli(capsys, "compare", str(runs["base"]), str(runs["slow"]), "--alpha", "1e-30")
+    assert rc == 0
+
+
+def one_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("cvbench: ") and "Traceback" not in err
+    return lines[0]
+
+
+def test_bad_input_exits_2_with_one_clear_line(runs, capsys, tmp_path):
+    base = str(runs["base"])
+    rc, _, err = cli(capsys, "compare", base, str(tmp_path / "nope"))
+    assert rc == 2 and "no such file" in one_line(err)
+    rc, _, err = cli(capsys, "compare", base, str(runs["syscall"]))
+    assert rc == 2 and "different scenarios" in one_line(err)
+    rc, _, err = cli(capsys, "compare", base, str(runs["kvm"]))
+    assert rc == 2 and "accelerators differ" in one_line(err) and "--force" in err
+    rc, _, err = cli(capsys, "compare", base, "--alpha", "7")
+    assert rc == 2 and "--alpha" in one_line(err)
+    rc, _, err = cli(capsys, "frobnicate")
+    assert rc == 2
+    one_line(err)
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("suite.json", "tidy.csv"):
+        (broken / name).write_bytes((runs["twin"] / name).read_bytes())
+    rc, _, err = cli(capsys, "compare", base, str(broken))
+    assert rc == 2 and "meta.json: missing" in one_line(err)
+    (broken / "meta.json").write_text("{not json")
+    rc, _, err = cli(capsys, "compare", base, str(broken))
+    assert rc == 2 and "meta.json: not valid JSON" in one_line(err)
+    (broken / "meta.json").write_text((runs["twin"] / "meta.json").read_text())
+    (broken / "tidy.csv").write_text("scenario,metric,backend,value\nstartup,ready,host,1\n")
+    rc, _, err = cli(capsys, "charts", str(broken))
+    assert rc == 2 and "missing column(s) variant, unit, process, run" in one_line(err)
+    lines = (runs["twin"] / "tidy.csv").read_text().splitlines()
+    lines[3] = lines[3].replace(lines[3].split(",")[4], "fast")
+    (broken / "tidy.csv").write_text("\n".join(lines) + "\n")
+    rc, _, err = cli(capsys, "compare", base, str(broken))
+    assert rc == 2 and "line 4: value 'fast' is not a finite number" in one_line(err)
+
+
+def test_force_compares_and_says_so(runs, capsys):
+    rc, out, _ = cli(capsys, "compare", str(runs["base"]), str(runs["kvm"]), "--force")
+    assert rc in (0, 1)
+    assert "FORCED: accelerators differ (base tcg, new kvm)" in out
+
+
+def test_baseline_save_list_and_compare(runs, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("CVBENCH_RESULTS", str(tmp_path / "results"))
+    rc, out, _ = cli(capsys, "baseline", "save", str(runs["base"]), str(runs["syscall"]))
+    assert rc == 0
+    [path] = (tmp_path / "results" / "baselines").glob("*.json")
+    assert path.name == "intel-xeon-test-2-00ghz-2c-tcg.json"
+    data = json.loads(path.read_text())
+    assert sorted(data["runs"]) == ["startup", "syscall"]
+    rc, out, _ = cli(capsys, "baseline", "list")
+    assert "startup (" in out and "syscall (" in out
+    # A multi-scenario baseline file against a run picks the run's scenario.
+    rc, out, _ = cli(capsys, "compare", str(path), str(runs["slow"]))
+    assert rc == 1
+    rc, out, _ = cli(capsys, "compare", str(path), str(runs["twin"]))
+    assert rc == 0
+    rc, _, err = cli(capsys, "baseline", "save", str(runs["base"]), str(runs["kvm"]))
+    assert rc == 2 and "different host classes" in one_line(err)
+
+
+def test_history_marks_the_step(tmp_path, capsys):
+    root = tmp_path / "results"
+    for i in range(5):
+        synth.write_run(root, "startup", n=30, sigma=0.04, seed=i, backends=["host", "crun"],
+                        scale=1.0 if i < 3 else 1.25, created=T0 + timedelta(days=i), git_rev=f"rev{i:04d}abc")
+    rc, out, _ = cli(capsys, "history", str(root), "--metric", "ready", "--by", "git", "--out", str(tmp_path / "h"))
+    assert rc == 0
+    marks = [line for line in out.splitlines() if "regression" in line]
+    assert len(marks) == 2 and all("rev0003" in m for m in marks), out
+    assert not any("improvement" in line for line in out.splitlines())
+    assert (tmp_path / "h" / "history_startup_ready.png").stat().st_size > 0
+    rc, _, err = cli(capsys, "history", str(root), "--metric", "nosuch")
+    assert rc == 2 and "pick one of: lifecycle, ready" in one_line(err)
+
+
+def test_ci_bench_without_baseline_says_how_to_make_one(tmp_path, capsys, monkeypatch):
+    """ci-bench drives the harness; until a baseline exists it must exit 2 and say how."""
+    from analysis import baseline
+    monkeypatch.setenv("CVBENCH_RESULTS", str(tmp_path / "results"))
+    fake = synth.write_run(tmp_path / "ci", "startup", n=10, seed=1)
+    monkeypatch.setattr(baseline, "run_bench", lambda s, d, b, log=print: __import__("analysis.load").load.load_run(fake))
+    rc, _, err = cli(capsys, "ci-bench", "--scenarios", "startup")
+    assert rc == 2 and "no baseline for host class" in one_line(err) and "baseline save" in err
+    rc, out, _ = cli(capsys, "ci-bench", "--scenarios", "startup", "--save-missing")
+    assert rc == 0 and Path(tmp_path / "results" / "baselines").is_dir()
+    rc, out, _ = cli(capsys, "ci-bench", "--scenarios", "startup")
+    assert rc == 0 and "verdict: ok" in out
