@@ -36,8 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     for name in ("run", "create"):
         s = sub.add_parser(name, help=f"{name} a container from an OCI bundle")
         s.add_argument("-b", "--bundle", default=".", help="bundle directory (default: .)")
-        s.add_argument("id")
-        s.add_argument("args", nargs="*", help="after --: replaces process.args")
+        s.add_argument("id", help="container id; after it, '-- ARGS...' replaces process.args")
         s.add_argument("--isolation", default="full",
                        help="full (default), bare, only:MECH or cum:N (first N ladder rungs)")
         s.add_argument("--with", dest="with_", action="append", default=[], metavar="MECH",
@@ -79,17 +78,7 @@ def isolation_from_args(a) -> Isolation:
         iso = Isolation.cumulative(int(preset[4:]))
     else:
         raise CvbError("--isolation", f"{preset!r} is not a preset", "use full, bare, only:MECH or cum:N")
-    for names, on in ((a.with_, True), (a.without, False)):
-        for name in names:
-            if name not in Isolation.MECHANISMS:
-                raise CvbError("--with/--without", f"unknown mechanism {name!r}",
-                               f"use one of {', '.join(Isolation.MECHANISMS)}")
-            if name == "veth":
-                iso = iso.replace(network="veth" if on else "none", netns=iso.netns or on)
-            else:
-                iso = iso.replace(**{name: on})
-                if on and name == "pivot_root":
-                    iso = iso.replace(mountns=True)
+    iso = iso.with_(*a.with_).without(*a.without)
     kw = {"network": a.network, "memory_bytes": a.memory, "cpu_quota_us": a.cpu_quota,
           "cpu_period_us": a.cpu_period, "pids_max": a.pids_max}
     kw = {k: v for k, v in kw.items() if v is not None}
@@ -127,19 +116,31 @@ def _signal(name: str) -> int:
 
 
 def cmd_run(a) -> int:
+    """Foreground: signals that arrive during the start are held, then forwarded."""
     from .container import spawn
-    c = spawn(a.bundle, a.args or None, isolation_from_args(a), name=a.id, stdout=1, stderr=2)
-    for w in c.warnings:
-        print(f"cvbench: warning: {w}", file=sys.stderr)
+    box: dict = {"c": None, "pending": []}
+
+    def forward(sig, _frame):
+        if box["c"] is None:
+            box["pending"].append(sig)
+        else:
+            box["c"].kill(sig)
+    old = {sig: signal.signal(sig, forward) for sig in FORWARDED}
     try:
-        c.save_state("running", os.path.abspath(a.bundle))
-        for sig in FORWARDED:
-            signal.signal(sig, lambda s, _f: c.kill(s))
-        return c.wait()
+        c = box["c"] = spawn(a.bundle, a.args or None, isolation_from_args(a), name=a.id,
+                             stdout=1, stderr=2)
+        try:
+            for w in c.warnings:
+                print(f"cvbench: warning: {w}", file=sys.stderr)
+            c.save_state("running", os.path.abspath(a.bundle))
+            for sig in box["pending"]:
+                c.kill(sig)
+            return c.wait()
+        finally:
+            c.delete()
     finally:
-        for sig in FORWARDED:
-            signal.signal(sig, signal.SIG_DFL if sig != signal.SIGINT else signal.default_int_handler)
-        c.delete()
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def cmd_create(a) -> int:
@@ -177,8 +178,8 @@ def cmd_state(a) -> int:
 
 
 def cmd_kill(a) -> int:
-    rec = _record(a.id)
     sig = _signal(a.signal)
+    rec = _record(a.id)
     if not state.alive(rec.get("pid"), rec.get("pid_start")):
         raise CvbError(f"container {a.id}", "is not running", "nothing to signal", status=EXIT_FAILED)
     os.kill(rec["pid"], sig)
@@ -246,7 +247,12 @@ def cmd_features(a) -> int:
 
 def main(argv: list[str]) -> int:
     argv = [x for x in argv if x != "--debug"]
+    args: list[str] = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, args = argv[:i], argv[i + 1:]
     a = _parser().parse_args(argv)
+    a.args = args
     if a.cmd not in ("spec", "features", "list"):
         require_root(f"python -m runtime {a.cmd}")
     return globals()[f"cmd_{a.cmd}"](a)

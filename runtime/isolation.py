@@ -46,8 +46,12 @@ class Isolation:
     # user namespace without uid/gid mappings in config.json: container 0 maps
     # to this host id (65536 ids), so "root inside" is an unprivileged host id.
     host_id: int = 100000
-    # full(): namespaces, mounts, seccomp etc. come from the bundle's config.json.
+    # full(): namespaces, mounts, seccomp etc. come from the bundle's config.json;
+    # the namespace fields are then ignored, and with_()/without() adjust the
+    # bundle's namespace list through `added` and `dropped`.
     follow_bundle: bool = False
+    added: tuple[str, ...] = ()
+    dropped: tuple[str, ...] = ()
 
     MECHANISMS: ClassVar[list[str]] = ["pidns", "mountns", "utsns", "ipcns", "netns", "userns",
                                        "cgroupns", "timens", "pivot_root", "cgroup", "caps",
@@ -91,9 +95,7 @@ class Isolation:
     @classmethod
     def only(cls, name: str) -> Isolation:
         """bare() plus one mechanism, and what it strictly needs (see NEEDS)."""
-        if name not in cls.MECHANISMS:
-            raise CvbError("isolation", f"unknown mechanism {name!r}",
-                           f"use one of {', '.join(cls.MECHANISMS)}")
+        cls._check(name)
         return cls._with([name])
 
     @classmethod
@@ -103,6 +105,39 @@ class Isolation:
             raise CvbError("isolation", f"cumulative({n}) is outside 0..{len(cls.MECHANISMS)}",
                            "pick a rung index in range")
         return cls._with(cls.MECHANISMS[:n])
+
+    def with_(self, *names: str) -> Isolation:
+        """These mechanisms on (and what they need), also under full()."""
+        iso = self
+        for name in names:
+            self._check(name)
+            for n in (*NEEDS.get(name, ()), name):
+                if n == "veth":
+                    iso = iso.replace(network="veth")
+                    continue
+                iso = iso.replace(**{n: True})
+                if n in NAMESPACES:
+                    iso = iso.replace(added=tuple({*iso.added, n}), dropped=tuple(set(iso.dropped) - {n}))
+        return iso
+
+    def without(self, *names: str) -> Isolation:
+        """These mechanisms off, also when full() takes them from the bundle."""
+        iso = self
+        for name in names:
+            self._check(name)
+            if name == "veth":
+                iso = iso.replace(network="none")
+                continue
+            iso = iso.replace(**{name: False})
+            if name in NAMESPACES:
+                iso = iso.replace(dropped=tuple({*iso.dropped, name}), added=tuple(set(iso.added) - {name}))
+        return iso
+
+    @classmethod
+    def _check(cls, name: str) -> None:
+        if name not in cls.MECHANISMS:
+            raise CvbError("isolation", f"unknown mechanism {name!r}",
+                           f"use one of {', '.join(cls.MECHANISMS)}")
 
     def enabled(self) -> list[str]:
         """The ladder names switched on, in ladder order (for labels and logs)."""

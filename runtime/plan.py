@@ -77,11 +77,9 @@ def plan(bundle, args, iso: Isolation, cid: str, detached: bool = False) -> Plan
     cfg = config_mod.load(bundle)
     iso = iso if iso is not None else Isolation.full()
     if iso.follow_bundle:
-        ns = {k: (k in cfg.namespaces) for k in NAMESPACES}
+        ns = {k: (k in cfg.namespaces or k in iso.added) and k not in iso.dropped for k in NAMESPACES}
         iso = iso.replace(**ns)
-        if cfg.seccomp is None and not iso.seccomp:
-            iso = iso.replace(seccomp=False)
-    ns_join = {k: v for k, v in cfg.namespaces.items() if v and iso.follow_bundle}
+    ns_join = {k: v for k, v in cfg.namespaces.items() if v and iso.follow_bundle and getattr(iso, k)}
     ns_new = [k for k in NAMESPACES if getattr(iso, k) and k not in ns_join]
     avail = namespaces.available()
     missing = [k for k in ns_new if not avail[k]]
