@@ -149,7 +149,7 @@ def test_non_root_gets_a_clear_error(image):
     pid = os.fork()
     if pid == 0:
         os.close(r)
-        os.dup2(w, 2)
+        sys.stderr = open(w, "w")  # pytest has replaced sys.stderr
         try:
             os.setgroups([])
             os.setgid(65534)
@@ -161,8 +161,8 @@ def test_non_root_gets_a_clear_error(image):
         except BaseException:  # noqa: BLE001
             os._exit(99)
     os.close(w)
-    err = os.read(r, 4096).decode()
-    os.close(r)
+    with open(r, "rb") as f:
+        err = f.read().decode()
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 2, err
     assert err.startswith("cvbench: python -m runtime run: needs root"), err
