@@ -16,7 +16,7 @@ from common.errors import CvbError
 from common.paths import results_dir
 
 from . import stats, style
-from .load import load_runs
+from .load import DEFAULT_ORDER, load_runs
 
 
 def steps(df: pd.DataFrame, *, alpha: float = stats.ALPHA, threshold: float = stats.THRESHOLD) -> pd.DataFrame:
@@ -59,7 +59,7 @@ def history(paths: list[str | os.PathLike] | None, metric: str, *, scenario: str
     table = steps(sel, alpha=alpha, threshold=threshold)
     folder = Path(out) if out else results_dir() / "history"
     newest = sel.sort_values("date").iloc[-1]
-    meta = {"env": {"cpu_model": newest["cpu_model"], "kernel": newest["kernel"], "cpu_count": "?",
+    meta = {"env": {"cpu_model": newest["cpu_model"], "kernel": newest["kernel"], "cpu_count": newest["cpu_count"],
                     "accel": {"name": newest["accel"]}}}
     files = _chart(table, metric, by, st, folder, meta, sel["scenario"].iloc[0])
     return table, files
@@ -78,7 +78,9 @@ def _chart(table: pd.DataFrame, metric: str, by: str, st: str, folder: Path, met
     scale, unit_name = (1.0, "ns") if unit == "ns" else (2**-20, "MiB") if "byte" in unit else (1e3, "ms")
     with style.styled(st):
         fig, ax = style.figure(st)
-        for (backend, variant), g in table.groupby(["backend", "variant"]):
+        groups = sorted(table.groupby(["backend", "variant"]),
+                        key=lambda kv: (DEFAULT_ORDER.index(kv[0][0]) if kv[0][0] in DEFAULT_ORDER else 99, kv[0]))
+        for (backend, variant), g in groups:
             x = [pos[r] for r in g["run_id"]]
             y = g["median"].to_numpy() * scale
             err = [y - g["ci_low"].to_numpy() * scale, g["ci_high"].to_numpy() * scale - y]
@@ -97,6 +99,7 @@ def _chart(table: pd.DataFrame, metric: str, by: str, st: str, folder: Path, met
             fig.autofmt_xdate()
         if style.log_if_wide(table["median"]):
             ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(lambda v, _p: f"{v:g}")
         ax.set_ylabel(f"{metric}, {unit_name} (median, 95% CI)")
         ax.grid(alpha=0.3, which="both")
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize="small")

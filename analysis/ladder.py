@@ -57,7 +57,9 @@ def rungs(run: Run, metric: str) -> list[Rung]:
         out.append(Rung("+ " + " + ".join(added), v, "builtin", by_variant[v], "step"))
         prev = _mechs(v)
     if len(out) > 1:
-        out.append(Rung("= cvbench runtime, all on", out[-1].variant, "builtin", out[-1].values, "total"))
+        out.append(Rung("= all mechanisms stacked", out[-1].variant, "builtin", out[-1].values, "total"))
+    if "full" in by_variant:
+        out.append(Rung("cvbench runtime (its default config)", "full", "builtin", by_variant["full"], "top"))
     for t in TOPS:
         g = df[(df.backend == t) & (df.variant == "top")]
         if len(g):

@@ -19,7 +19,7 @@ from common.paths import results_dir
 
 TIDY_COLUMNS = ["scenario", "metric", "backend", "variant", "value", "unit", "process", "run"]
 KEY = ["scenario", "metric", "backend", "variant"]
-ENV_COLUMNS = ["run_id", "host", "host_class", "kernel", "cpu_model", "accel", "git_rev", "date", "mode"]
+ENV_COLUMNS = ["run_id", "host", "host_class", "kernel", "cpu_model", "cpu_count", "accel", "git_rev", "date", "mode"]
 DEFAULT_ORDER = ["host", "builtin", "crun", "runc", "runsc", "qemu", "libvirt"]
 
 
@@ -167,6 +167,7 @@ def env_columns(run: Run) -> dict:
         "host_class": host_class(env),
         "kernel": env.get("kernel", ""),
         "cpu_model": env.get("cpu_model", ""),
+        "cpu_count": env.get("cpu_count", ""),
         "accel": run.accel,
         "git_rev": versions.get("cvbench_git", ""),
         "date": pd.to_datetime(run.meta.get("created_utc"), utc=True, errors="coerce"),

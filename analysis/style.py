@@ -72,11 +72,17 @@ def figure(style: str, nrows: int = 1, ncols: int = 1, **kw):
     return plt.subplots(nrows, ncols, figsize=s["figsize"], **kw)
 
 
+def kernel_release(text) -> str:
+    """'6.1.0-13-amd64' out of a full `uname -a`-like string; a subtitle has no room for the rest."""
+    words = str(text or "?").split()
+    return next((w for w in words if any(c.isdigit() for c in w) and "." in w), words[0] if words else "?")
+
+
 def subtitle(meta: dict) -> str:
     env = meta.get("env", {})
     accel = (env.get("accel") or {}).get("name", "unknown")
     parts = [env.get("cpu_model") or "unknown CPU", f"{env.get('cpu_count', '?')} cores",
-             f"kernel {env.get('kernel') or '?'}", f"accel {accel}"]
+             f"kernel {kernel_release(env.get('kernel'))}", f"accel {accel}"]
     mode = meta.get("mode")
     if mode:
         parts.append(f"{mode} mode")
@@ -122,8 +128,11 @@ def _texts(fig):
         for t in (ax.title, ax._left_title, ax._right_title, ax.xaxis.label, ax.yaxis.label):
             yield f"axes{i} {t.get_text()[:30]!r}", t, None
         for axis in (ax.xaxis, ax.yaxis):
-            for t in axis.get_ticklabels():
-                yield f"axes{i} tick {t.get_text()!r}", t, (i, axis.axis_name)
+            lo, hi = sorted(axis.get_view_interval())
+            # Labels of ticks outside the view are never drawn, but keep stale positions.
+            for loc, t in zip(axis.get_majorticklocs(), axis.get_majorticklabels(), strict=False):
+                if lo - 1e-9 * abs(hi - lo) <= loc <= hi + 1e-9 * abs(hi - lo):
+                    yield f"axes{i} tick {t.get_text()!r}", t, (i, axis.axis_name)
         for t in ax.texts:
             yield f"axes{i} label {t.get_text()[:30]!r}", t, None
         leg = ax.get_legend()

@@ -126,3 +126,19 @@ def test_ci_bench_drives_the_real_harness(tmp_path, root):
                            timeout=600)
     assert again.returncode in (0, 1), again.stderr[-2000:]   # real noise on a shared machine may fire
     assert "ready.host" in again.stdout and md.read_text().startswith("### cvbench compare")
+
+
+@pytest.mark.parametrize("by", ["date", "git"])
+def test_history_chart_renders_without_warnings(tmp_path, by):
+    from datetime import UTC, datetime, timedelta
+
+    from analysis import history
+    t0 = datetime(2026, 11, 1, tzinfo=UTC)
+    for i in range(4):
+        synth.write_run(tmp_path / "r", "syscall", n=12, seed=i, backends=["host", "runsc"],
+                        created=t0 + timedelta(days=i), git_rev=f"{i}abcdef0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        table, files = history.history([tmp_path / "r"], "getppid", by=by, out=tmp_path / "h")
+    assert len(table) == 4 * 2 and {p.suffix for p in files} == {".png", ".svg"}
+    assert all(p.stat().st_size > 1000 for p in files)
