@@ -63,6 +63,9 @@ def init(p: Plan, status_w: int, go_r: int) -> None:
             rootfs.prepare(p.root, cfg.mounts if iso.follow_bundle else [],
                            propagation=cfg.propagation, in_userns=iso.userns, cgroup_binds=binds)
             rootfs.switch_root(p.root)
+            for key, value in p.sysctl.items():  # before /proc/sys turns read-only
+                with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
+                    f.write(value)
             rootfs.mask(cfg.masked_paths)
             rootfs.readonly(cfg.readonly_paths)
             if cfg.root_readonly and iso.follow_bundle:
@@ -73,10 +76,6 @@ def init(p: Plan, status_w: int, go_r: int) -> None:
         sc.sethostname(cfg.hostname or "cvbench")
     if iso.netns and iso.network != "none":
         namespaces.loopback_up()
-    if iso.follow_bundle and iso.pivot_root:
-        for key, value in cfg.sysctl.items():
-            with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
-                f.write(value)
     if iso.follow_bundle:
         for name, soft, hard in cfg.rlimits:
             resource.setrlimit(getattr(resource, name), (soft, hard))

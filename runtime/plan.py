@@ -43,6 +43,7 @@ class Plan:
     # needed.  Not with a user namespace: the pid namespace must then be owned
     # by the container's user namespace, which only the child can create.
     pre_pid: bool = False
+    sysctl: dict[str, str] = field(default_factory=dict)
 
     @property
     def double_fork(self) -> bool:
@@ -108,9 +109,31 @@ def plan(bundle, args, iso: Isolation, cid: str, detached: bool = False) -> Plan
     if iso.userns:
         p.uid_map = cfg.uid_mappings or [(0, iso.host_id, 65536)]
         p.gid_map = cfg.gid_mappings or [(0, iso.host_id, 65536)]
+    if iso.follow_bundle and cfg.sysctl:
+        p.sysctl = _check_sysctl(cfg.sysctl, iso)
     p.pre_pid = ("pidns" in ns_new and "userns" not in ns_new and "timens" not in ns_new
                  and "userns" not in ns_join)
     return p
+
+
+def _check_sysctl(sysctl: dict[str, str], iso: Isolation) -> dict[str, str]:
+    """Only namespaced sysctls, and only in a namespace of the container's own
+    (runc's rule): anything else would change the host."""
+    for key in sysctl:
+        if key.startswith("net."):
+            need = "netns"
+        elif key in ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall",
+                     "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced") or key.startswith("fs.mqueue."):
+            need = "ipcns"
+        elif key in ("kernel.hostname", "kernel.domainname"):
+            need = "utsns"
+        else:
+            raise CvbError(f"linux.sysctl.{key}", "is not namespaced: setting it would change the host",
+                           "remove it from config.json")
+        if not getattr(iso, need) or not iso.pivot_root:
+            raise CvbError(f"linux.sysctl.{key}", f"needs the container's own {need} and /proc",
+                           f"switch {need} and pivot_root on, or drop the sysctl")
+    return dict(sysctl)
 
 
 _plans: dict[tuple, Plan] = {}

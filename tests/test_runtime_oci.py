@@ -176,3 +176,31 @@ def test_config_hostname_mounts_and_rlimits(root, image, tmp_path):
         out = c.stdout.read().decode().splitlines()
     assert out[0] == "cvbench-oci" and out[1] == "222"
     assert out[2].startswith("tmpfs /scratch tmpfs rw,nosuid")
+
+
+def test_sysctl_namespaced_only(root, image, tmp_path):
+    cfg = default_spec(["/bin/cat", "/proc/sys/net/ipv4/ip_forward", "/proc/sys/kernel/shmmni"],
+                       root=image.rootfs)
+    cfg["linux"]["sysctl"] = {"net.ipv4.ip_forward": "1", "kernel.shmmni": "1234"}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with spawn(tmp_path) as c:
+        assert c.stdout.read().split() == [b"1", b"1234"]
+    assert open("/proc/sys/kernel/shmmni").read().strip() != "1234"
+    cfg["linux"]["sysctl"] = {"vm.swappiness": "1"}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CvbError, match="linux.sysctl.vm.swappiness: is not namespaced"):
+        spawn(tmp_path)
+
+
+def test_process_user_and_caps_from_config(root, image, tmp_path):
+    cfg = default_spec(["/bin/sh", "-c", "id -u; id -g; id -G; grep CapEff /proc/self/status"],
+                       root=image.rootfs)
+    cfg["process"]["user"] = {"uid": 65534, "gid": 65534, "additionalGids": [5]}
+    # a non-root uid keeps capabilities across exec only through the ambient set
+    cfg["process"]["capabilities"] = {s: ["CAP_KILL"] for s in ("bounding", "effective", "permitted",
+                                                                "inheritable", "ambient")}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with spawn(tmp_path) as c:
+        out = c.stdout.read().decode().split()
+    assert out[:3] == ["65534", "65534", "65534"] and "5" in out
+    assert out[-1] == f"{1 << 5:016x}"  # CAP_KILL only
