@@ -35,7 +35,9 @@ def path_for(hc: str, folder: Path | None = None) -> Path:
 
 
 def save(run_paths: list[str | os.PathLike], folder: Path | None = None, log=print) -> Path:
-    """Store runs as the baseline of their host class, replacing those scenarios."""
+    """Store runs as the baseline of their host class, replacing those scenarios.
+    Several runs of one scenario are kept as repeats: the largest difference
+    between them becomes that metric's noise floor in every later comparison."""
     runs = [load_run(p) for p in run_paths]
     classes = {host_class(r.env) for r in runs}
     if len(classes) != 1:
@@ -48,14 +50,20 @@ def save(run_paths: list[str | os.PathLike], folder: Path | None = None, log=pri
         raise CvbError(str(target), "is not a cvbench baseline", "move it away or delete it")
     data = {"format": FORMAT, "host_class": hc, "saved_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "runs": data.get("runs", {})}
+    by_scenario: dict[str, list[Run]] = {}
     for r in runs:
         if r.meta.get("synthetic"):
             log(f"warning: {r.label} is synthetic test data")
         for scenario in r.scenarios:
-            rows = r.tidy[r.tidy["scenario"] == scenario][TIDY_COLUMNS]
-            data["runs"][scenario] = {"source": r.label, "meta": r.meta, "columns": TIDY_COLUMNS,
-                                      "tidy": rows.values.tolist()}
-            log(f"baseline {hc}: {scenario} <- {r.label} ({len(rows)} values)")
+            by_scenario.setdefault(scenario, []).append(r)
+    for scenario, reps in by_scenario.items():
+        rows = []
+        for i, r in enumerate(reps):
+            part = r.tidy[r.tidy["scenario"] == scenario][TIDY_COLUMNS]
+            rows += [[*row, i] for row in part.values.tolist()]
+        data["runs"][scenario] = {"source": [r.label for r in reps], "meta": reps[-1].meta,
+                                  "columns": TIDY_COLUMNS + ["repeat"], "tidy": rows}
+        log(f"baseline {hc}: {scenario} <- {', '.join(r.label for r in reps)} ({len(rows)} values)")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp")
     tmp.write_text(json.dumps(data, indent=1) + "\n")
@@ -72,8 +80,8 @@ def listing(folder: Path | None = None) -> list[str]:
         except CvbError as e:
             out.append(f"{p.name}: unreadable ({e.why})")
             continue
-        parts = [f"{s} ({r.meta.get('run_id', '?')}, {r.meta.get('mode', '?')}, {len(r.tidy)} values)"
-                 for s, r in sorted(runs.items())]
+        parts = [f"{s} ({1 if r.repeat is None else r.repeat.nunique()} run(s), {r.meta.get('mode', '?')} mode, "
+                 f"{len(r.tidy)} values)" for s, r in sorted(runs.items())]
         out.append(f"{p.name}: " + "; ".join(parts))
     return out
 
@@ -106,9 +114,16 @@ def run_bench(scenario: str, runs_dir: Path, backends: str | None, log=print) ->
 def ci_bench(*, backends: str | None = None, scenarios=CI_SCENARIOS, runs_dir: Path | None = None,
              folder: Path | None = None, markdown_path: str | None = None, save_missing: bool = False,
              alpha: float = stats.ALPHA, threshold: float = stats.THRESHOLD, test: str = "mannwhitney",
-             log=print) -> int:
+             record: int = 0, log=print) -> int:
+    """Exit 0 when nothing regressed, 1 on a regression, 2 without a baseline.
+    ``record`` > 0 instead runs each scenario that many times and saves them as the baseline."""
     runs_dir = runs_dir or results_dir() / "ci"
     runs_dir.mkdir(parents=True, exist_ok=True)
+    if record > 0:
+        reps = [run_bench(s, runs_dir, backends, log) for _ in range(record) for s in scenarios]
+        target = save([r.path for r in reps], folder, log)
+        log(f"ci-bench: recorded {record} run(s) of {', '.join(scenarios)} as the baseline; commit {target}")
+        return 0
     new = [run_bench(s, runs_dir, backends, log) for s in scenarios]
     hc = host_class(new[0].env)
     target = path_for(hc, folder)
@@ -119,7 +134,8 @@ def ci_bench(*, backends: str | None = None, scenarios=CI_SCENARIOS, runs_dir: P
             return 0
         raise CvbError("ci-bench", f"no baseline for host class {hc} ({target} missing)",
                        f"record one on this kind of machine: 'python -m analysis baseline save "
-                       f"{' '.join(str(r.path) for r in new)}' and commit it (or run ci-bench --save-missing)")
+                       f"{' '.join(str(r.path) for r in new)}' and commit it, or run 'ci-bench --record 3' "
+                       "for a baseline with a measured noise floor")
     base = load_baseline(target)
     results = []
     for r in new:

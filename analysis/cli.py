@@ -85,7 +85,7 @@ def cmd_ci_bench(a) -> int:
     scenarios = [s for s in a.scenarios.split(",") if s]
     return baseline.ci_bench(backends=a.backends, scenarios=scenarios, folder=a.baselines,
                              runs_dir=a.runs_dir, markdown_path=a.markdown, save_missing=a.save_missing,
-                             alpha=a.alpha, threshold=a.threshold, test=a.test)
+                             alpha=a.alpha, threshold=a.threshold, test=a.test, record=a.record)
 
 
 def cmd_baseline(a) -> int:
@@ -150,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--runs-dir", type=Path, help="where the fast runs go (default results/ci)")
     s.add_argument("--save-missing", action="store_true",
                    help="no baseline for this host class yet: save this run as it and exit 0")
+    s.add_argument("--record", type=int, default=0, metavar="N",
+                   help="record the baseline instead: N runs of each scenario (3 gives a measured noise floor)")
     _gate_options(s)
     s.set_defaults(func=cmd_ci_bench)
 

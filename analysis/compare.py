@@ -80,6 +80,19 @@ def check_comparable(base: Run, new: Run, force: bool = False) -> list[str]:
     return notes
 
 
+def noise_floor(group: pd.DataFrame, repeat: pd.Series | None) -> float:
+    """The largest relative difference between the medians of the baseline's
+    repeated runs: run-to-run drift that no within-run test can see (load from
+    neighbours, frequency scaling), so a change below it is not called a regression."""
+    if repeat is None:
+        return 0.0
+    meds = group.groupby(repeat.loc[group.index])["value"].median()
+    meds = meds[meds > 0]
+    if len(meds) < 2:
+        return 0.0
+    return float(meds.max() / meds.min() - 1.0)
+
+
 def compare_runs(base: Run, new: Run, *, alpha: float = stats.ALPHA, threshold: float = stats.THRESHOLD,
                  test: str = "mannwhitney", force: bool = False, scenarios: list[str] | None = None,
                  n_boot: int = stats.N_BOOT) -> Result:
@@ -98,14 +111,19 @@ def compare_runs(base: Run, new: Run, *, alpha: float = stats.ALPHA, threshold: 
         if ub != un:
             raise CvbError("compare", f"{'.'.join(key)}: units differ ({ub} vs {un})",
                            "the runs come from incompatible cvbench versions; re-run the baseline")
-        c = stats.compare_samples(gb[key]["value"], gn[key]["value"], alpha=alpha, threshold=threshold,
-                                  test=test, n_boot=n_boot)
-        rows.append(dict(zip(KEY, key, strict=True)) | {"unit": ub.pop()} | vars(c))
-    cols = KEY + ["unit"] + list(stats.Comparison.__dataclass_fields__)
+        floor = noise_floor(gb[key], base.repeat)
+        c = stats.compare_samples(gb[key]["value"], gn[key]["value"], alpha=alpha,
+                                  threshold=max(threshold, floor), test=test, n_boot=n_boot)
+        rows.append(dict(zip(KEY, key, strict=True)) | {"unit": ub.pop(), "floor": floor} | vars(c))
+    cols = KEY + ["unit", "floor"] + list(stats.Comparison.__dataclass_fields__)
     df = pd.DataFrame(rows, columns=cols)
     order = new.isolation_order
     df["_o"] = df["backend"].map(lambda x: order.index(x) if x in order else len(order))
     df = df.sort_values(["scenario", "metric", "_o", "variant"]).drop(columns="_o").reset_index(drop=True)
+    if len(df) and (df["floor"] > threshold).any():
+        raised = df[df["floor"] > threshold]
+        notes.append(f"{len(raised)} metric(s) use a noise floor above {threshold:.0%}, from the spread between "
+                     f"the baseline's repeated runs (largest {raised['floor'].max():.0%})")
     starved = df[df["note"].str.startswith("too few")] if len(df) else df
     if len(starved):
         notes.append(f"{len(starved)} of {len(df)} comparisons have too few values to ever reach p<{alpha:g}; "
@@ -127,21 +145,31 @@ def fmt_value(v: float, unit: str) -> str:
     return f"{v:.4g} {unit}"
 
 
-def _cells(r) -> list[str]:
+def _cells(r, with_floor: bool = False) -> list[str]:
     name = ".".join(x for x in (r.metric, r.backend, r.variant) if x)
     ci = "-" if math.isnan(r.ci_low) else f"[{r.ci_low:+.1%}, {r.ci_high:+.1%}]"
     p = "-" if math.isnan(r.p) else f"{r.p:.2g}"
-    return [r.scenario, name, fmt_value(r.median_base, r.unit), fmt_value(r.median_new, r.unit),
-            "-" if math.isnan(r.change) else f"{r.change:+.1%}", ci, p, f"{r.n_base}/{r.n_new}", r.verdict]
+    cells = [r.scenario, name, fmt_value(r.median_base, r.unit), fmt_value(r.median_new, r.unit),
+             "-" if math.isnan(r.change) else f"{r.change:+.1%}", ci, p, f"{r.n_base}/{r.n_new}", r.verdict]
+    if with_floor:
+        cells.insert(-1, f"{r.floor:.0%}" if r.floor else "-")
+    return cells
+
+
+def has_floor(result: Result) -> bool:
+    return bool(len(result.rows)) and bool((result.rows["floor"] > 0).any())
 
 
 def header(result: Result) -> list[str]:
-    return ["scenario", "metric", "base", "new", "change", f"{1 - result.alpha:.0%} CI", "p", "n", "verdict"]
+    cols = ["scenario", "metric", "base", "new", "change", f"{1 - result.alpha:.0%} CI", "p", "n", "verdict"]
+    if has_floor(result):
+        cols.insert(-1, "noise floor")
+    return cols
 
 
 def table(result: Result) -> str:
     cols = header(result)
-    rows = [cols] + [_cells(r) for r in result.rows.itertuples()]
+    rows = [cols] + [_cells(r, has_floor(result)) for r in result.rows.itertuples()]
     widths = [max(len(row[i]) for row in rows) for i in range(len(cols))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -150,9 +178,10 @@ def table(result: Result) -> str:
 
 def summary_line(result: Result) -> str:
     counts = result.rows["verdict"].value_counts()
+    limit = f"max({result.threshold:.0%}, noise floor)" if has_floor(result) else f"{result.threshold:.0%}"
     return (f"verdict: {'REGRESSION' if result.exit_status else 'ok'} — "
             f"{counts.get('regression', 0)} regression(s), {counts.get('improvement', 0)} improvement(s), "
-            f"{counts.get('no change', 0)} no change (rule: p<{result.alpha:g}, |change|>{result.threshold:.0%} "
+            f"{counts.get('no change', 0)} no change (rule: p<{result.alpha:g}, |change|>{limit} "
             f"and the {1 - result.alpha:.0%} interval excluding 0)")
 
 
@@ -162,7 +191,7 @@ def markdown(result: Result) -> str:
     cols = header(result)
     rows = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in result.rows.itertuples():
-        cells = _cells(r)
+        cells = _cells(r, has_floor(result))
         if r.verdict != "no change":
             cells[-1] = f"**{cells[-1]}**"
         rows.append("| " + " | ".join(cells) + " |")

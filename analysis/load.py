@@ -29,6 +29,7 @@ class Run:
     path: Path
     meta: dict
     tidy: pd.DataFrame           # the contract columns, variant "" where absent
+    repeat: pd.Series | None = None   # baselines: which repeated run each row came from
 
     @property
     def env(self) -> dict:
@@ -154,7 +155,9 @@ def load_baseline(path: str | os.PathLike) -> dict[str, Run]:
         except (KeyError, TypeError, ValueError) as e:
             raise CvbError(str(p), f"scenario {scenario!r} is malformed ({e})",
                            "re-create it with 'python -m analysis baseline save RUN'") from None
-        out[scenario] = Run(p, entry.get("meta", {}), check_tidy(df, f"{p} [{scenario}]"))
+        repeat = df["repeat"].astype(int).reset_index(drop=True) if "repeat" in df.columns else None
+        tidy = check_tidy(df, f"{p} [{scenario}]").reset_index(drop=True)
+        out[scenario] = Run(p, entry.get("meta", {}), tidy, repeat)
     return out
 
 

@@ -159,3 +159,22 @@ def test_ci_bench_without_baseline_says_how_to_make_one(tmp_path, capsys, monkey
     assert rc == 0 and Path(tmp_path / "results" / "baselines").is_dir()
     rc, out, _ = cli(capsys, "ci-bench", "--scenarios", "startup")
     assert rc == 0 and "verdict: ok" in out
+
+
+def test_repeated_baseline_runs_set_a_noise_floor(tmp_path, capsys):
+    """Two baseline runs that differ by 20% (run-to-run drift): a 10% shift is
+    then noise, a 60% one is still a regression."""
+    mk = lambda name, seed, scale: synth.write_run(tmp_path / name, "startup", n=30, sigma=0.03, seed=seed,  # noqa: E731
+                                                   backends=["host", "crun"], scale=scale, created=T0)
+    b1, b2 = mk("b1", 1, 1.0), mk("b2", 2, 1.2)
+    rc, _, _ = cli(capsys, "baseline", "save", str(b1), str(b2), "--baselines", str(tmp_path / "bl"))
+    assert rc == 0
+    [path] = (tmp_path / "bl").glob("*.json")
+    rc, out, _ = cli(capsys, "compare", str(path), str(mk("n1", 3, 1.15)))
+    assert rc == 0 and "noise floor" in out and "max(5%, noise floor)" in out
+    rc, out, _ = cli(capsys, "compare", str(b1), str(mk("n2", 3, 1.15)))
+    assert rc == 1            # against one run, with no measured drift, the same shift is flagged
+    rc, out, _ = cli(capsys, "compare", str(path), str(mk("n3", 3, 1.6)))
+    assert rc == 1
+    rc, out, _ = cli(capsys, "baseline", "list", "--baselines", str(tmp_path / "bl"))
+    assert "startup (2 run(s), fast mode" in out
