@@ -37,18 +37,15 @@ def static_metadata() -> dict:
     return dict(_STATIC_MD)
 
 
-def mode_flags(mode: str) -> list[str]:
-    return {"fast": ["--fast"], "rigorous": ["--rigorous"]}.get(mode, [])
-
-
 def plan_of(mode: str, plan: str) -> dict:
     """Processes/values/warmups pyperf will use for a plan in a mode (for ETA and metadata)."""
     p = dict(PLAN[plan])
     if mode == "fast":
-        p["processes"] = max(p["processes"] // 2, 3 if plan != "vm" else 2)
-        p["values"] = max(p["values"] * 2 // 3, 2)
-        if plan == "vm":
-            p["warmups"] = 0
+        if plan == "vm":   # three boots, each in its own process, no warmup boot
+            p.update(processes=3, values=1, warmups=0)
+        else:              # pyperf's own --fast rule
+            p["processes"] = max(p["processes"] // 2, 3)
+            p["values"] = max(p["values"] * 2 // 3, 2)
     elif mode == "rigorous":
         p["processes"] *= 2
     return p
@@ -58,7 +55,8 @@ def _flags_for(mode: str, plan: str, quick: bool) -> list[str]:
     p = plan_of(mode, plan)
     if quick:  # test knob: the smallest run pyperf accepts that still spawns workers
         return ["-p", "1", "-n", "1", "-w", "0", "-l", "1"]
-    flags = ["-p", str(p["processes"]), "-n", str(p["values"]), "-w", str(p["warmups"])]
+    flags = ["-p", str(p["processes"]), "-n", str(p["values"]), "-w", str(p["warmups"]),
+             "--min-time", str(p["min_time"])]
     if plan == "vm":
         flags += ["-l", "1"]  # a boot lasts seconds: calibrating loops would waste one
     return flags
@@ -99,7 +97,11 @@ def run_worker(name: str, backend: str, probe_args: str, *, mode: str, plan: str
                                "rerun with --debug; 'python -m bench list' shows backend availability",
                                status=1)
         ready = pyperf.Benchmark.load(str(out))
-        ready = _with_metadata(ready, extra_md or {})
+        p = plan_of(mode, plan)
+        ready = _with_metadata(ready, {**(extra_md or {}), "cvbench_processes_planned": p["processes"],
+                                       "cvbench_values_per_process": p["values"],
+                                       "cvbench_warmups": p["warmups"], "cvbench_min_time": p["min_time"],
+                                       "cvbench_quick": int(quick)})
         result = [ready]
         if lifecycle_name:
             result.append(_lifecycle(ready, side, lifecycle_name))

@@ -80,32 +80,43 @@ def test_failing_workload_is_reported_not_hidden(root, image):
     assert t.rc != 0  # the probe's own failure reaches the caller
 
 
-def test_sweep_removes_a_killed_owners_container_but_not_a_live_one(root, image):
-    usable("runc")
-    from bench import sweep
+@pytest.mark.parametrize("rt", ["runc", "runsc"])
+def test_sweep_removes_a_killed_owners_container_but_not_a_live_one(root, image, rt):
+    usable(rt)
+    from bench import memory, sweep
     # A separate owner process starts a long-lived runc container, then is SIGKILLed:
     # its container (and runc's foreground process) outlive it.
     code = textwrap.dedent("""
         import sys, time
         from bench import backends
-        inst = backends.get("runc").start(["sleep", "-1"], timeout=60)
-        print("UP", flush=True)
+        inst = backends.get(sys.argv[1]).start(["sleep", "-1"], timeout=60)
+        print("UP", inst.proc.pid, flush=True)
         time.sleep(600)
     """)
-    owner = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    live = backends.get("runc").start(["sleep", "-1"], timeout=60)
+    rtb = backends.get(rt)
+    owner = subprocess.Popen([sys.executable, "-c", code, rt], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    live = rtb.start(["sleep", "-1"], timeout=60)
     try:
-        assert owner.stdout.readline().strip() == "UP"
-        ids = [c for c in backends.get("runc").list_ids() if oci.owner_pid(c) == owner.pid]
+        word, fg = owner.stdout.readline().split()
+        assert word == "UP"
+        ids = [c for c in rtb.list_ids() if oci.owner_pid(c) == owner.pid]
         assert len(ids) == 1
+        # the hardest case: the owner and the runtime's foreground process both SIGKILLed
+        tree = memory.descendants(int(fg))
         owner.send_signal(signal.SIGKILL)
         owner.wait()
+        os.kill(int(fg), signal.SIGKILL)
         removed = sweep.sweep_all()
         assert any(ids[0] in r for r in removed), removed
-        assert ids[0] not in backends.get("runc").list_ids()
+        assert ids[0] not in rtb.list_ids()
+        assert not glob.glob(f"{oci.state_root(rt)}/*{ids[0]}*")    # runsc's lock files too
         assert not glob.glob(f"/sys/fs/cgroup/*/{ids[0]}")
+        end = time.monotonic() + 10
+        while time.monotonic() < end and [p for p in tree if Path(f"/proc/{p}").exists()]:
+            time.sleep(0.1)
+        assert not [p for p in tree if Path(f"/proc/{p}/exe").exists()]   # sandbox/gofer/probe gone
         # the live instance (owner: this process) is untouched
-        mine = [c for c in backends.get("runc").list_ids() if oci.owner_pid(c) == os.getpid()]
+        mine = [c for c in rtb.list_ids() if oci.owner_pid(c) == os.getpid()]
         assert mine and live.proc.poll() is None
     finally:
         live.stop()
@@ -114,7 +125,7 @@ def test_sweep_removes_a_killed_owners_container_but_not_a_live_one(root, image)
             owner.wait()
         sweep.sweep_all()
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and [c for c in backends.get("runc").list_ids()
+    while time.monotonic() < deadline and [c for c in rtb.list_ids()
                                            if oci.owner_pid(c) in (os.getpid(), owner.pid)]:
         time.sleep(0.1)
-    assert not [c for c in backends.get("runc").list_ids() if oci.owner_pid(c) in (os.getpid(), owner.pid)]
+    assert not [c for c in rtb.list_ids() if oci.owner_pid(c) in (os.getpid(), owner.pid)]
