@@ -274,11 +274,35 @@ def spawn(bundle, args: list[str] | None = None, iso: Isolation | None = None, *
                 pass
 
 
+class _Joiner:
+    """Moves the child into its cgroups on a helper thread.
+
+    A v1 cgroup.procs write waits for an RCU grace period (milliseconds, more
+    on a busy host), so it runs from right after fork, in parallel with the
+    child's unshare and rootfs work; the child waits for it only before exec."""
+
+    def __init__(self, dirs: list[str], pid: int):
+        import threading
+        self.dirs, self.error = dirs, None
+        self.thread = threading.Thread(target=self._run, args=(pid,), name="cvbench-cgroup-join")
+        self.thread.start()
+
+    def _run(self, pid: int) -> None:
+        try:
+            cgroups.backend().add(self.dirs, pid)
+        except BaseException as e:  # noqa: BLE001 - re-raised by join()
+            self.error = e
+
+    def join(self) -> None:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
 def _parent_sync(c: Container, p: Plan, status_r: int, go_w: int) -> None:
-    """The parent's half of the handshake.  Joining a v1 cgroup waits for an
-    RCU grace period (milliseconds), so it is done while the child mounts its
-    rootfs; the child waits for it only right before exec."""
+    """The parent's half of the handshake with child.child()."""
     reader = os.fdopen(os.dup(status_r), "rb", buffering=0)
+    joiner = _Joiner(c._cg, c.pid) if c._cg else None
     try:
         msg = reader.readline()
         if msg == b"U\n":
@@ -288,6 +312,9 @@ def _parent_sync(c: Container, p: Plan, status_r: int, go_w: int) -> None:
                 from . import network
                 c._net = network.Veth.create(c.id, c.pid)
                 c.save_state("creating", p.cfg.bundle)
+            if joiner is not None and p.double_fork:
+                joiner.join()  # the init is cloned after "G" and inherits the cgroup
+                joiner = None
             os.write(go_w, b"G")
             if p.double_fork:
                 msg = reader.readline()
@@ -295,7 +322,9 @@ def _parent_sync(c: Container, p: Plan, status_r: int, go_w: int) -> None:
                     intermediate, c.pid = c.pid, int(msg[1:])
                     os.waitpid(intermediate, 0)
             if c._cg and not msg.startswith(b"E"):
-                cgroups.backend().add(c._cg, c.pid)
+                if joiner is not None:
+                    joiner.join()
+                    joiner = None
                 try:
                     os.write(go_w, b"C")
                 except BrokenPipeError:
@@ -315,4 +344,6 @@ def _parent_sync(c: Container, p: Plan, status_r: int, go_w: int) -> None:
             raise CvbError(f"container {c.id}", f"unexpected message {msg!r} from the child",
                            "this is a cvbench bug; please report it", status=1)
     finally:
+        if joiner is not None:
+            joiner.thread.join()
         reader.close()
