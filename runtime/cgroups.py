@@ -19,6 +19,7 @@ from common.errors import EnvError
 from common.naming import PREFIX
 
 V1_CONTROLLERS = ("memory", "cpu", "pids")
+V1_OPTIONAL = ("devices",)  # used when mounted: the OCI device allow-list lives here on v1
 V2_CONTROLLERS = ("memory", "cpu", "pids")
 
 
@@ -29,6 +30,7 @@ class Limits:
     cpu_period_us: int | None = None
     cpu_weight: int | None = None   # cgroup v2 scale 1..10000 (v1 shares are converted)
     pids_max: int | None = None
+    devices: list[tuple[bool, str]] | None = None  # (allow, "c 1:3 rwm"), applied in order
 
 
 def shares_to_weight(shares: int) -> int:
@@ -182,16 +184,26 @@ class V1(Backend):
         if missing:
             raise EnvError("cgroups", f"v1 controller(s) {', '.join(missing)} not mounted",
                            "mount them under /sys/fs/cgroup, or run on a cgroup v2 host")
+        for t, point, opts in _mounts():
+            if t == "cgroup":
+                self.mounts.update({c: point for c in V1_OPTIONAL if c in opts})
         own = _own_paths()
+        self._names = [c for c in (*V1_CONTROLLERS, *V1_OPTIONAL) if c in self.mounts]
         self._parents = [os.path.join(self.mounts[c], own.get(c, "/").lstrip("/"), PREFIX)
-                         for c in V1_CONTROLLERS]
-        self._names = list(V1_CONTROLLERS)
+                         for c in self._names]
 
     def parents(self) -> list[str]:
         return self._parents
 
     def apply(self, dirs, lim: Limits) -> None:
-        mem, cpu, pids = dirs
+        by = dict(zip(self._names, dirs, strict=True))
+        mem, cpu, pids = by["memory"], by["cpu"], by["pids"]
+        if lim.devices is not None:
+            if "devices" not in by:
+                raise EnvError("cgroups", "the v1 devices controller is not mounted",
+                               "mount it, or drop linux.resources.devices")
+            for allow, rule in lim.devices:
+                _write(f"{by['devices']}/devices.{'allow' if allow else 'deny'}", rule)
         if lim.memory_bytes is not None:
             _write(f"{mem}/memory.limit_in_bytes", lim.memory_bytes)
         if lim.cpu_period_us is not None:

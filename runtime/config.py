@@ -30,8 +30,8 @@ _KNOWN = {
     "linux": ({"namespaces", "uidMappings", "gidMappings", "resources", "cgroupsPath", "seccomp",
                "maskedPaths", "readonlyPaths", "sysctl", "timeOffsets", "rootfsPropagation"},
               {"devices", "mountLabel", "intelRdt", "personality"}),
-    "linux.resources": ({"memory", "cpu", "pids"},
-                        {"devices", "blockIO", "hugepageLimits", "network", "rdma", "unified"}),
+    "linux.resources": ({"devices", "memory", "cpu", "pids"},
+                        {"blockIO", "hugepageLimits", "network", "rdma", "unified"}),
     "linux.resources.memory": ({"limit"}, {"reservation", "swap", "kernel", "kernelTCP", "swappiness",
                                            "disableOOMKiller", "useHierarchy", "checkBeforeUpdate"}),
     "linux.resources.cpu": ({"shares", "quota", "period"},
@@ -236,6 +236,17 @@ def _parse_linux(r: _Reader, lin: dict, cfg: Config) -> None:
     pids = r.obj(res, "pids", "linux.resources")
     cfg.pids_limit = r.typed(pids, "limit", "linux.resources.pids", int, None)
     cfg.devices = r.typed(res, "devices", "linux.resources", list, [])
+    for i, d in enumerate(cfg.devices):
+        p = f"linux.resources.devices[{i}]"
+        if not isinstance(d, dict) or not isinstance(d.get("allow"), bool):
+            raise r.bad(p, "needs allow: true or false")
+        if d.get("type", "a") not in ("a", "b", "c"):
+            raise r.bad(f"{p}.type", "must be a, b or c")
+        for k in ("major", "minor"):
+            r.typed(d, k, p, int, None)
+        access = r.typed(d, "access", p, str, "rwm")
+        if not access or set(access) - set("rwm"):
+            raise r.bad(f"{p}.access", "must be letters from rwm")
     cfg.cgroups_path = r.typed(lin, "cgroupsPath", "linux", str, None)
     cfg.seccomp = r.typed(lin, "seccomp", "linux", dict, None)
     if cfg.seccomp is not None:

@@ -105,7 +105,13 @@ def plan(bundle, args, iso: Isolation, cid: str, detached: bool = False) -> Plan
             cpu_quota_us=iso.cpu_quota_us or (cfg.cpu_quota if cfg.cpu_quota and cfg.cpu_quota > 0 else None),
             cpu_period_us=iso.cpu_period_us or cfg.cpu_period,
             cpu_weight=iso.cpu_weight or (cgroups.shares_to_weight(cfg.cpu_shares) if cfg.cpu_shares else None),
-            pids_max=iso.pids_max or cfg.pids_limit)
+            pids_max=iso.pids_max or cfg.pids_limit,
+            devices=device_rules(cfg.devices) if iso.follow_bundle and cfg.devices else None)
+        if p.limits.devices is not None and cgroups.backend().version == "v2":
+            p.limits.devices = None  # v2 filters devices with eBPF, which cvbench does not load
+            note = "linux.resources.devices: not enforced on cgroup v2 (needs an eBPF program), ignored"
+            if note not in cfg.warnings:
+                cfg.warnings.append(note)
     if iso.userns:
         p.uid_map = cfg.uid_mappings or [(0, iso.host_id, 65536)]
         p.gid_map = cfg.gid_mappings or [(0, iso.host_id, 65536)]
@@ -114,6 +120,22 @@ def plan(bundle, args, iso: Isolation, cid: str, detached: bool = False) -> Plan
     p.pre_pid = ("pidns" in ns_new and "userns" not in ns_new and "timens" not in ns_new
                  and "userns" not in ns_join)
     return p
+
+
+# runc's AllowedDevices, appended after config.json's rules as runc does.
+DEFAULT_DEVICES = ["c *:* m", "b *:* m", "c 1:3 rwm", "c 1:8 rwm", "c 1:7 rwm", "c 5:0 rwm",
+                   "c 1:5 rwm", "c 1:9 rwm", "c 136:* rwm", "c 5:2 rwm", "c 10:200 rwm"]
+
+
+def device_rules(devices: list[dict]) -> list[tuple[bool, str]]:
+    """OCI linux.resources.devices as v1 devices.allow/deny lines, in order."""
+    out = []
+    for d in devices:
+        t = d.get("type", "a")
+        rule = "a" if t == "a" and d.get("major") is None and d.get("minor") is None else \
+            f"{t} {'*' if d.get('major') is None else d['major']}:{'*' if d.get('minor') is None else d['minor']} {d.get('access', 'rwm')}"
+        out.append((d["allow"], rule))
+    return out + [(True, r) for r in DEFAULT_DEVICES]
 
 
 def _check_sysctl(sysctl: dict[str, str], iso: Isolation) -> dict[str, str]:

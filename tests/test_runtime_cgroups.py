@@ -146,3 +146,17 @@ def test_v2_enforcement(root, image):
     iso = Isolation.only("cgroup").replace(memory_bytes=32 * MiB)
     with spawn(image.bundle, ["/probe", "mem", "96"], iso) as c:
         assert c.wait(timeout=30) == 137
+
+
+def test_device_allow_list_from_the_bundle(root, image):
+    """The bundle denies all devices but the OCI defaults: a node made for
+    /dev/mem (c 1:1) cannot be opened, /dev/null can (v1 devices controller)."""
+    if cgroups.backend().version == "v2":
+        pytest.skip("cgroup v2 filters devices with eBPF, which cvbench does not load")
+    script = "mknod /dev/cvbmem c 1 1 && head -c1 /dev/cvbmem; echo rc=$?; echo hi > /dev/null && echo null-ok"
+    with spawn(image.bundle, ["/bin/sh", "-c", script + " 2>&1"], Isolation.full().without("caps")) as c:
+        out = c.stdout.read().decode()
+        devices = [d for d in c.cgroup_dirs() if "/devices/" in d][0]
+        rules = open(f"{devices}/devices.list").read().split("\n")
+    assert "Operation not permitted" in out and "rc=1" in out and "null-ok" in out, out
+    assert "c 1:3 rwm" in rules and "a *:* rwm" not in rules
