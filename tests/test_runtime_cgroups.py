@@ -154,7 +154,7 @@ def test_device_allow_list_from_the_bundle(root, image):
     if cgroups.backend().version == "v2":
         pytest.skip("cgroup v2 filters devices with eBPF, which cvbench does not load")
     script = "mknod /dev/cvbmem c 1 1 && head -c1 /dev/cvbmem; echo rc=$?; echo hi > /dev/null && echo null-ok"
-    with spawn(image.bundle, ["/bin/sh", "-c", script + " 2>&1"], Isolation.full().without("caps")) as c:
+    with spawn(image.bundle, ["/bin/sh", "-c", "exec 2>&1; " + script], Isolation.full().without("caps")) as c:
         out = c.stdout.read().decode()
         devices = [d for d in c.cgroup_dirs() if "/devices/" in d][0]
         rules = open(f"{devices}/devices.list").read().split("\n")
