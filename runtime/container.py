@@ -14,8 +14,8 @@ import atexit
 import os
 import select
 import signal
+import subprocess
 import time
-import weakref
 
 from common.errors import CvbError, require_root
 from common.naming import unique
@@ -47,7 +47,9 @@ def _fork_in_new_pidns() -> int:
 
 
 
-_live: weakref.WeakSet[Container] = weakref.WeakSet()
+# Strong references: a container the caller forgot to delete is still
+# cleaned up when the interpreter exits.
+_live: set[Container] = set()
 
 
 @atexit.register
@@ -240,11 +242,18 @@ def spawn(bundle, args: list[str] | None = None, iso: Isolation | None = None, *
         null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         fds.append(null)
         out_r = None
-        if stdout is None:
+        if stdout == subprocess.DEVNULL or stderr == subprocess.DEVNULL:
+            devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+            fds.append(devnull)
+            stdout = devnull if stdout == subprocess.DEVNULL else stdout
+            stderr = devnull if stderr == subprocess.DEVNULL else stderr
+        if stdout is None or stdout == subprocess.PIPE:
             out_r, out_w = os.pipe2(os.O_CLOEXEC)
             fds += [out_r, out_w]
         else:
             out_w = stdout if isinstance(stdout, int) else stdout.fileno()
+        if stderr == subprocess.PIPE:
+            raise CvbError("spawn", "stderr=PIPE is not supported", "pass a file, an fd, or None (inherit)")
         err_w = 2 if stderr is None else (stderr if isinstance(stderr, int) else stderr.fileno())
         c.t_spawn_ns = time.perf_counter_ns()
         pid = _fork_in_new_pidns() if p.pre_pid else os.fork()
