@@ -72,7 +72,7 @@ def init(p: Plan, status_w: int, go_r: int) -> None:
                 rootfs.readonly_root()
         else:
             sc.mount(None, "/", None, rootfs.PROPAGATION[cfg.propagation])
-    if iso.utsns:
+    if iso.utsns and "utsns" not in p.ns_join:  # a joined one keeps its owner's name
         sc.sethostname(cfg.hostname or "cvbench")
     if iso.netns and iso.network != "none":
         namespaces.loopback_up()

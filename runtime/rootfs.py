@@ -106,6 +106,11 @@ def _mount_one(root: str, m, in_userns: bool, cgroup_binds) -> None:
 def _mount_cgroup(target: str, flags: int, cgroup_binds) -> None:
     """/sys/fs/cgroup: a tmpfs holding the container's own cgroup directories."""
     _mkdirs(target)
+    if len(cgroup_binds) == 1 and cgroup_binds[0][0] == "":  # v2: one tree, bind it as is
+        sc.mount(cgroup_binds[0][1], target, None, sc.MS_BIND)
+        if flags & sc.MS_RDONLY:
+            _remount_ro(target)
+        return
     sc.mount("cgroup", target, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, "mode=755")
     for name, host_dir in cgroup_binds:
         d = os.path.join(target, name)

@@ -5,6 +5,7 @@ are honoured."""
 from __future__ import annotations
 
 import copy
+import os
 import json
 import shutil
 import subprocess
@@ -204,3 +205,28 @@ def test_process_user_and_caps_from_config(root, image, tmp_path):
         out = c.stdout.read().decode().split()
     assert out[:3] == ["65534", "65534", "65534"] and "5" in out
     assert out[-1] == f"{1 << 5:016x}"  # CAP_KILL only
+
+
+def test_join_namespaces_by_path(root, image, tmp_path):
+    """linux.namespaces[].path joins an existing namespace: a cvbench-made
+    netns, and the uts namespace of a running container."""
+    from runtime import network
+    netns = f"cvbench-rt-j{os.getpid() % 100000}"
+    network.create_netns(netns)
+    try:
+        with spawn(image.bundle, ["/probe", "sleep", "-1"], Isolation.full()) as first:
+            cfg = default_spec(["/bin/sh", "-c", "hostname; readlink /proc/self/ns/net"], root=image.rootfs)
+            cfg["hostname"] = "ignored-when-joining"
+            for ns in cfg["linux"]["namespaces"]:
+                if ns["type"] == "network":
+                    ns["path"] = f"/run/netns/{netns}"
+                if ns["type"] == "uts":
+                    ns["path"] = f"/proc/{first.pid}/ns/uts"
+            (tmp_path / "config.json").write_text(json.dumps(cfg))
+            with spawn(tmp_path) as second:
+                out = second.stdout.read().decode().split()
+            assert out[0] == "cvbench"  # the first container's hostname
+            assert out[1] == f"net:[{os.stat(f'/run/netns/{netns}').st_ino}]"
+    finally:
+        network.delete_netns(netns)
+    assert not os.path.exists(f"/run/netns/{netns}")
