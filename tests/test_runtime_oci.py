@@ -5,8 +5,8 @@ are honoured."""
 from __future__ import annotations
 
 import copy
-import os
 import json
+import os
 import shutil
 import subprocess
 import sys
