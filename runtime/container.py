@@ -2,11 +2,18 @@
 and delete, with the timestamps the harness needs.
 
 The runtime forks the calling process itself (no helper binary to exec): the
-child joins/creates namespaces, tells the parent through a sync pipe, and
-waits while the parent writes the uid/gid maps and puts it in its cgroup.  pid
-and time namespaces only apply to children, so the child then clones the
-container's init with CLONE_PARENT: init is a direct child of the caller, who
-can waitpid() it.  The init mounts the rootfs, drops privileges and execs.
+child creates or joins namespaces, tells the parent through a sync pipe, and
+waits while the parent writes the uid/gid maps; a helper thread meanwhile
+moves it into its cgroups.  A pid namespace only applies to children: without
+a user namespace the parent unshares it around fork() (the child is pid 1 at
+once); with one, the child clones the init with CLONE_PARENT, so that init is
+still a direct child of the caller, who can waitpid() it.  The init mounts
+the rootfs, drops privileges, loads seccomp and execs.
+
+Caveats for callers: spawn() from the thread that will outlive the container
+(its death SIGKILLs the container, PR_SET_PDEATHSIG), and do not fork from
+other threads while spawn() runs (the parent's pid namespace for children is
+swapped for about a millisecond).
 """
 from __future__ import annotations
 
@@ -44,7 +51,6 @@ def _fork_in_new_pidns() -> int:
     if pid:
         sc.setns(_own_pidns[1], sc.CLONE_NEWPID)
     return pid
-
 
 
 # Strong references: a container the caller forgot to delete is still

@@ -88,7 +88,11 @@ class Veth:
     @classmethod
     def create(cls, cid: str, pid: int) -> Veth:
         """Wire a pair between a new cvbench netns and the netns of `pid`."""
-        from pyroute2 import IPRoute
+        try:
+            from pyroute2 import IPRoute
+        except ImportError as e:
+            from common.errors import EnvError
+            raise EnvError("veth", f"pyroute2 unavailable ({e})", "pip install pyroute2 (make setup does)") from None
         tag = secrets.token_hex(3)
         name = NETNS_PREFIX + tag
         host_if, ctr_if = f"{PREFIX}{tag}p", f"{PREFIX}{tag}c"  # 14 bytes < IFNAMSIZ

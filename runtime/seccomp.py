@@ -95,7 +95,12 @@ def compile_bpf(profile: dict | None = None, warnings: list[str] | None = None) 
     key = json.dumps(profile, sort_keys=True)
     if key in _compiled:
         return _compiled[key]
-    import pyseccomp as ps
+    try:
+        import pyseccomp as ps
+    except (ImportError, OSError) as e:
+        from common.errors import EnvError
+        raise EnvError("seccomp", f"pyseccomp/libseccomp unavailable ({e})",
+                       "apt-get install libseccomp2 and pip install pyseccomp (make setup does)") from None
     f = ps.SyscallFilter(_action(ps, profile["defaultAction"], profile.get("defaultErrnoRet")))
     native = ps.system_arch()
     for a in profile.get("architectures") or []:

@@ -89,8 +89,13 @@ def _b(s: str | bytes | None) -> bytes | None:
     return os.fsencode(s)
 
 
+_NS_NAMES = {CLONE_NEWNS: "mount", CLONE_NEWUTS: "uts", CLONE_NEWIPC: "ipc", CLONE_NEWUSER: "user",
+             CLONE_NEWPID: "pid", CLONE_NEWNET: "net", CLONE_NEWCGROUP: "cgroup", CLONE_NEWTIME: "time"}
+
+
 def unshare(flags: int) -> None:
-    _check(_libc.unshare(flags), "unshare", hex(flags))
+    names = "|".join(n for f, n in _NS_NAMES.items() if flags & f) or hex(flags)
+    _check(_libc.unshare(flags), "unshare", names)
 
 
 def setns(fd: int, nstype: int = 0) -> None:
