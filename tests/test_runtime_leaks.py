@@ -70,31 +70,30 @@ def test_200_run_delete_cycles_leave_nothing(root, image):
 
 OWNER = r"""
 import sys, time
-from bench import image
 from runtime import Isolation, spawn
-img, tag, mode = image.load(), sys.argv[1], sys.argv[2]
+tag, mode, bundle = sys.argv[1], sys.argv[2], sys.argv[3]
 if mode == "idle":
     isos = [Isolation.full(), Isolation.only("veth"), Isolation.cumulative(len(Isolation.MECHANISMS)),
             Isolation.only("userns").replace(cgroup=True, pids_max=50)]
-    cs = [spawn(img.bundle, ["/probe", "sleep", "-1"], iso, name=f"{tag}-{i}") for i, iso in enumerate(isos)]
+    cs = [spawn(bundle, ["/probe", "sleep", "-1"], iso, name=f"{tag}-{i}") for i, iso in enumerate(isos)]
     print(" ".join(str(c.pid) for c in cs), "|", " ".join(c._net.netns for c in cs if c._net), flush=True)
     time.sleep(120)
 elif mode == "busy":
     print("go", flush=True)
     i = 0
     while True:
-        with spawn(img.bundle, ["/probe", "ready"], Isolation.full(), name=f"{tag}-{i}") as c:
+        with spawn(bundle, ["/probe", "ready"], Isolation.full(), name=f"{tag}-{i}") as c:
             c.wait()
         i += 1
 elif mode == "sigint":
-    with spawn(img.bundle, ["/probe", "sleep", "-1"], Isolation.full(), name=f"{tag}-0") as c:
+    with spawn(bundle, ["/probe", "sleep", "-1"], Isolation.full(), name=f"{tag}-0") as c:
         print(c.pid, flush=True)
         time.sleep(120)
 """
 
 
-def owner(tag: str, mode: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", OWNER, tag, mode], cwd=ROOT,
+def owner(tag: str, mode: str, bundle: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", OWNER, tag, mode, bundle], cwd=ROOT,
                             stdout=subprocess.PIPE, text=True)
 
 
@@ -110,7 +109,7 @@ def gone(pids, timeout=10.0) -> bool:
 
 def test_owner_killed_with_sigkill_then_sweep(root, image):
     tag = f"cvbench-leak{os.getpid()}k"
-    p = owner(tag, "idle")
+    p = owner(tag, "idle", image.bundle)
     try:
         pids_part, _, netns_part = p.stdout.readline().partition("|")
         pids, netns = [int(x) for x in pids_part.split()], set(netns_part.split())
@@ -130,7 +129,7 @@ def test_owner_killed_with_sigkill_then_sweep(root, image):
 def test_owner_killed_mid_start_then_sweep(root, image):
     tag = f"cvbench-leak{os.getpid()}m"
     for delay in (0.05, 0.2, 0.4):
-        p = owner(tag, "busy")
+        p = owner(tag, "busy", image.bundle)
         assert p.stdout.readline() == "go\n"
         time.sleep(delay)
         os.kill(p.pid, signal.SIGKILL)
@@ -155,7 +154,7 @@ def test_cli_run_killed_with_sigkill_then_sweep(root, image):
 
 def test_sigint_to_the_owner_cleans_up_without_sweep(root, image):
     tag = f"cvbench-leak{os.getpid()}i"
-    p = owner(tag, "sigint")
+    p = owner(tag, "sigint", image.bundle)
     pid = int(p.stdout.readline())
     os.kill(p.pid, signal.SIGINT)
     p.wait(timeout=20)
