@@ -114,8 +114,11 @@ def compare_runs(base: Run, new: Run, *, alpha: float = stats.ALPHA, threshold: 
         floor = noise_floor(gb[key], base.repeat)
         c = stats.compare_samples(gb[key]["value"], gn[key]["value"], alpha=alpha,
                                   threshold=max(threshold, floor), test=test, n_boot=n_boot)
-        rows.append(dict(zip(KEY, key, strict=True)) | {"unit": ub.pop(), "floor": floor} | vars(c))
-    cols = KEY + ["unit", "floor"] + list(stats.Comparison.__dataclass_fields__)
+        mde = stats.detectable_change(gb[key]["value"], alpha=alpha, threshold=max(threshold, floor),
+                                      test="mannwhitney")
+        rows.append(dict(zip(KEY, key, strict=True)) | {"unit": ub.pop(), "floor": floor, "detectable": mde}
+                    | vars(c))
+    cols = KEY + ["unit", "floor", "detectable"] + list(stats.Comparison.__dataclass_fields__)
     df = pd.DataFrame(rows, columns=cols)
     order = new.isolation_order
     df["_o"] = df["backend"].map(lambda x: order.index(x) if x in order else len(order))
@@ -124,6 +127,10 @@ def compare_runs(base: Run, new: Run, *, alpha: float = stats.ALPHA, threshold: 
         raised = df[df["floor"] > threshold]
         notes.append(f"{len(raised)} metric(s) use a noise floor above {threshold:.0%}, from the spread between "
                      f"the baseline's repeated runs (largest {raised['floor'].max():.0%})")
+    blind = df[df["detectable"] > 0.10] if len(df) else df
+    if len(blind):
+        notes.append(f"{len(blind)} of {len(df)} metrics could miss a real 10% slowdown (see 'detects'): too few "
+                     "values or too much noise; use default or --rigorous mode and a quiet machine")
     starved = df[df["note"].str.startswith("too few")] if len(df) else df
     if len(starved):
         notes.append(f"{len(starved)} of {len(df)} comparisons have too few values to ever reach p<{alpha:g}; "
@@ -153,6 +160,7 @@ def _cells(r, with_floor: bool = False) -> list[str]:
              "-" if math.isnan(r.change) else f"{r.change:+.1%}", ci, p, f"{r.n_base}/{r.n_new}", r.verdict]
     if with_floor:
         cells.insert(-1, f"{r.floor:.0%}" if r.floor else "-")
+    cells.insert(-1, "never" if math.isinf(r.detectable) else f"≥{r.detectable:+.0%}")
     return cells
 
 
@@ -164,6 +172,7 @@ def header(result: Result) -> list[str]:
     cols = ["scenario", "metric", "base", "new", "change", f"{1 - result.alpha:.0%} CI", "p", "n", "verdict"]
     if has_floor(result):
         cols.insert(-1, "noise floor")
+    cols.insert(-1, "detects")
     return cols
 
 

@@ -166,3 +166,26 @@ def diff_ci(base, new, conf: float = 0.95, n_boot: int = N_BOOT, seed: int = 0) 
     mn = np.median(n[rng.integers(0, n.size, size=(n_boot, n.size))], axis=1)
     lo, hi = np.quantile(mn - mb, [(1 - conf) / 2, 1 - (1 - conf) / 2])
     return (float(lo), float(hi))
+
+
+def detectable_change(base, *, alpha: float = ALPHA, threshold: float = THRESHOLD, test: str = "mannwhitney",
+                      limit: float = 4.0, steps: int = 10) -> float:
+    """The smallest slowdown this gate would call a regression, found by
+    scaling the baseline's own values (the issue's "same data x1.10" check,
+    turned into a measurement).  inf when even ``limit``x would pass unseen:
+    then the run has too few values or too much noise to guard anything."""
+    b = _arr(base)
+    if b.size < 2:
+        return math.inf
+
+    def fires(x: float) -> bool:
+        return compare_samples(b, b * (1 + x), alpha=alpha, threshold=threshold, test=test,
+                               n_boot=500).verdict == "regression"
+
+    lo, hi = threshold, limit
+    if not fires(hi):
+        return math.inf
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if fires(mid) else (mid, hi)
+    return hi

@@ -102,3 +102,13 @@ def test_median_ci_covers_the_true_median():
         lo, hi = stats.median_ci(draw(np.random.default_rng(seed), 40, 0.2), n_boot=1000, seed=seed)
         covered += lo <= 5e-3 <= hi
     assert 0.88 <= covered / 300 <= 0.995
+
+
+def test_detectable_change_says_whether_10_percent_would_be_caught():
+    quiet = draw(np.random.default_rng(11), 60, 0.05)
+    mde = stats.detectable_change(quiet)
+    assert stats.THRESHOLD < mde <= 0.10
+    assert stats.compare_samples(quiet, quiet * (1 + mde + 0.01)).verdict == "regression"
+    noisy = draw(np.random.default_rng(11), 10, 0.4)
+    assert stats.detectable_change(noisy) > 0.10
+    assert stats.detectable_change([1.0, 1.1, 1.2]) == float("inf")     # 3 values can never reach p < 0.01
