@@ -196,6 +196,20 @@ def probe_pids(pids: list[int]) -> list[int]:
     return [p for p in pids if memory.exe_name(p) == "probe"]
 
 
+def load_image(need_kernel: bool = False):
+    """The shared image.  ``image.build()`` rewrites the manifest without the kernel
+    for a moment before ``attach_kernel`` adds it back; a concurrent ``make setup``
+    can therefore show a VM worker an empty kernel path: re-read briefly then."""
+    from .. import image
+    img = image.load()
+    for _ in range(40):
+        if img.kernel or not need_kernel:
+            break
+        time.sleep(0.05)
+        img = image.load()
+    return img
+
+
 def which(binary: str) -> str | None:
     for d in os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin").split(":") + ["/usr/sbin", "/sbin"]:
         p = os.path.join(d, binary)

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import time
 
-from .. import image
-from .base import Backend, Instance, InstanceFailed, Timings, long_lived
+from .base import Backend, Instance, InstanceFailed, Timings, load_image, long_lived
 
 MEMORY_MIB = 128
 
@@ -56,7 +55,7 @@ class VMBackend(Backend):
     @property
     def img(self):
         if self._img is None:
-            self._img = image.load()
+            self._img = load_image(need_kernel=True)
         return self._img
 
     def vm_class(self):
