@@ -11,17 +11,14 @@ import json
 import signal
 import sys
 
-from common.errors import CvbError
-
 
 def _image_paths(args) -> tuple[str, str]:
     if args.kernel and args.initramfs:
         return args.kernel, args.initramfs
-    from bench import image
+    from bench import image, kernel
     img = image.load()
-    if not img.kernel and not args.kernel:
-        raise CvbError("vm_backend", "the image has no kernel recorded", "run 'make setup' or pass --kernel")
-    return args.kernel or img.kernel, args.initramfs or img.initramfs
+    k = args.kernel or img.kernel or str(kernel.kernel_path(fetch=False))
+    return k, args.initramfs or img.initramfs
 
 
 def _parser() -> argparse.ArgumentParser:
