@@ -147,18 +147,20 @@ class Backend:
                 pass
         return out
 
-    def remove(self, dirs: list[str]) -> list[str]:
-        """rmdir each leaf, then the shared cvbench parent if it became empty."""
+    def remove(self, dirs: list[str], parents: bool = False) -> list[str]:
+        """rmdir each leaf; with parents=True (sweep) also the shared cvbench
+        parent once empty.  delete() leaves the parent, as runtimes leave their
+        slice: re-creating it costs every start a few mkdirs."""
         removed = []
         for d in dirs:
             if os.path.isdir(d) and _rmdir(d):
                 removed.append(d)
-            parent = os.path.dirname(d)
-            try:
-                os.rmdir(parent)
-                removed.append(parent)
-            except OSError:
-                pass  # other containers still live there, or it is already gone
+            if parents:
+                try:
+                    os.rmdir(os.path.dirname(d))
+                    removed.append(os.path.dirname(d))
+                except OSError:
+                    pass  # other containers still live there, or it is already gone
         return removed
 
     def roots(self) -> list[str]:

@@ -49,7 +49,7 @@ def remove_container(cid: str, rec: dict) -> list[str]:
     for d in rec.get("cgroups") or []:
         if os.path.isdir(d):
             _empty_cgroup(d)
-            cgroups.Backend().remove([d])
+            cgroups.Backend().remove([d], parents=True)
             removed.append(f"cgroup {d}")
     if rec.get("net"):
         from . import network
@@ -98,7 +98,7 @@ def _sweep_cgroups(claimed: set[str]) -> list[str]:
             path = os.path.join(d, leaf)
             if os.path.isdir(path) and leaf not in claimed and not state.path(leaf).exists():
                 _empty_cgroup(path)
-                be.remove([path])
+                be.remove([path], parents=True)
                 out.append(f"cgroup {path}")
         try:
             os.rmdir(d)
