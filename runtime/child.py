@@ -91,11 +91,16 @@ def init(p: Plan, status_w: int, go_r: int) -> None:
         capabilities.drop_bounding(p.caps["bounding"])
         if cfg.uid != 0:
             capabilities.keep_caps()
+    # Without no_new_privs, loading a filter needs CAP_SYS_ADMIN, which a
+    # switch to a non-zero uid takes away: then load it first (runc's order).
+    early_seccomp = p.bpf is not None and not iso.no_new_privs
+    if early_seccomp:
+        sc.seccomp_load_bpf(p.bpf)
     if cfg.gid or cfg.additional_gids or cfg.uid:
         os.setgroups(cfg.additional_gids)
         os.setresgid(cfg.gid, cfg.gid, cfg.gid)
         os.setresuid(cfg.uid, cfg.uid, cfg.uid)
-    if p.bpf is not None:
+    if p.bpf is not None and not early_seccomp:
         sc.seccomp_load_bpf(p.bpf)
     if p.caps is not None:
         capabilities.apply_sets(p.caps)

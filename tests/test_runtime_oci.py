@@ -230,3 +230,15 @@ def test_join_namespaces_by_path(root, image, tmp_path):
     finally:
         network.delete_netns(netns)
     assert not os.path.exists(f"/run/netns/{netns}")
+
+
+def test_non_root_user_with_seccomp_and_without_no_new_privs(root, image, tmp_path):
+    """The filter is loaded before the uid switch when no_new_privs is off."""
+    cfg = default_spec(["/bin/sh", "-c", "id -u; grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status"],
+                       root=image.rootfs)
+    cfg["process"]["user"] = {"uid": 1000, "gid": 1000}
+    cfg["process"]["noNewPrivileges"] = False
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with spawn(tmp_path, iso=Isolation.full().replace(no_new_privs=False)) as c:
+        out = c.stdout.read().decode().split()
+    assert out == ["1000", "Seccomp:", "2", "NoNewPrivs:", "0"], out
