@@ -241,4 +241,4 @@ def test_non_root_user_with_seccomp_and_without_no_new_privs(root, image, tmp_pa
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     with spawn(tmp_path, iso=Isolation.full().replace(no_new_privs=False)) as c:
         out = c.stdout.read().decode().split()
-    assert out == ["1000", "Seccomp:", "2", "NoNewPrivs:", "0"], out
+    assert out == ["1000", "NoNewPrivs:", "0", "Seccomp:", "2"], out
