@@ -114,7 +114,7 @@ def run_bench(scenario: str, runs_dir: Path, backends: str | None, log=print) ->
 def ci_bench(*, backends: str | None = None, scenarios=CI_SCENARIOS, runs_dir: Path | None = None,
              folder: Path | None = None, markdown_path: str | None = None, save_missing: bool = False,
              alpha: float = stats.ALPHA, threshold: float = stats.THRESHOLD, test: str = "mannwhitney",
-             record: int = 0, log=print) -> int:
+             record: int = 0, adjust: str = "holm", log=print) -> int:
     """Exit 0 when nothing regressed, 1 on a regression, 2 without a baseline.
     ``record`` > 0 instead runs each scenario that many times and saves them as the baseline."""
     runs_dir = runs_dir or results_dir() / "ci"
@@ -143,7 +143,8 @@ def ci_bench(*, backends: str | None = None, scenarios=CI_SCENARIOS, runs_dir: P
             if s not in base:
                 raise CvbError("ci-bench", f"baseline {target.name} has no {s} scenario",
                                f"add it: 'python -m analysis baseline save {r.path}'")
-            res = compare.compare_runs(base[s], r, alpha=alpha, threshold=threshold, test=test, scenarios=[s])
+            res = compare.compare_runs(base[s], r, alpha=alpha, threshold=threshold, test=test, scenarios=[s],
+                                       adjust=adjust)
             log(compare.table(res))
             results.append(res)
     if markdown_path:

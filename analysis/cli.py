@@ -42,6 +42,8 @@ def _gate_options(p: argparse.ArgumentParser) -> None:
                    help=f"smallest relative change that counts, e.g. 5%% or 0.05 (default {stats.THRESHOLD:.0%})")
     p.add_argument("--test", choices=stats.TESTS, default="mannwhitney",
                    help="Mann-Whitney U (default) or a permutation test on the log ratio of medians")
+    p.add_argument("--adjust", choices=("holm", "none"), default="holm",
+                   help="multiple-comparison correction of p over the metrics of one comparison (default holm)")
     p.add_argument("--markdown", metavar="FILE", help="also write the verdict as Markdown (for a CI comment)")
 
 
@@ -65,7 +67,7 @@ def cmd_report(a) -> int:
 def cmd_compare(a) -> int:
     from . import compare
     results = compare.run(a.base, a.new, markdown_path=a.markdown, alpha=a.alpha, threshold=a.threshold,
-                          test=a.test, force=a.force)
+                          test=a.test, force=a.force, adjust=a.adjust)
     return max(r.exit_status for r in results)
 
 
@@ -85,7 +87,8 @@ def cmd_ci_bench(a) -> int:
     scenarios = [s for s in a.scenarios.split(",") if s]
     return baseline.ci_bench(backends=a.backends, scenarios=scenarios, folder=a.baselines,
                              runs_dir=a.runs_dir, markdown_path=a.markdown, save_missing=a.save_missing,
-                             alpha=a.alpha, threshold=a.threshold, test=a.test, record=a.record)
+                             alpha=a.alpha, threshold=a.threshold, test=a.test, record=a.record,
+                             adjust=a.adjust)
 
 
 def cmd_baseline(a) -> int:

@@ -28,6 +28,7 @@ class Result:
     notes: list[str] = field(default_factory=list)
     alpha: float = stats.ALPHA
     threshold: float = stats.THRESHOLD
+    adjust: str = "none"
 
     @property
     def regressions(self) -> pd.DataFrame:
@@ -95,7 +96,7 @@ def noise_floor(group: pd.DataFrame, repeat: pd.Series | None) -> float:
 
 def compare_runs(base: Run, new: Run, *, alpha: float = stats.ALPHA, threshold: float = stats.THRESHOLD,
                  test: str = "mannwhitney", force: bool = False, scenarios: list[str] | None = None,
-                 n_boot: int = stats.N_BOOT) -> Result:
+                 n_boot: int = stats.N_BOOT, adjust: str = "holm") -> Result:
     notes = check_comparable(base, new, force)
     b, n = base.tidy, new.tidy
     if scenarios:
@@ -114,12 +115,24 @@ def compare_runs(base: Run, new: Run, *, alpha: float = stats.ALPHA, threshold: 
         floor = noise_floor(gb[key], base.repeat)
         c = stats.compare_samples(gb[key]["value"], gn[key]["value"], alpha=alpha,
                                   threshold=max(threshold, floor), test=test, n_boot=n_boot)
-        mde = stats.detectable_change(gb[key]["value"], alpha=alpha, threshold=max(threshold, floor),
+        m = len(set(gb) & set(gn)) if adjust == "holm" else 1
+        # Holm's first step tests the smallest p at alpha/m: the bound for a slowdown in this metric alone.
+        mde = stats.detectable_change(gb[key]["value"], alpha=alpha / m, threshold=max(threshold, floor),
                                       test="mannwhitney")
         rows.append(dict(zip(KEY, key, strict=True)) | {"unit": ub.pop(), "floor": floor, "detectable": mde}
                     | vars(c))
     cols = KEY + ["unit", "floor", "detectable"] + list(stats.Comparison.__dataclass_fields__)
     df = pd.DataFrame(rows, columns=cols)
+    df["p_raw"] = df["p"]
+    if adjust == "holm" and len(df) > 1:
+        df["p"] = stats.holm(df["p_raw"])
+        for i, r in df.iterrows():
+            if r["note"].startswith("too few") or pd.isna(r["p"]):
+                continue
+            df.loc[i, ["verdict", "note"]] = stats.decide(r["change"], r["ci_low"], r["ci_high"], r["p"], alpha,
+                                                          max(threshold, r["floor"]))
+        notes.append(f"p is Holm-adjusted over the {len(df)} metrics compared, so the false-alarm rate "
+                     f"holds for the whole table (--adjust none for per-metric p)")
     order = new.isolation_order
     df["_o"] = df["backend"].map(lambda x: order.index(x) if x in order else len(order))
     df = df.sort_values(["scenario", "metric", "_o", "variant"]).drop(columns="_o").reset_index(drop=True)
@@ -135,7 +148,7 @@ def compare_runs(base: Run, new: Run, *, alpha: float = stats.ALPHA, threshold: 
     if len(starved):
         notes.append(f"{len(starved)} of {len(df)} comparisons have too few values to ever reach p<{alpha:g}; "
                      "use the default or --rigorous mode for a gate that can fire")
-    return Result(base, new, df, notes, alpha, threshold)
+    return Result(base, new, df, notes, alpha, threshold, adjust if len(df) > 1 else "none")
 
 
 def fmt_value(v: float, unit: str) -> str:
@@ -169,7 +182,8 @@ def has_floor(result: Result) -> bool:
 
 
 def header(result: Result) -> list[str]:
-    cols = ["scenario", "metric", "base", "new", "change", f"{1 - result.alpha:.0%} CI", "p", "n", "verdict"]
+    p = "p (Holm)" if result.adjust == "holm" else "p"
+    cols = ["scenario", "metric", "base", "new", "change", f"{1 - result.alpha:.0%} CI", p, "n", "verdict"]
     if has_floor(result):
         cols.insert(-1, "noise floor")
     cols.insert(-1, "detects")

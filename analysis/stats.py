@@ -126,19 +126,39 @@ def compare_samples(base, new, *, alpha: float = ALPHA, threshold: float = THRES
         p = mannwhitney_p(b, n)
     else:
         raise ValueError(f"unknown test {test!r}; one of {TESTS}")
-    note = ""
     floor = min_p(b.size, n.size) if test == "mannwhitney" else 1.0 / (10000 + 1)
-    if floor >= alpha:
-        note = f"too few values to reach p<{alpha:g} (n={b.size}/{n.size})"
-    verdict = "no change"
-    interval_agrees = lo > 0 or hi < 0
-    if p < alpha and abs(change) > threshold and interval_agrees:
-        verdict = "regression" if change > 0 else "improvement"
-    elif p < alpha and abs(change) <= threshold:
-        note = note or f"significant but within ±{threshold:.0%}"
-    elif p < alpha:
-        note = note or f"p<{alpha:g} but the {1 - alpha:.0%} interval of the change includes 0"
-    return Comparison(b.size, n.size, mb, mn, change, lo, hi, p, verdict, note)
+    starved = f"too few values to reach p<{alpha:g} (n={b.size}/{n.size})" if floor >= alpha else ""
+    verdict, note = decide(change, lo, hi, p, alpha, threshold)
+    return Comparison(b.size, n.size, mb, mn, change, lo, hi, p, verdict, starved or note)
+
+
+def decide(change: float, lo: float, hi: float, p: float, alpha: float, threshold: float) -> tuple[str, str]:
+    """(verdict, note): significance, effect beyond the threshold, and an interval clear of zero."""
+    if p < alpha and abs(change) > threshold and (lo > 0 or hi < 0):
+        return ("regression" if change > 0 else "improvement"), ""
+    if p < alpha and abs(change) <= threshold:
+        return "no change", f"significant but within ±{threshold:.0%}"
+    if p < alpha:
+        return "no change", f"p<{alpha:g} but the {1 - alpha:.0%} interval of the change includes 0"
+    return "no change", ""
+
+
+def holm(pvalues) -> np.ndarray:
+    """Holm-Bonferroni adjusted p-values: one comparison tests dozens of metrics,
+    and the gate's false-alarm rate should hold for the whole table, not per row."""
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = np.isfinite(p)
+    q = p[ok]
+    if q.size == 0:
+        return out
+    order = np.argsort(q)
+    m = q.size
+    adj = np.maximum.accumulate(np.minimum(1.0, (m - np.arange(m)) * q[order]))
+    res = np.empty(m)
+    res[order] = adj
+    out[ok] = res
+    return out
 
 
 def summarize(values, seed: int = 0) -> dict:
