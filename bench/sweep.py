@@ -9,10 +9,10 @@ sweep their own objects by the same rule.
 from __future__ import annotations
 
 import glob
+import importlib
 import os
 import shutil
 import signal
-import subprocess
 from pathlib import Path
 
 from common.paths import state_dir
@@ -85,16 +85,12 @@ def sweep_all(mine: bool = False) -> list[str]:
     """Leftovers of dead owners; with ``mine``, also this process's own (the harness
     calls that after an interrupt, once it has stopped measuring)."""
     removed = sweep_oci(mine) + sweep_host_probes(mine)
-    try:
-        import runtime
-        removed += [f"runtime: {x}" for x in runtime.sweep()]
-    except (ImportError, AttributeError):
-        pass
-    try:
-        import vm_backend
-        removed += [f"vm: {x}" for x in vm_backend.sweep()]
-    except (ImportError, AttributeError):
-        pass
-    except subprocess.SubprocessError:
-        pass
+    for label, mod, call in (("runtime", "runtime", lambda m: m.sweep()),
+                             ("vm", "vm_backend", lambda m: m.sweep())):
+        try:
+            removed += [f"{label}: {x}" for x in call(importlib.import_module(mod))]
+        except (ImportError, AttributeError):
+            pass   # that package is not there (yet): nothing of it to sweep
+        except Exception as e:  # noqa: BLE001 - a broken sweep must not block measuring
+            removed.append(f"{label}: sweep failed ({type(e).__name__}: {e})")
     return removed
