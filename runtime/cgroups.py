@@ -277,7 +277,7 @@ class V2(Backend):
             raise EnvError("cgroups", f"cgroup v2 at {self.mount} lacks the {', '.join(missing)} "
                            "controller(s) (bound to a v1 hierarchy on this host?)",
                            "drop that limit, or use a pure v2 host")
-        _mkdir(self.parent)
+        os.makedirs(self.parent, exist_ok=True)
         if need:
             for d in (self.mount, self.parent):
                 _write(f"{d}/cgroup.subtree_control", " ".join(f"+{c}" for c in need))

@@ -160,3 +160,16 @@ def test_device_allow_list_from_the_bundle(root, image):
         rules = open(f"{devices}/devices.list").read().split("\n")
     assert "Operation not permitted" in out and "rc=1" in out and "null-ok" in out, out
     assert "c 1:3 rwm" in rules and "a *:* rwm" not in rules
+
+
+def test_container_through_the_v2_backend(root, image, monkeypatch):
+    """A whole container start/delete through the V2 backend on the host's
+    real cgroup2 mount (no limits: a hybrid host gives v2 no memory/cpu/pids)."""
+    v2 = cgroups.V2(_cgroup2_mount())
+    monkeypatch.setattr(cgroups, "_backend", v2)
+    with spawn(image.bundle, ["/probe", "sleep", "-1"], Isolation.only("cgroup")) as c:
+        assert c.stdout.readline() == b"CVB READY\n"
+        assert c.cgroup_dirs() == [os.path.join(v2.mount, "cvbench", c.id)]
+        assert f"0::/cvbench/{c.id}\n" in open(f"/proc/{c.pid}/cgroup").read()
+        assert c.host_pids() == [c.pid]
+    assert not os.path.exists(os.path.join(v2.mount, "cvbench", c.id))
