@@ -4,6 +4,24 @@
     with spawn(img.bundle, ["/probe", "ready"], Isolation.full()) as c:
         line = c.stdout.readline()
 
+Where each mechanism lives (crun's src/libcrun layout, in Python):
+
+    namespaces.py    pid, mount, uts, ipc, net, user (uid/gid maps), cgroup, time; join by path
+    rootfs.py        bundle mounts, minimal /dev, /proc, pivot_root (chroot fallback),
+                     masked and read-only paths, read-only root
+    cgroups.py       v1 and v2 behind one interface: memory, cpu quota/period/weight, pids,
+                     the v1 device allow-list
+    capabilities.py  bounding/effective/permitted/inheritable/ambient sets, no_new_privs
+    seccomp.py       OCI profiles and a Docker-like default, compiled once by libseccomp
+    network.py       none, loopback, or a veth pair into a cvbench-made netns (pyroute2)
+    lsm.py           AppArmor/SELinux: reported, never faked
+    config.py        config.json reader (errors name the JSON path; unknown fields warn)
+    plan.py          config + Isolation resolved before the fork
+    child.py         what runs between fork and exec
+    container.py     spawn/wait/kill/delete and the timestamps; state.py, cleanup.py: state
+                     files under /run/cvbench and sweep(); cli.py: `python -m runtime`
+    isolation.py     the Isolation toggles and the ladder
+
 Names are resolved lazily so that `import runtime` (and runtime.spec, which
 the image builder uses) stays cheap in measuring worker processes.
 """
