@@ -157,12 +157,17 @@ def cmd_start(a) -> int:
     fifo = state.fifo(a.id)
     if _status(rec) != "created":
         raise CvbError(f"container {a.id}", f"is {_status(rec)}, not created", "create it first")
-    fd = os.open(fifo, os.O_RDONLY)
+    # Non-blocking open: a reader never waits for an init that died meanwhile.
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
     try:
-        os.read(fd, 1)
+        import select
+        ok = select.select([fd], [], [], 10)[0] and os.read(fd, 1) == b"0"
     finally:
         os.close(fd)
         fifo.unlink(missing_ok=True)
+    if not ok:
+        raise CvbError(f"container {a.id}", "its init did not take the start signal",
+                       f"see 'python -m runtime state {a.id}'", status=EXIT_FAILED)
     rec["status"] = "running"
     state.write(a.id, rec)
     return 0
