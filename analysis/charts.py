@@ -32,6 +32,13 @@ def fmt_seconds(v: float) -> str:
     return f"{v * 1e6:.3g} µs"
 
 
+def fmt_ns(v: float) -> str:
+    for factor, unit in ((1e6, "ms"), (1e3, "µs")):
+        if v >= factor:
+            return f"{v / factor:g} {unit}"
+    return f"{v:g} ns"
+
+
 def seconds_axis(axis) -> None:
     """Tick labels a slide can use: "10 ms", not "10^-2"."""
     axis.set_major_formatter(lambda v, _p: fmt_seconds(v) if v > 0 else "0")
@@ -209,7 +216,7 @@ def syscall_ops(run: Run, st: str, out: Path) -> list[Path]:
             ax.bar(x, meds, width, yerr=[lo, hi], capsize=2, color=style.color(b), label=style.label(b))
         if style.log_if_wide(df.groupby(["metric", "backend"])["value"].median()):
             ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(lambda v, _p: f"{v:g} ns" if v < 1e3 else f"{v / 1e3:g} µs")
+        ax.yaxis.set_major_formatter(lambda v, _p: fmt_ns(v))
         ax.set_xticks(range(len(ops)), ops, rotation=20 if len(ops) > 5 else 0)
         ax.set_ylabel("time per operation (median, 95% CI)")
         ax.grid(axis="y", alpha=0.3, which="both")

@@ -9,6 +9,7 @@ import argparse
 from pathlib import Path
 
 from common.errors import CvbError
+from common.paths import results_dir
 
 from . import stats
 
@@ -47,16 +48,20 @@ def _gate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--markdown", metavar="FILE", help="also write the verdict as Markdown (for a CI comment)")
 
 
+def _latest(path):
+    return path if path else results_dir() / "latest"
+
+
 def cmd_charts(a) -> int:
     from .render import render
-    render(a.run, a.style, a.out)
+    render(_latest(a.run), a.style, a.out)
     return 0
 
 
 def cmd_report(a) -> int:
     from . import report
     from .load import load_run
-    run = load_run(a.run)
+    run = load_run(_latest(a.run))
     charts_dir = Path(a.out or run.path) / "charts"
     pngs = sorted(charts_dir.glob("*.png")) if charts_dir.is_dir() else []
     for f in report.write(run, pngs, Path(a.out) if a.out else None):
@@ -66,7 +71,7 @@ def cmd_report(a) -> int:
 
 def cmd_compare(a) -> int:
     from . import compare
-    results = compare.run(a.base, a.new, markdown_path=a.markdown, alpha=a.alpha, threshold=a.threshold,
+    results = compare.run(a.base, _latest(a.new), markdown_path=a.markdown, alpha=a.alpha, threshold=a.threshold,
                           test=a.test, force=a.force, adjust=a.adjust)
     return max(r.exit_status for r in results)
 
@@ -117,20 +122,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
     s = sub.add_parser("charts", help="charts (PNG+SVG) and report.md/report.html for one run")
-    s.add_argument("run", nargs="?", default="results/latest", help="run folder (default results/latest)")
+    s.add_argument("run", nargs="?", default=None, help="run folder (default results/latest)")
     s.add_argument("--style", choices=("talk", "paper"), default="talk",
                    help="talk: 16:9 slide, large type (default); paper: column width, 300 dpi")
     s.add_argument("--out", help="write charts/ and the report here instead of into the run folder")
     s.set_defaults(func=cmd_charts)
 
     s = sub.add_parser("report", help="report.md and report.html from a run and its existing charts")
-    s.add_argument("run", nargs="?", default="results/latest")
+    s.add_argument("run", nargs="?", default=None, help="run folder (default results/latest)")
     s.add_argument("--out", help="folder holding charts/ and receiving the report (default: the run)")
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("compare", help="regression verdict: exit 1 on a regression")
     s.add_argument("base", help="baseline: a run folder or a results/baselines/<host-class>.json")
-    s.add_argument("new", nargs="?", default="results/latest", help="new run (default results/latest)")
+    s.add_argument("new", nargs="?", default=None, help="new run (default results/latest)")
     s.add_argument("--force", action="store_true", help="compare across accelerators or host classes anyway")
     _gate_options(s)
     s.set_defaults(func=cmd_compare)
