@@ -29,9 +29,10 @@ def child(p: Plan, status_w: int, go_r: int, stdio: tuple[int, int, int], join_f
         namespaces.join(join_fds)
         if p.child_ns:
             sc.unshare(namespaces.flags(p.child_ns))
-        send(status_w, "U")
-        if os.read(go_r, 1) != b"G":
-            os._exit(125)  # the parent gave up
+        if p.handshake:
+            send(status_w, "U")
+            if os.read(go_r, 1) != b"G":
+                os._exit(125)  # the parent gave up
         if p.iso.userns:
             os.setresgid(0, 0, 0)
             os.setresuid(0, 0, 0)

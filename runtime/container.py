@@ -319,8 +319,11 @@ def _parent_sync(c: Container, p: Plan, status_r: int, go_w: int) -> None:
     reader = os.fdopen(os.dup(status_r), "rb", buffering=0)
     joiner = _Joiner(c._cg, c.pid) if c._cg else None
     try:
-        msg = reader.readline()
-        if msg == b"U\n":
+        msg = b""
+        if p.handshake:
+            msg = reader.readline()
+            if msg != b"U\n":
+                return _failed(c, msg)
             if p.uid_map:
                 namespaces.write_id_maps(c.pid, p.uid_map, p.gid_map)
             if p.iso.netns and p.iso.network == "veth":
@@ -331,34 +334,52 @@ def _parent_sync(c: Container, p: Plan, status_r: int, go_w: int) -> None:
                 joiner.join()  # the init is cloned after "G" and inherits the cgroup
                 joiner = None
             os.write(go_w, b"G")
-            if p.double_fork:
-                msg = reader.readline()
-                if msg.startswith(b"P"):
-                    intermediate, c.pid = c.pid, int(msg[1:])
-                    os.waitpid(intermediate, 0)
-            if c._cg and not msg.startswith(b"E"):
-                if joiner is not None:
-                    joiner.join()
-                    joiner = None
+        if p.double_fork:
+            msg = reader.readline()
+            if not msg.startswith(b"P"):
+                return _failed(c, msg)
+            intermediate, c.pid = c.pid, int(msg[1:])
+            os.waitpid(intermediate, 0)
+        if c._cg:
+            if joiner is not None:
                 try:
-                    os.write(go_w, b"C")
-                except BrokenPipeError:
-                    pass  # the child failed meanwhile; its message follows
-            if not msg.startswith(b"E"):
-                msg = reader.readline()
-        try:
-            c._pidfd = os.pidfd_open(c.pid)
-        except OSError:
-            c._pidfd = None
-        if msg.startswith(b"E"):
-            c.wait()
-            raise CvbError(f"container {c.id}", msg[1:].decode(errors="replace").strip(),
-                           "check the bundle and the isolation settings (--debug for details)",
-                           status=1)
+                    joiner.join()
+                except OSError:
+                    # the child may have died first: its own message says why
+                    msg = reader.readline()
+                    if msg.startswith(b"E"):
+                        return _failed(c, msg)
+                    raise
+                finally:
+                    joiner = None
+            try:
+                os.write(go_w, b"C")
+            except BrokenPipeError:
+                pass  # the child failed meanwhile; its message follows
+        msg = reader.readline()
         if msg not in (b"", b"C\n"):
-            raise CvbError(f"container {c.id}", f"unexpected message {msg!r} from the child",
-                           "this is a cvbench bug; please report it", status=1)
+            return _failed(c, msg)
+        _open_pidfd(c)
     finally:
         if joiner is not None:
             joiner.thread.join()
         reader.close()
+
+
+def _open_pidfd(c: Container) -> None:
+    try:
+        c._pidfd = os.pidfd_open(c.pid)
+    except OSError:
+        c._pidfd = None
+
+
+def _failed(c: Container, msg: bytes) -> None:
+    """The child reported an error (E...) or died without a word."""
+    _open_pidfd(c)
+    c.wait()
+    if msg.startswith(b"E"):
+        why = msg[1:].decode(errors="replace").strip()
+    else:
+        why = f"the child exited with status {c._rc} before exec ({msg!r})"
+    raise CvbError(f"container {c.id}", why,
+                   "check the bundle and the isolation settings (--debug for details)", status=1)

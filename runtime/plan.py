@@ -51,6 +51,14 @@ class Plan:
                                      or "pidns" in self.ns_join)
 
     @property
+    def handshake(self) -> bool:
+        """Whether the child must stop after unshare() for the parent: to get
+        its uid/gid maps or its veth, or to be in its cgroup before cloning
+        the init.  Otherwise it runs straight on to exec."""
+        return (self.iso.userns or (self.iso.netns and self.iso.network == "veth")
+                or self.double_fork)
+
+    @property
     def late_cgroupns(self) -> bool:
         """A cgroup namespace is rooted where its creator stands, so with an own
         cgroup it is made only after the parent has moved the child there."""
