@@ -73,8 +73,8 @@ def accel() -> dict:
     try:
         from vm_backend import detect_accel
 
-        from . import image
-        img = image.load()
+        from .backends.base import load_image
+        img = load_image(need_kernel=True)
         a = detect_accel(img.kernel, img.initramfs)
         return {"name": a.name, "reason": a.reason}
     except Exception as e:  # noqa: BLE001

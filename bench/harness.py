@@ -118,6 +118,7 @@ def run(scenario: str, *, backend_spec=None, mode: str = "default", quick: bool 
             raise CvbError(scenario, "no selected backend is available here",
                            "'python -m bench list' shows why; pick others with --backends")
         created = dt.datetime.now(dt.UTC)
+        environment = env.collect()   # before measuring: the conditions the run starts in
         ctx = Context(scenario, mode, quick, usable)
         tasks = mod.plan(ctx)
         benches, failed = run_tasks(ctx, tasks)
@@ -145,7 +146,7 @@ def run(scenario: str, *, backend_spec=None, mode: str = "default", quick: bool 
         "command": command,
         "mode": mode,
         "quick": quick,
-        "env": env.collect(),
+        "env": environment,
         "backends": avail,
         "isolation_order": ISOLATION_ORDER,
         **ctx.meta,
