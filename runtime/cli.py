@@ -90,8 +90,11 @@ def isolation_from_args(a) -> Isolation:
 def _status(rec: dict) -> str:
     if state.alive(rec.get("pid"), rec.get("pid_start")):
         return "created" if state.fifo(rec["id"]).exists() else "running"
-    if rec.get("status") == "creating" and state.alive(rec.get("owner"), rec.get("owner_start")):
-        return "creating"
+    owner_alive = state.alive(rec.get("owner"), rec.get("owner_start"))
+    if rec.get("status") == "creating" and owner_alive:
+        # a library container records only its owner (one state write on the
+        # start path); it lives as long as that owner does not delete it
+        return "creating" if rec.get("pid") else "running"
     return "stopped"
 
 
