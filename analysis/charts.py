@@ -103,7 +103,7 @@ def startup_median(run: Run, st: str, out: Path) -> list[Path]:
         for m in metrics:
             ax.plot([], [], marker[m][0], color="#333333", mfc="#333333" if m == "ready" else "white",
                     label=marker[m][1])
-        ax.legend(loc="upper right", frameon=False)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         ax.grid(axis="x", alpha=0.3, which="both")
         missing = _missing_backends(run)
         if missing:
@@ -132,7 +132,7 @@ def startup_ecdf(run: Run, st: str, out: Path) -> list[Path]:
         ax.set_xlabel("spawn to CVB READY")
         ax.set_ylabel("fraction of starts at or below")
         ax.grid(alpha=0.3, which="both")
-        ax.legend(loc="lower right", frameon=False)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         style.titled(fig, "Startup time distribution (ECDF)", run.meta, st)
         return style.save(fig, out, "startup_ecdf")
 
@@ -190,7 +190,7 @@ def memory_density(run: Run, st: str, out: Path) -> list[Path]:
         ks = sorted(df["variant"].str.extract(r"(\d+)", expand=False).dropna().astype(int).unique())
         ax.set_xticks(ks)
         ax.grid(alpha=0.3, which="both")
-        ax.legend(loc="upper left", frameon=False, title="slope")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, title="one more instance costs")
         style.titled(fig, "Density: memory for N idle instances", run.meta, st)
         return style.save(fig, out, "memory_density")
 
@@ -220,8 +220,7 @@ def syscall_ops(run: Run, st: str, out: Path) -> list[Path]:
         ax.set_xticks(range(len(ops)), ops, rotation=20 if len(ops) > 5 else 0)
         ax.set_ylabel("time per operation (median, 95% CI)")
         ax.grid(axis="y", alpha=0.3, which="both")
-        ax.legend(loc="upper left", frameon=False, ncols=min(len(backends), 4))
-        ax.margins(y=0.25)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         style.titled(fig, "Kernel crossings: cost per operation", run.meta, st)
         return style.save(fig, out, "syscall_ops")
 

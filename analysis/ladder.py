@@ -39,6 +39,13 @@ def _mechs(variant: str) -> list[str]:
 
 def rungs(run: Run, metric: str) -> list[Rung]:
     """Bare, then each cumulative rung, then the real runtimes and VMs at full isolation."""
+    cache = run.__dict__.setdefault("_rungs", {})
+    if metric not in cache:
+        cache[metric] = _rungs(run, metric)
+    return cache[metric]
+
+
+def _rungs(run: Run, metric: str) -> list[Rung]:
     df = run.tidy[(run.tidy["scenario"] == "isolation") & (run.tidy["metric"] == metric)]
     if df.empty:
         return []
@@ -179,12 +186,14 @@ def alone(run: Run, st: str, out: Path) -> list[Path]:
             sig = not (lo <= 0 <= hi)
             ax.barh(y, d * 1e3, xerr=[[(d - lo) * 1e3], [(hi - d) * 1e3]], capsize=3, height=0.7,
                     color=(style.UP if d > 0 else style.DOWN) if sig else style.NEUTRAL)
-            ax.annotate(f"{d * 1e3:+.3g} ms" + ("" if sig else " (n.s.)"), (max(d, hi) * 1e3, y), xytext=(6, 0),
-                        textcoords="offset points", va="center", fontsize="small")
+            right = d >= 0
+            ax.annotate(f"{d * 1e3:+.3g} ms" + ("" if sig else " (n.s.)"),
+                        ((max(d, hi) if right else min(d, lo)) * 1e3, y), xytext=(6 if right else -6, 0),
+                        textcoords="offset points", va="center", ha="left" if right else "right", fontsize="small")
         ax.set_yticks(range(len(items)), [m for _, m, _ in items])
         ax.invert_yaxis()
         ax.axvline(0, color="#999999", lw=1)
-        ax.margins(x=0.18)
+        ax.margins(x=0.25)
         ax.set_xlabel(f"added startup over a bare process ({fmt_seconds(float(np.median(bare)))}), ms, 95% CI")
         ax.grid(axis="x", alpha=0.3)
         style.titled(fig, "Each isolation mechanism on its own", run.meta, st)

@@ -109,7 +109,8 @@ class Comparison:
 
 
 def compare_samples(base, new, *, alpha: float = ALPHA, threshold: float = THRESHOLD,
-                    test: str = "mannwhitney", n_boot: int = N_BOOT, seed: int = 0) -> Comparison:
+                    test: str = "mannwhitney", n_boot: int = N_BOOT, seed: int = 0,
+                    n_perm: int = 10000) -> Comparison:
     """Verdict for one metric: every cvbench metric is lower-is-better, so a
     significant rise above the threshold is a regression."""
     b, n = _arr(base), _arr(new)
@@ -121,12 +122,12 @@ def compare_samples(base, new, *, alpha: float = ALPHA, threshold: float = THRES
     change = mn / mb - 1.0 if mb != 0 else (0.0 if mn == 0 else math.inf)
     lo, hi = change_ci(b, n, conf=1 - alpha, n_boot=n_boot, seed=seed)
     if test == "permutation":
-        p = permutation_p(b, n, seed=seed)
+        p = permutation_p(b, n, n_perm=n_perm, seed=seed)
     elif test == "mannwhitney":
         p = mannwhitney_p(b, n)
     else:
         raise ValueError(f"unknown test {test!r}; one of {TESTS}")
-    floor = min_p(b.size, n.size) if test == "mannwhitney" else 1.0 / (10000 + 1)
+    floor = min_p(b.size, n.size) if test == "mannwhitney" else 1.0 / (n_perm + 1)
     starved = f"too few values to reach p<{alpha:g} (n={b.size}/{n.size})" if floor >= alpha else ""
     verdict, note = decide(change, lo, hi, p, alpha, threshold)
     return Comparison(b.size, n.size, mb, mn, change, lo, hi, p, verdict, starved or note)

@@ -159,6 +159,30 @@ def overlapping_texts(fig) -> list[tuple[str, str]]:
             continue  # one axis's own tick labels: matplotlib spaces those
         if b1.overlaps(b2):
             out.append((n1, n2))
+    return out + legends_over_data(fig, renderer)
+
+
+def legends_over_data(fig, renderer) -> list[tuple[str, str]]:
+    """A legend inside the axes must not hide a data point or a bar."""
+    import numpy as np
+    out = []
+    for i, ax in enumerate(fig.axes):
+        leg = ax.get_legend()
+        if leg is None or not leg.get_visible():
+            continue
+        box = leg.get_window_extent(renderer)
+        for line in ax.get_lines():
+            xy = np.asarray(line.get_xydata(), dtype=float)
+            if xy.size == 0 or not line.get_visible():
+                continue
+            pts = line.get_transform().transform(xy)
+            inside = ((pts[:, 0] > box.x0) & (pts[:, 0] < box.x1) & (pts[:, 1] > box.y0) & (pts[:, 1] < box.y1))
+            if inside.any():
+                out.append((f"axes{i} legend", f"line {line.get_label()!r}"))
+        for patch in ax.patches:
+            if patch.get_visible() and patch.get_window_extent(renderer).overlaps(box):
+                out.append((f"axes{i} legend", f"bar {patch.get_label()!r}"))
+                break
     return out
 
 

@@ -25,7 +25,7 @@ def aa_rate(n, sigma, tail, seeds, test="mannwhitney"):
     for seed in range(seeds):
         rng = np.random.default_rng(seed)
         c = stats.compare_samples(draw(rng, n, sigma, tail), draw(rng, n, sigma, tail), test=test,
-                                  n_boot=1000, seed=seed)
+                                  n_boot=1000, seed=seed, n_perm=2000)
         same += c.verdict == "no change"
     return same / seeds
 
@@ -58,7 +58,7 @@ def test_same_data_times_1_10_is_a_regression(test):
     hits, seeds = 0, 200 if test == "mannwhitney" else 100
     for seed in range(seeds):
         a = draw(np.random.default_rng(seed), 60, 0.1, tail=True)
-        c = stats.compare_samples(a, a * 1.10, test=test, n_boot=1000, seed=seed)
+        c = stats.compare_samples(a, a * 1.10, test=test, n_boot=1000, seed=seed, n_perm=2000)
         assert c.change == pytest.approx(0.10)
         hits += c.verdict == "regression"
     assert hits / seeds >= 0.95
