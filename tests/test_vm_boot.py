@@ -121,3 +121,15 @@ def test_kvm_guest_boots_where_kvm_works(image, accel):
         pytest.skip(f"no working KVM here: {accel.reason}")
     r = LibvirtVM(image.kernel, image.initramfs, ["ops", "cpuid"], accel="kvm", timeout=30).run()
     assert r.probe.rc == 0 and r.probe.ns_per_op("cpuid")
+
+
+def test_stream_console_as_used_for_remote_hosts(image, accel):
+    """qemu:///system already goes through libvirt's remote driver (a unix socket
+    to libvirtd), so this is the path a qemu+ssh:// URI takes, minus ssh."""
+    vm = LibvirtVM(image.kernel, image.initramfs, ["ops", "--iters", "1000", "getppid"], accel=accel,
+                   console="stream", timeout=90)
+    r = vm.run()
+    assert r.probe.rc == 0 and r.probe.ns_per_op("getppid")
+    assert r.t_spawn_ns < r.created_ns < r.ready_ns <= r.done_ns < r.gone_ns
+    assert "<serial type='pty'>" in vm.xml
+    _assert_gone(vm)

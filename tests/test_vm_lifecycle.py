@@ -189,3 +189,12 @@ def test_cli_detect(image, root):
     assert r.returncode == 0, r.stderr
     v = json.loads(r.stdout)
     assert v["accel"] in ("kvm", "tcg") and v["reason"]
+
+
+def test_remote_uri_uses_the_stream_console_and_remote_paths():
+    vm = LibvirtVM("/on/the/remote/vmlinuz", "/on/the/remote/initramfs", ["ready"], accel="tcg",
+                   uri="qemu+ssh://127.0.0.1:1/system", timeout=10)
+    assert vm.console_kind == "stream"       # QEMU there cannot reach a socket here
+    with pytest.raises(VMError) as e:
+        vm.run()
+    assert e.value.status == 2 and "reachable" in e.value.fix

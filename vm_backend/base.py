@@ -57,14 +57,16 @@ class GuestVM:
     kind = "vm"
 
     def __init__(self, kernel, initramfs, args, *, accel="auto", vcpus=1, memory_mib=128,
-                 timeout=60.0, name=None, tb_cache_mib=DEFAULT_TB_CACHE_MIB, cmdline_opts=None):
+                 timeout=60.0, name=None, tb_cache_mib=DEFAULT_TB_CACHE_MIB, cmdline_opts=None,
+                 local_files=True):
         if not isinstance(accel, Accel) and accel not in ("auto", "kvm", "tcg"):
             raise VMError("vm", f"unknown accel {accel!r}", "use auto, kvm or tcg", status=2)
         if int(vcpus) < 1 or int(memory_mib) < 32:
             raise VMError("vm", f"vcpus={vcpus} memory_mib={memory_mib}",
                           "need at least 1 vCPU and 32 MiB", status=2)
-        self.kernel = check_readable(kernel, "kernel")
-        self.initramfs = check_readable(initramfs, "initramfs")
+        # On a remote host the paths name that host's files: nothing to check here.
+        self.kernel = check_readable(kernel, "kernel") if local_files else str(kernel)
+        self.initramfs = check_readable(initramfs, "initramfs") if local_files else str(initramfs)
         self.args = check_args(list(args))
         self.accel_req = accel
         self.vcpus, self.memory_mib, self.timeout = int(vcpus), int(memory_mib), float(timeout)
@@ -87,7 +89,11 @@ class GuestVM:
     def _prepare(self) -> None:
         """Everything before the spawn clock starts (connections, sweeps)."""
 
+    def _make_console(self) -> Console:
+        return Console(self.name)
+
     def _spawn(self) -> None:
+        """Start the VMM; may set result.created_ns itself (before any extra step)."""
         raise NotImplementedError
 
     def _destroy(self) -> None:
@@ -114,7 +120,7 @@ class GuestVM:
         else:
             self.accel = detect_accel(self.kernel, self.initramfs, force=self.accel_req)
         self._prepare()
-        self.console = Console(self.name)
+        self.console = self._make_console()
         t0 = time.perf_counter_ns()
         self.result = BootResult(t_spawn_ns=t0, created_ns=None, ready_ns=None, done_ns=None,
                                  gone_ns=None, accel=self.accel.name, accel_reason=self.accel.reason,
@@ -125,7 +131,8 @@ class GuestVM:
         except BaseException:
             self.stop()
             raise
-        self.result.created_ns = time.perf_counter_ns()
+        if self.result.created_ns is None:
+            self.result.created_ns = time.perf_counter_ns()
 
     def _await(self, event: threading.Event, marker: str) -> None:
         con = self.console

@@ -38,7 +38,8 @@ class Console:
     """Listening socket + reader thread; ``ready``/``done``/``eof`` are Events."""
 
     def __init__(self, name: str):
-        self.path = str(socket_dir() / f"{name}.sock")
+        self.name = name
+        self.path = ""
         self.ready = threading.Event()
         self.done = threading.Event()
         self.eof = threading.Event()
@@ -51,6 +52,12 @@ class Console:
         self._size = 0
         self._stop = False
         self._conn: socket.socket | None = None
+        self._lsock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._listen()
+
+    def _listen(self) -> None:
+        self.path = str(socket_dir() / f"{self.name}.sock")
         self._lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
             os.unlink(self.path)
@@ -59,7 +66,10 @@ class Console:
         self._lsock.bind(self.path)
         os.chmod(self.path, 0o777)
         self._lsock.listen(1)
-        self._thread = threading.Thread(target=self._run, name=f"console-{name}", daemon=True)
+        self._start_thread(self._run)
+
+    def _start_thread(self, target) -> None:
+        self._thread = threading.Thread(target=target, name=f"console-{self.name}", daemon=True)
         self._thread.start()
 
     # -- reader thread ---------------------------------------------------------------
@@ -70,11 +80,15 @@ class Console:
             self._mark_eof()
             return
         self._conn = conn
+        self._pump(lambda: conn.recv(65536))
+
+    def _pump(self, recv) -> None:
+        """Read chunks until EOF, stamping each complete line when it arrives."""
         pending = b""
         while not self._stop:
             try:
-                chunk = conn.recv(65536)
-            except OSError:
+                chunk = recv()
+            except Exception:      # socket closed under us, or a libvirt stream error
                 break
             now = time.perf_counter_ns()
             if not chunk:
@@ -128,9 +142,49 @@ class Console:
             except OSError:
                 pass
             s.close()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=2)
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+        self._join()
+        if self.path:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+
+    def _join(self) -> None:
+        t = self._thread
+        if t is not None and t.is_alive() and t is not threading.current_thread():
+            t.join(timeout=2)
+
+
+class StreamConsole(Console):
+    """The console through libvirt's stream API (virDomainOpenConsole).
+
+    For remote URIs (qemu+ssh://host/system): the guest's QEMU runs on another
+    host and cannot connect to a local socket, so the serial port is a pty on
+    that host and libvirt relays it.  Lines are stamped when they reach this
+    process, so they carry the relay's latency (an RPC hop), which a local
+    socket console does not."""
+
+    def _listen(self) -> None:
+        self._stream = None
+
+    def attach(self, conn, dom) -> None:
+        """Open the console of a (paused) domain and start reading it."""
+        from .conn import libvirt_module
+        libvirt = libvirt_module()
+        st = conn.newStream(0)
+        dom.openConsole(None, st, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
+        self._stream = st
+
+        def recv() -> bytes:
+            data = st.recv(65536)
+            return b"" if isinstance(data, int) else data   # -2: would block; -1: error
+        self._start_thread(lambda: self._pump(recv))
+
+    def close(self) -> None:
+        self._stop = True
+        if self._stream is not None:
+            try:
+                self._stream.abort()
+            except Exception:
+                pass
+        self._join()

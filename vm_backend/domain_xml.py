@@ -36,6 +36,7 @@ class DomainSpec:
     machine: str = DEFAULT_MACHINE
     tb_cache_mib: int | None = None    # TCG translation cache; None keeps QEMU's default
     console_socket: str = ""           # unix socket cvbench listens on; QEMU connects to it
+    console_pty: bool = False          # else a pty relayed by libvirt (remote hosts)
     owner_pid: int = field(default_factory=os.getpid)
     owner_start: int = 0               # /proc/<pid>/stat starttime of the owner
     owner_host: str = ""               # a sweep on another host must not judge this owner
@@ -60,12 +61,15 @@ def build(spec: DomainSpec) -> str:
     tcg = ""
     if spec.accel == "tcg" and spec.tb_cache_mib:
         tcg = f"<tcg><tb-cache unit='MiB'>{int(spec.tb_cache_mib)}</tb-cache></tcg>"
-    serial = ("<serial type='unix'>"
-              f"<source mode='connect' path={quoteattr(spec.console_socket)}/>"
-              "<target type='isa-serial' port='0'/></serial>"
-              "<console type='unix'>"
-              f"<source mode='connect' path={quoteattr(spec.console_socket)}/>"
-              "<target type='serial' port='0'/></console>") if spec.console_socket else ""
+    if spec.console_socket:
+        src = f"<source mode='connect' path={quoteattr(spec.console_socket)}/>"
+        serial = (f"<serial type='unix'>{src}<target type='isa-serial' port='0'/></serial>"
+                  f"<console type='unix'>{src}<target type='serial' port='0'/></console>")
+    elif spec.console_pty:
+        serial = ("<serial type='pty'><target type='isa-serial' port='0'/></serial>"
+                  "<console type='pty'><target type='serial' port='0'/></console>")
+    else:
+        serial = ""
     return f"""<domain type='{dtype}'>
   <name>{escape(spec.name)}</name>
   <metadata>

@@ -9,12 +9,14 @@ lookup is the "gone" timing point, not an error.
 from __future__ import annotations
 
 import os
+import time
 
 from . import owner
 from .accel import Accel, detect_accel
 from .base import GuestVM
 from .cmdline import kernel_cmdline
 from .conn import create_error, is_gone, is_remote, libvirt_module, open_conn
+from .console import Console, StreamConsole
 from .domain_xml import DEFAULT_MACHINE, DomainSpec, build
 from .errors import VMError
 
@@ -26,10 +28,17 @@ class LibvirtVM(GuestVM):
     kind = "vm"
 
     def __init__(self, kernel, initramfs, args, *, accel="auto", vcpus=1, memory_mib=128,
-                 uri="qemu:///system", timeout=60.0, name=None, machine=DEFAULT_MACHINE, **kw):
+                 uri="qemu:///system", timeout=60.0, name=None, machine=DEFAULT_MACHINE,
+                 console: str | None = None, **kw):
+        remote = is_remote(uri)
         super().__init__(kernel, initramfs, args, accel=accel, vcpus=vcpus, memory_mib=memory_mib,
-                         timeout=timeout, name=name, **kw)
+                         timeout=timeout, name=name, local_files=not remote, **kw)
         self.uri, self.machine = uri, machine
+        # "socket": QEMU connects to our unix socket (local, sub-ms stamps);
+        # "stream": a pty relayed by libvirt, the only way to a remote host's guest.
+        self.console_kind = console or ("stream" if remote else "socket")
+        if self.console_kind not in ("socket", "stream"):
+            raise VMError("vm", f"console={console!r}", "use 'socket' or 'stream'", status=2)
         self._conn = None
         self._dom = None
         self._uuid: str | None = None
@@ -45,22 +54,39 @@ class LibvirtVM(GuestVM):
             _swept.add(self.uri)
         self._conn = open_conn(self.uri)
 
+    def _make_console(self) -> Console:
+        return StreamConsole(self.name) if self.console_kind == "stream" else Console(self.name)
+
     def domain_spec(self, console_socket: str = "") -> DomainSpec:
         pid, start = owner.me()
         return DomainSpec(name=self.name, kernel=self.kernel, initramfs=self.initramfs, args=self.args,
                           accel=self.accel.name if self.accel else "tcg", vcpus=self.vcpus,
                           memory_mib=self.memory_mib, machine=self.machine, tb_cache_mib=self.tb_cache_mib,
-                          console_socket=console_socket, owner_pid=pid, owner_start=start,
+                          console_socket=console_socket, console_pty=self.console_kind == "stream",
+                          owner_pid=pid, owner_start=start,
                           owner_host=owner.hostname(), extra_cmdline=self.cmdline_opts)
 
     def _spawn(self) -> None:
         libvirt = libvirt_module()
-        self.xml = build(self.domain_spec(self.console.path))
+        stream = isinstance(self.console, StreamConsole)
+        self.xml = build(self.domain_spec("" if stream else self.console.path))
+        flags = libvirt.VIR_DOMAIN_START_AUTODESTROY
+        if stream:
+            # QEMU drops pty output while nobody has it open: attach first, then run.
+            flags |= libvirt.VIR_DOMAIN_START_PAUSED
         try:
-            self._dom = self._conn.createXML(self.xml, libvirt.VIR_DOMAIN_START_AUTODESTROY)
+            self._dom = self._conn.createXML(self.xml, flags)
         except libvirt.libvirtError as e:
             raise create_error(self.uri, e) from None
+        self.result.created_ns = time.perf_counter_ns()
         self._uuid = self._dom.UUIDString()
+        if stream:
+            try:
+                self.console.attach(self._conn, self._dom)
+                self._dom.resume()
+            except libvirt.libvirtError as e:
+                raise VMError("libvirt", f"cannot attach the console of {self.name}: "
+                              f"{e.get_error_message()}", "see /var/log/libvirt/libvirtd.log") from None
 
     def _gone(self) -> bool:
         if self._dom is None or self._conn is None:
