@@ -185,6 +185,7 @@ def memory_density(run: Run, st: str, out: Path) -> list[Path]:
                     label=f"{style.label(b)}{extra}")
         if style.log_if_wide(df["value"]):
             ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(lambda v, _p: f"{v:g}")
         ax.set_xlabel("instances running at once")
         ax.set_ylabel("total host memory, MiB (median)")
         ks = sorted(df["variant"].str.extract(r"(\d+)", expand=False).dropna().astype(int).unique())
