@@ -121,6 +121,9 @@ def compare_runs(base: Run, new: Run, *, alpha: float = stats.ALPHA, threshold: 
                                       test="mannwhitney")
         rows.append(dict(zip(KEY, key, strict=True)) | {"unit": ub.pop(), "floor": floor, "detectable": mde}
                     | vars(c))
+    if not rows:
+        raise CvbError("compare", f"{base.label} and {new.label} have no metric, backend and variant in common",
+                       "run the new pass with the baseline's backends (--backends)")
     cols = KEY + ["unit", "floor", "detectable"] + list(stats.Comparison.__dataclass_fields__)
     df = pd.DataFrame(rows, columns=cols)
     df["p_raw"] = df["p"]

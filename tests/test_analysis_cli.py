@@ -83,6 +83,10 @@ def test_bad_input_exits_2_with_one_clear_line(runs, capsys, tmp_path):
     assert rc == 2 and "accelerators differ" in one_line(err) and "--force" in err
     rc, _, err = cli(capsys, "compare", base, "--alpha", "7")
     assert rc == 2 and "--alpha" in one_line(err)
+    other = synth.write_run(tmp_path / "other", "startup", n=10, seed=1, backends=["runsc"], created=T0)
+    only_host = synth.write_run(tmp_path / "onlyhost", "startup", n=10, seed=1, backends=["host"], created=T0)
+    rc, _, err = cli(capsys, "compare", str(other), str(only_host))
+    assert rc == 2 and "no metric, backend and variant in common" in one_line(err)
     rc, _, err = cli(capsys, "frobnicate")
     assert rc == 2
     one_line(err)
@@ -149,10 +153,11 @@ def test_history_marks_the_step(tmp_path, capsys):
 
 def test_ci_bench_without_baseline_says_how_to_make_one(tmp_path, capsys, monkeypatch):
     """ci-bench drives the harness; until a baseline exists it must exit 2 and say how."""
-    from analysis import baseline
+    from analysis import baseline, load
     monkeypatch.setenv("CVBENCH_RESULTS", str(tmp_path / "results"))
     fake = synth.write_run(tmp_path / "ci", "startup", n=10, seed=1)
-    monkeypatch.setattr(baseline, "run_bench", lambda s, d, b, log=print: __import__("analysis.load").load.load_run(fake))
+    # The real harness is driven in test_analysis_charts.py; here only the verdict logic around it.
+    monkeypatch.setattr(baseline, "run_bench", lambda s, d, b, log=print: load.load_run(fake))
     rc, _, err = cli(capsys, "ci-bench", "--scenarios", "startup")
     assert rc == 2 and "no baseline for host class" in one_line(err) and "baseline save" in err
     rc, out, _ = cli(capsys, "ci-bench", "--scenarios", "startup", "--save-missing")
