@@ -328,8 +328,9 @@ def _parent_sync(c: Container, p: Plan, status_r: int, go_w: int) -> None:
                 namespaces.write_id_maps(c.pid, p.uid_map, p.gid_map)
             if p.iso.netns and p.iso.network == "veth":
                 from . import network
-                c._net = network.Veth.create(c.id, c.pid)
+                c._net = network.Veth.new(c.id)
                 c.save_state("creating", p.cfg.bundle)
+                c._net.create(c.pid)
             if joiner is not None and p.double_fork:
                 joiner.join()  # the init is cloned after "G" and inherits the cgroup
                 joiner = None

@@ -86,45 +86,46 @@ class Veth:
         self.host_addr, self.ctr_addr = host_addr, ctr_addr
 
     @classmethod
-    def create(cls, cid: str, pid: int) -> Veth:
-        """Wire a pair between a new cvbench netns and the netns of `pid`."""
+    def new(cls, cid: str) -> Veth:
+        """Names and addresses only, so the state file can claim them before
+        anything exists (a concurrent sweep must never take them for litter)."""
+        tag = secrets.token_hex(3)
+        n = int(tag, 16)
+        base, last = f"10.231.{(n >> 6) & 0xFF}", (n & 0x3F) * 4
+        # 14 bytes each, under IFNAMSIZ
+        return cls(NETNS_PREFIX + tag, f"{PREFIX}{tag}p", f"{PREFIX}{tag}c",
+                   f"{base}.{last + 1}", f"{base}.{last + 2}")
+
+    def create(self, pid: int) -> None:
+        """Wire the pair between a new cvbench netns and the netns of `pid`."""
         try:
             from pyroute2 import IPRoute
         except ImportError as e:
             from common.errors import EnvError
             raise EnvError("veth", f"pyroute2 unavailable ({e})", "pip install pyroute2 (make setup does)") from None
-        tag = secrets.token_hex(3)
-        name = NETNS_PREFIX + tag
-        host_if, ctr_if = f"{PREFIX}{tag}p", f"{PREFIX}{tag}c"  # 14 bytes < IFNAMSIZ
-        n = int(tag, 16)
-        net = f"10.231.{(n >> 6) & 0xFF}.{(n & 0x3F) * 4}"
-        base = net.rsplit(".", 1)[0]
-        last = int(net.rsplit(".", 1)[1])
-        v = cls(name, host_if, ctr_if, f"{base}.{last + 1}", f"{base}.{last + 2}")
-        path = create_netns(name)
+        path = create_netns(self.netns)
         try:
             def far_end():
                 _enter(path)
                 with IPRoute() as ipr:
-                    ipr.link("add", ifname=host_if, kind="veth",
-                             peer={"ifname": ctr_if, "net_ns_pid": pid})
-                    idx = ipr.link_lookup(ifname=host_if)[0]
-                    ipr.addr("add", index=idx, address=v.host_addr, prefixlen=30)
+                    ipr.link("add", ifname=self.host_if, kind="veth",
+                             peer={"ifname": self.ctr_if, "net_ns_pid": pid})
+                    idx = ipr.link_lookup(ifname=self.host_if)[0]
+                    ipr.addr("add", index=idx, address=self.host_addr, prefixlen=30)
                     ipr.link("set", index=idx, state="up")
                     ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
 
             def near_end():
                 _enter(f"/proc/{pid}/ns/net")
                 with IPRoute() as ipr:
-                    idx = ipr.link_lookup(ifname=ctr_if)[0]
-                    ipr.addr("add", index=idx, address=v.ctr_addr, prefixlen=30)
+                    idx = ipr.link_lookup(ifname=self.ctr_if)[0]
+                    ipr.addr("add", index=idx, address=self.ctr_addr, prefixlen=30)
                     ipr.link("set", index=idx, state="up")
             _in_thread(far_end)
             _in_thread(near_end)
         except BaseException:
-            delete_netns(name)
+            delete_netns(self.netns)
             raise
-        return v
 
     def record(self) -> dict:
         return {"netns": self.netns, "host_if": self.host_if, "ctr_if": self.ctr_if,
