@@ -72,7 +72,7 @@ def cmd_report(a) -> int:
 def cmd_compare(a) -> int:
     from . import compare
     results = compare.run(a.base, _latest(a.new), markdown_path=a.markdown, alpha=a.alpha, threshold=a.threshold,
-                          test=a.test, force=a.force, adjust=a.adjust)
+                          test=a.test, force=a.force, adjust=a.adjust, as_json_out=a.json)
     return max(r.exit_status for r in results)
 
 
@@ -137,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("base", help="baseline: a run folder or a results/baselines/<host-class>.json")
     s.add_argument("new", nargs="?", default=None, help="new run (default results/latest)")
     s.add_argument("--force", action="store_true", help="compare across accelerators or host classes anyway")
+    s.add_argument("--json", action="store_true", help="machine-readable output instead of the table")
     _gate_options(s)
     s.set_defaults(func=cmd_compare)
 

@@ -7,6 +7,7 @@ baseline against a KVM run would "find" a 20x improvement.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -225,10 +226,21 @@ def markdown(result: Result) -> str:
     return head + "\n" + "\n".join(rows) + "\n" + (f"\n{notes}" if notes else "")
 
 
-def run(base_path, new_path, *, markdown_path: str | None = None, **kw) -> list[Result]:
-    """compare from the command line: prints tables, optionally writes Markdown."""
+def as_json(result: Result) -> dict:
+    rows = result.rows.astype(object).where(result.rows.notna(), None)
+    rows = rows.replace([math.inf], None)
+    return {"base": result.base.label, "new": result.new.label, "alpha": result.alpha,
+            "threshold": result.threshold, "adjust": result.adjust, "regression": bool(result.exit_status),
+            "notes": result.notes, "rows": rows.to_dict(orient="records")}
+
+
+def run(base_path, new_path, *, markdown_path: str | None = None, as_json_out: bool = False,
+        **kw) -> list[Result]:
+    """compare from the command line: prints tables (or JSON), optionally writes Markdown."""
     results = [compare_runs(b, n, scenarios=[s], **kw) for b, n, s in open_pair(base_path, new_path)]
-    for r in results:
+    if as_json_out:
+        print(json.dumps([as_json(r) for r in results], indent=1))
+    for r in results if not as_json_out else []:
         print(table(r))
     if markdown_path:
         Path(markdown_path).write_text("\n".join(markdown(r) for r in results))

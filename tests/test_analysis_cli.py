@@ -57,6 +57,9 @@ def test_compare_markdown_and_improvement(runs, capsys, tmp_path):
     assert text.count("**regression**") == 12
     rc, out, _ = cli(capsys, "compare", str(runs["base"]), str(runs["fast"]))
     assert rc == 0 and "improvement" in out and "regression(s)" in out
+    rc, out, _ = cli(capsys, "compare", str(runs["base"]), str(runs["slow"]), "--json")
+    [doc] = json.loads(out)
+    assert rc == 1 and doc["regression"] is True and {r["verdict"] for r in doc["rows"]} == {"regression"}
 
 
 def test_threshold_and_alpha_options(runs, capsys):
