@@ -17,8 +17,9 @@ def probe_ops_args(ops: list[str], repeat: int, min_ms: int) -> list[str]:
 
 def ops_benchmarks(scenario: str, backend, name: str, ops: list[str] | tuple[str, ...] = OPS, *,
                    variant: str = "", instances: int, repeat: int, min_ms: int,
-                   timeout: float, md: dict | None = None, progress=None) -> list:
-    """Run ``instances`` instances of ``probe ops`` and return one benchmark per op."""
+                   timeout: float, md: dict | None = None, progress=None, between=None) -> list:
+    """Run ``instances`` instances of ``probe ops`` and return one benchmark per op.
+    ``between()`` runs after each instance (an independent check under the same load)."""
     per_op: dict[str, list[list[float]]] = {op: [] for op in ops}
     iters: dict[str, list[int]] = {op: [] for op in ops}
     errors: list[str] = []
@@ -31,6 +32,8 @@ def ops_benchmarks(scenario: str, backend, name: str, ops: list[str] | tuple[str
             from .backends import InstanceFailed
             raise InstanceFailed(name, f"probe ops exited with rc={t.rc}", t.console)
         errors += t.probe.errors
+        if between is not None:
+            between()
         for op in ops:
             vals = [v * 1e-9 for v in t.probe.ns_per_op(op) if v > 0]
             if vals:
