@@ -61,6 +61,8 @@ _live: set[Container] = set()
 @atexit.register
 def _cleanup_at_exit() -> None:
     for c in list(_live):
+        if c._owner_pid != os.getpid():
+            continue  # a forked copy of the owner exiting: not its containers
         try:
             c.delete()
         except Exception:  # noqa: BLE001 - best effort at interpreter exit
@@ -82,6 +84,7 @@ class Container:
         self._cg: list[str] = []
         self._net = None
         self._deleted = False
+        self._owner_pid = os.getpid()
 
     def save_state(self, status: str, bundle: str, detached: bool = False) -> None:
         """The full state record (the CLI's `state` reads it).  A detached
