@@ -85,6 +85,15 @@ elif mode == "busy":
         with spawn(bundle, ["/probe", "ready"], Isolation.full(), name=f"{tag}-{i}") as c:
             c.wait()
         i += 1
+elif mode == "atexit":
+    import os
+    c = spawn(bundle, ["/probe", "sleep", "-1"], Isolation.full(), name=f"{tag}-0")
+    child = os.fork()
+    if child == 0:
+        sys.exit(0)  # a forked copy exits normally: its atexit must not touch c
+    os.waitpid(child, 0)
+    print(c.pid, c.poll() is None, flush=True)
+    # and we exit without deleting c: the runtime's atexit hook must
 elif mode == "sigint":
     with spawn(bundle, ["/probe", "sleep", "-1"], Isolation.full(), name=f"{tag}-0") as c:
         print(c.pid, flush=True)
@@ -159,6 +168,16 @@ def test_sigint_to_the_owner_cleans_up_without_sweep(root, image):
     os.kill(p.pid, signal.SIGINT)
     p.wait(timeout=20)
     assert gone([pid])
+    assert leftovers(tag) == []
+
+
+def test_forgotten_container_is_deleted_at_exit(root, image):
+    tag = f"cvbench-leak{os.getpid()}a"
+    p = owner(tag, "atexit", image.bundle)
+    out, _ = p.communicate(timeout=30)
+    pid, alive = out.split()
+    assert alive == "True"  # the forked copy's exit left it running
+    assert p.returncode == 0 and gone([int(pid)])
     assert leftovers(tag) == []
 
 
