@@ -2,7 +2,7 @@
 measured elsewhere (probe ns/op, memory bytes) into pyperf Runs.
 
 The pyperf main process runs in its own session so that a Ctrl-C at the
-terminal reaches the harness first: the harness then interrupts the whole
+terminal reaches the harness first: the harness then terminates the whole
 process group in order (workers clean up their instances in ``finally``), and
 only kills what is still there after a grace period.
 """
@@ -109,8 +109,12 @@ def run_worker(name: str, backend: str, probe_args: str, *, mode: str, plan: str
 
 
 def interrupt_group(proc: subprocess.Popen, grace: float = 30.0) -> None:
-    """SIGINT the worker's process group so instances are cleaned up, then KILL."""
-    for sig, wait in ((signal.SIGINT, grace), (signal.SIGKILL, 10.0)):
+    """SIGTERM the worker's process group so instances are cleaned up, then KILL.
+
+    SIGTERM rather than SIGINT: a harness started in the background inherits an
+    ignored SIGINT and passes that on; the worker turns SIGTERM into the same
+    unwinding as Ctrl-C."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
