@@ -73,8 +73,12 @@ def kvm_device_problem() -> str | None:
 
 
 def _key(kernel: str, uri: str | None) -> str:
-    st = os.stat(kernel)
-    raw = f"{os.path.realpath(kernel)}|{st.st_size}|{st.st_mtime_ns}|{uri or 'qemu-direct'}"
+    from .conn import is_remote
+    if uri is not None and is_remote(uri):
+        raw = f"{kernel}|{uri}"        # a path on that host: nothing to stat here
+    else:
+        st = os.stat(kernel)
+        raw = f"{os.path.realpath(kernel)}|{st.st_size}|{st.st_mtime_ns}|{uri or 'qemu-direct'}"
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
@@ -119,7 +123,8 @@ def detect_accel(kernel, initramfs, *, uri: str | None = "qemu:///system",
     if force in ("kvm", "tcg"):
         return Accel(force, f"forced ({force} requested)")
     kernel, initramfs = str(kernel), str(initramfs)
-    if not os.path.exists(kernel):
+    from .conn import is_remote
+    if not (uri is not None and is_remote(uri)) and not os.path.exists(kernel):
         raise VMEnvError("accel", f"kernel {kernel} not found", "run 'make setup'")
     key = _key(kernel, uri)
     if key in _memo:
