@@ -11,26 +11,32 @@ from pathlib import Path
 
 import pytest
 
-from bench import backends
+from bench import backends, sweep
 from bench.backends import oci
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def ours_alive() -> list[str]:
-    """Every bench-made container, cgroup, bundle or orphaned probe that exists now."""
+    """Every bench-made container, cgroup, bundle or host probe that exists now and
+    whose owner is dead: a leak.  (Objects of concurrent live runs have live owners.)"""
+    def dead(pid) -> bool:
+        return pid is not None and not sweep.alive(pid)
     found = []
     for rt in ("crun", "runc", "runsc"):
         if backends.get(rt).path:
-            found += [f"{rt}:{c}" for c in backends.get(rt).list_ids()]
-    found += glob.glob("/sys/fs/cgroup/*/cvbench-b*")
-    found += glob.glob(str(oci.state_root("x").parent / "bundles" / "cvbench-b*"))
+            found += [f"{rt}:{c}" for c in backends.get(rt).list_ids() if dead(oci.owner_pid(c))]
+    found += [d for d in glob.glob("/sys/fs/cgroup/*/cvbench-b*") if dead(oci.owner_pid(Path(d).name))]
+    found += [d for d in glob.glob(str(oci.state_root("x").parent / "bundles" / "cvbench-b*"))
+              if dead(oci.owner_pid(Path(d).name))]
     for p in glob.glob("/proc/[0-9]*/environ"):
         try:
-            if b"CVBENCH_OWNER=" in Path(p).read_bytes():
-                found.append(p)
+            env = Path(p).read_bytes().split(b"\0")
         except OSError:
-            pass
+            continue
+        owner = [e.split(b"=", 1)[1] for e in env if e.startswith(b"CVBENCH_OWNER=")]
+        if owner and owner[0].isdigit() and dead(int(owner[0])):
+            found.append(p)
     return found
 
 
