@@ -25,7 +25,7 @@ class ProbeStream:
         self.eof = False
         self.ready_ns: int | None = None
 
-    def _read_once(self, timeout: float) -> None:
+    def read_once(self, timeout: float) -> None:
         r, _, _ = select.select([self.fd], [], [], max(timeout, 0.0))
         if not r:
             return
@@ -55,7 +55,7 @@ class ProbeStream:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError("no CVB READY before the deadline")
-            self._read_once(left)
+            self.read_once(left)
         return self.ready_ns
 
     def until_eof(self, deadline: float) -> None:
@@ -63,7 +63,7 @@ class ProbeStream:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError("output did not end before the deadline")
-            self._read_once(left)
+            self.read_once(left)
 
     def console(self) -> str:
         return "\n".join(self.text)

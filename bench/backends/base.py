@@ -153,7 +153,7 @@ class PopenInstance(Instance):
             # mem and sleep print one line once settled (memory touched): wait for it
             # so memory() sees the steady state, not the start-up.
             while settle and not self.stream.out.values and not self.stream.eof:
-                self.stream._read_once(deadline - time.monotonic())
+                self.stream.read_once(deadline - time.monotonic())
                 if time.monotonic() > deadline:
                     raise InstanceFailed(backend, "did not settle before the deadline",
                                          self.stream.console())

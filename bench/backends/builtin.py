@@ -41,7 +41,7 @@ class BuiltinInstance(Instance):
             while long_lived(args) and not self.stream.out.values and not self.stream.eof:
                 if time.monotonic() > deadline:
                     raise InstanceFailed("builtin", "did not settle", self.stream.console())
-                self.stream._read_once(deadline - time.monotonic())
+                self.stream.read_once(deadline - time.monotonic())
         except BaseException:
             c.delete()
             raise
