@@ -106,7 +106,10 @@ def _trial(kernel: str, initramfs: str, uri: str | None) -> Accel:
         if "CVB READY" in e.why or "timeout" in e.why.lower() or "within" in e.why:
             return Accel("tcg", f"kvm present but guest never reached CVB READY within "
                                 f"{KVM_TRIAL_TIMEOUT:g}s ({host_hints()})")
-        return Accel("tcg", f"kvm refused: {e.why.splitlines()[0]} ({host_hints()})")
+        msg = e.why.splitlines()[0]
+        # QEMU's own words, without libvirt's prefix and QEMU's timestamp.
+        msg = msg.split("qemu-system-x86_64: ", 1)[-1].removeprefix("error: ")
+        return Accel("tcg", f"kvm refused by QEMU: {msg} ({host_hints()})")
     finally:
         vm.stop()
     return Accel("kvm", f"kvm trial boot reached CVB READY in {res.ready_s:.2f}s")
