@@ -5,8 +5,9 @@ own cgroup in each hierarchy (runc's reading of a relative cgroupsPath, and it
 keeps a container inside whatever budget its caller has); on v2 it is below
 the root, because v2 forbids processes in a cgroup that hands controllers to
 children.  The parent creates the directories and writes the limits before
-the fork and puts the child in before it execs, so no process of the
-container ever runs outside its cgroup.
+the fork; the child is in them before it execs (on v1 it moves itself
+first thing, see self_join_files), so no process of the container ever
+runs outside its cgroup.
 """
 from __future__ import annotations
 
@@ -137,6 +138,10 @@ class Backend:
         for d in dirs:
             _write(f"{d}/cgroup.procs", pid)
 
+    def self_join_files(self, dirs: list[str]) -> list[str] | None:
+        """Files a process writes "0" into to move itself (None: not offered)."""
+        return None
+
     def pids(self, dirs: list[str]) -> set[int]:
         out: set[int] = set()
         for d in dirs:
@@ -219,6 +224,11 @@ class V1(Backend):
 
     def roots(self) -> list[str]:
         return [p for t, p, _ in _mounts() if t == "cgroup"]
+
+    def self_join_files(self, dirs):
+        # A single thread moving itself through `tasks` skips the global
+        # threadgroup rwsem (kernel/cgroup: cgroup_procs_write_start).
+        return [f"{d}/tasks" for d in dirs]
 
     def binds(self, dirs):
         return list(zip(self._names, dirs, strict=True))

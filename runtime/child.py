@@ -26,6 +26,10 @@ def child(p: Plan, status_w: int, go_r: int, stdio: tuple[int, int, int], join_f
         for i, fd in enumerate(stdio):
             if fd != i:
                 os.dup2(fd, i)
+        for tasks in p.self_join or ():  # first, while still host root
+            fd = os.open(tasks, os.O_WRONLY)
+            os.write(fd, b"0")
+            os.close(fd)
         namespaces.join(join_fds)
         if p.child_ns:
             sc.unshare(namespaces.flags(p.child_ns))
@@ -82,7 +86,7 @@ def init(p: Plan, status_w: int, go_r: int) -> None:
             resource.setrlimit(getattr(resource, name), (soft, hard))
         if cfg.umask is not None:
             os.umask(cfg.umask)
-    if p.limits is not None and os.read(go_r, 1) != b"C":
+    if p.parent_join and os.read(go_r, 1) != b"C":
         os._exit(125)  # the parent could not put us in our cgroup
     if p.late_cgroupns:
         sc.unshare(sc.CLONE_NEWCGROUP)

@@ -2,9 +2,11 @@
 and delete, with the timestamps the harness needs.
 
 The runtime forks the calling process itself (no helper binary to exec): the
-child creates or joins namespaces, tells the parent through a sync pipe, and
-waits while the parent writes the uid/gid maps; a helper thread meanwhile
-moves it into its cgroups.  A pid namespace only applies to children: without
+child first moves itself into its cgroups (v1: "0" into each `tasks` file,
+which skips the RCU grace period a write of another pid waits for; on v2 a
+helper thread of the parent writes cgroup.procs meanwhile), creates or joins
+namespaces, and, when a user namespace or a veth needs it, stops on a sync
+pipe while the parent writes the uid/gid maps or wires the veth.  A pid namespace only applies to children: without
 a user namespace the parent unshares it around fork() (the child is pid 1 at
 once); with one, the child clones the init with CLONE_PARENT, so that init is
 still a direct child of the caller, who can waitpid() it.  The init mounts
@@ -236,6 +238,7 @@ def spawn(bundle, args: list[str] | None = None, iso: Isolation | None = None, *
     try:
         if be is not None:
             c._cg = be.create(cid, p.limits)
+            p.self_join = be.self_join_files(c._cg)
         if detached:
             path = str(state.fifo(cid))
             os.mkfifo(path, 0o622)
@@ -293,11 +296,12 @@ def spawn(bundle, args: list[str] | None = None, iso: Isolation | None = None, *
 
 
 class _Joiner:
-    """Moves the child into its cgroups on a helper thread.
+    """Moves the child into its cgroups on a helper thread (cgroup v2).
 
-    A v1 cgroup.procs write waits for an RCU grace period (milliseconds, more
-    on a busy host), so it runs from right after fork, in parallel with the
-    child's unshare and rootfs work; the child waits for it only before exec."""
+    Writing another process's pid to cgroup.procs waits for an RCU grace
+    period (milliseconds, more on a busy host), so it runs from right after
+    fork, in parallel with the child's unshare and rootfs work; the child
+    waits for it only before exec."""
 
     def __init__(self, dirs: list[str], pid: int):
         import threading
@@ -320,7 +324,7 @@ class _Joiner:
 def _parent_sync(c: Container, p: Plan, status_r: int, go_w: int) -> None:
     """The parent's half of the handshake with child.child()."""
     reader = os.fdopen(os.dup(status_r), "rb", buffering=0)
-    joiner = _Joiner(c._cg, c.pid) if c._cg else None
+    joiner = _Joiner(c._cg, c.pid) if p.parent_join else None
     try:
         msg = b""
         if p.handshake:
@@ -344,7 +348,7 @@ def _parent_sync(c: Container, p: Plan, status_r: int, go_w: int) -> None:
                 return _failed(c, msg)
             intermediate, c.pid = c.pid, int(msg[1:])
             os.waitpid(intermediate, 0)
-        if c._cg:
+        if p.parent_join:
             if joiner is not None:
                 try:
                     joiner.join()

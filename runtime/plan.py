@@ -44,6 +44,10 @@ class Plan:
     # by the container's user namespace, which only the child can create.
     pre_pid: bool = False
     sysctl: dict[str, str] = field(default_factory=dict)
+    # v1: the child moves itself by writing "0" to these `tasks` files, which
+    # skips the kernel's global threadgroup lock and its RCU grace period
+    # (milliseconds) that a write of another pid to cgroup.procs waits for.
+    self_join: list[str] | None = None
 
     @property
     def double_fork(self) -> bool:
@@ -56,13 +60,18 @@ class Plan:
         its uid/gid maps or its veth, or to be in its cgroup before cloning
         the init.  Otherwise it runs straight on to exec."""
         return (self.iso.userns or (self.iso.netns and self.iso.network == "veth")
-                or self.double_fork)
+                or (self.double_fork and self.parent_join))
+
+    @property
+    def parent_join(self) -> bool:
+        """The parent moves the child into its cgroups (v2: cgroup.procs)."""
+        return self.limits is not None and not self.self_join
 
     @property
     def late_cgroupns(self) -> bool:
         """A cgroup namespace is rooted where its creator stands, so with an own
         cgroup it is made only after the parent has moved the child there."""
-        return "cgroupns" in self.ns_new and self.limits is not None
+        return "cgroupns" in self.ns_new and self.parent_join
 
     @property
     def child_ns(self) -> list[str]:
