@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import resource
+import select
 import signal
 
 from . import capabilities, cgroups, namespaces, rootfs
@@ -20,9 +21,27 @@ def send(fd: int, msg: str) -> None:
     os.write(fd, (msg.replace("\n", " ") + "\n").encode())
 
 
-def child(p: Plan, status_w: int, go_r: int, stdio: tuple[int, int, int], join_fds) -> None:
+def _exit_if_orphaned(go_r: int) -> None:
+    """The parent may have died before PR_SET_PDEATHSIG took effect: then
+    its end of the go pipe is closed (the parent holds it until we exec)."""
+    poller = select.poll()
+    poller.register(go_r, select.POLLIN)
+    for _, events in poller.poll(0):
+        if events & select.POLLHUP:
+            os._exit(125)
+
+
+def child(p: Plan, status_w: int, go_r: int, stdio: tuple[int, int, int], join_fds,
+          parent_ends: list[int]) -> None:
     """Runs in the forked child; never returns."""
     try:
+        # The parent's ends of the sync pipes: were they left open here, a
+        # parent that dies mid-start would never be seen (no EOF).
+        for fd in parent_ends:
+            os.close(fd)
+        if not p.detached:
+            sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)  # again before exec: creds reset it
+            _exit_if_orphaned(go_r)
         for i, fd in enumerate(stdio):
             if fd != i:
                 os.dup2(fd, i)
@@ -47,6 +66,9 @@ def child(p: Plan, status_w: int, go_r: int, stdio: tuple[int, int, int], join_f
             if pid:
                 send(status_w, f"P{pid}")
                 os._exit(0)
+            if not p.detached:  # the init's parent is the caller (CLONE_PARENT)
+                sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
+                _exit_if_orphaned(go_r)
         init(p, status_w, go_r)
     except BaseException as e:  # noqa: BLE001 - report anything, then die
         try:

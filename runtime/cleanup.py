@@ -83,6 +83,9 @@ def sweep() -> list[str]:
             continue
         removed.extend(remove_container(cid, rec))
     removed.extend(_sweep_cgroups(claimed))
+    for tmp in state.stale_tmp():
+        tmp.unlink(missing_ok=True)
+        removed.append(f"state {tmp.name}")
     from . import network
     removed.extend(network.sweep_netns(claimed_netns))
     return removed

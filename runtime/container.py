@@ -270,7 +270,8 @@ def spawn(bundle, args: list[str] | None = None, iso: Isolation | None = None, *
         c.t_spawn_ns = time.perf_counter_ns()
         pid = _fork_in_new_pidns() if p.pre_pid else os.fork()
         if pid == 0:
-            child(p, status_w, go_r, (null, out_w, err_w), join_fds)
+            child(p, status_w, go_r, (null, out_w, err_w), join_fds,
+                  [fd for fd in (status_r, go_w, out_r) if fd is not None])
         c.pid = pid
         if not detached:
             _live.add(c)

@@ -55,31 +55,40 @@ def alive(pid: int | None, start: int | None) -> bool:
     return bool(pid) and starttime(pid) == start
 
 
+def _tmp(cid: str) -> Path:
+    # the writer's pid in the name: a sweep can tell a dead writer's litter
+    return root() / f"{cid}.{os.getpid()}.tmp"
+
+
 def create(cid: str, record: dict) -> dict:
-    """Claim the id (O_EXCL is atomic) and write the first state: one file
-    write, because this sits on the measured start path."""
+    """Claim the id and write the first state atomically: a complete file is
+    link()ed into place (EEXIST if the id is taken), so a writer killed at any
+    point leaves either nothing or a whole record, never an empty claim."""
     record = {"id": cid, **record}
-    data = json.dumps(record).encode()
+    tmp = _tmp(cid)
     try:
-        fd = os.open(path(cid), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     except FileNotFoundError:
         root().mkdir(parents=True, exist_ok=True)
         return create(cid, record)
+    try:
+        os.write(fd, json.dumps(record).encode())
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path(cid))
     except FileExistsError:
         raise CvbError(f"container {cid}", "already exists",
                        f"pick another id, or 'python -m runtime delete {cid}'") from None
-    try:
-        os.write(fd, data)
     finally:
-        os.close(fd)
+        os.unlink(tmp)
     return record
 
 
 def write(cid: str, record: dict) -> None:
-    p = path(cid)
-    tmp = p.with_name(p.name + ".tmp")
+    tmp = _tmp(cid)
     tmp.write_text(json.dumps(record))
-    os.replace(tmp, p)
+    os.replace(tmp, path(cid))
 
 
 def read(cid: str) -> dict | None:
@@ -97,6 +106,29 @@ def remove(cid: str) -> None:
             os.unlink(p)
         except FileNotFoundError:
             pass
+
+
+def stale_tmp(max_age: float = 60.0) -> list[Path]:
+    """<id>.<pid>.tmp files whose writer died between write and rename/link
+    (or that are older than max_age: a writer holds one for microseconds)."""
+    import time
+    try:
+        names = os.listdir(root())
+    except FileNotFoundError:
+        return []
+    out = []
+    for n in names:
+        if not n.endswith(".tmp"):
+            continue
+        p = root() / n
+        writer = n[:-4].rsplit(".", 1)[-1]
+        try:
+            old = time.time() - p.stat().st_mtime > max_age
+        except FileNotFoundError:
+            continue
+        if old or not (writer.isdigit() and os.path.exists(f"/proc/{writer}")):
+            out.append(p)
+    return out
 
 
 def all_ids() -> list[str]:

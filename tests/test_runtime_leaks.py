@@ -34,12 +34,19 @@ def leftovers(tag: str, netns: set[str] = frozenset()) -> list[str]:
                   if tag in line or any(n in line for n in netns)]
     if os.path.isdir("/run/netns"):
         found += [f"netns {n}" for n in os.listdir("/run/netns") if n in netns]
-    found += [f"state {cid}" for cid in state.all_ids() if tag in cid]
+    if state.root().is_dir():
+        found += [f"state file {n}" for n in os.listdir(state.root()) if tag in n]
+    me = str(os.getpid())
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/cgroup") as f:
-                if tag in f.read():
-                    found.append(f"process {pid}")
+                in_cgroup = tag in f.read()
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                # a child of a killed owner that never reached exec still
+                # carries the owner's command line, tag included
+                in_cmdline = tag.encode() in f.read()
+            if (in_cgroup or in_cmdline) and pid != me:
+                found.append(f"process {pid}")
         except OSError:
             pass
     return found
@@ -79,11 +86,14 @@ if mode == "idle":
     print(" ".join(str(c.pid) for c in cs), "|", " ".join(c._net.netns for c in cs if c._net), flush=True)
     time.sleep(120)
 elif mode == "busy":
+    # with and without the parent handshake (userns), long-lived containers
+    isos = [Isolation.full(), Isolation.only("userns").replace(cgroup=True),
+            Isolation.cumulative(8)]
     print("go", flush=True)
     i = 0
     while True:
-        with spawn(bundle, ["/probe", "ready"], Isolation.full(), name=f"{tag}-{i}") as c:
-            c.wait()
+        with spawn(bundle, ["/probe", "sleep", "-1"], isos[i % 3], name=f"{tag}-{i}") as c:
+            pass
         i += 1
 elif mode == "atexit":
     import os
@@ -137,7 +147,7 @@ def test_owner_killed_with_sigkill_then_sweep(root, image):
 
 def test_owner_killed_mid_start_then_sweep(root, image):
     tag = f"cvbench-leak{os.getpid()}m"
-    for delay in (0.05, 0.2, 0.4):
+    for delay in (0.05, 0.1, 0.15, 0.2, 0.3, 0.4):
         p = owner(tag, "busy", image.bundle)
         assert p.stdout.readline() == "go\n"
         time.sleep(delay)
