@@ -159,11 +159,16 @@ def memory_per_instance(run: Run, st: str, out: Path) -> list[Path]:
                 ax.annotate(f"{w + o:.3g}", (i, w + o), xytext=(0, 4), textcoords="offset points",
                             ha="center", fontsize="small")
             ax.set_xticks(x, [style.label(b) for b in backends], rotation=30, ha="right")
-            ax.set_title(f"workload: {variant}")
+            ax.set_title(f"{variant}: host PSS, median")
             ax.margins(y=0.12)
-        axes[0][0].set_ylabel("MiB per instance (host PSS, median)")
-        axes[0][0].legend(loc="upper left", frameon=False)
-        style.titled(fig, "Memory per instance: workload vs isolation overhead", run.meta, st)
+        axes[0][0].set_ylabel("MiB per instance")
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncols=2, frameon=False)
+        notes = (run.meta.get("memory_notes") or {})
+        undercounted = [f"{style.label(k.split('.')[1])}: {v.split(';')[0]}" for k, v in notes.items()
+                        if k.startswith("pss_total.") and k.count(".") >= 1]
+        style.titled(fig, "Memory per instance: workload vs isolation overhead", run.meta, st,
+                     note="\n".join(undercounted))
         return style.save(fig, out, "memory_per_instance")
 
 

@@ -51,6 +51,11 @@ def caveats(run: Run, noisy: list[str]) -> list[str]:
     for name, info in (meta.get("backends") or {}).items():
         if not info.get("available", True):
             out.append(f"backend {name} not measured: {info.get('reason') or 'not available'}.")
+    for key, val in sorted(meta.items()):
+        # The harness leaves its own caveats in meta.json (memory_notes, ladder_note, ...).
+        if key.endswith(("_note", "_notes")) and val:
+            items = val.items() if isinstance(val, dict) else [(None, val)]
+            out += [f"harness: {k + ': ' if k else ''}{v}" for k, v in items]
     if noisy:
         out.append(f"noisy (coefficient of variation above {NOISY_CV:.0%}): " + ", ".join(noisy[:12])
                    + (f" and {len(noisy) - 12} more" if len(noisy) > 12 else "") + ".")

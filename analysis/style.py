@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
+import textwrap
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -94,11 +95,12 @@ def subtitle(meta: dict) -> str:
     return line
 
 
-def titled(fig, title: str, meta: dict, style: str) -> None:
-    """Bold title, then the environment subtitle under it.  Blank title lines
-    reserve the subtitle's room, so constrained_layout keeps the axes clear of it."""
+def titled(fig, title: str, meta: dict, style: str, note: str = "") -> None:
+    """Bold title, then the environment subtitle (and any caveat ``note``) under it.
+    Blank title lines reserve the subtitle's room, so constrained_layout keeps the axes clear of it."""
     s = STYLES[style]
-    sub = subtitle(meta)
+    width = 130 if style == "talk" else 120
+    sub = subtitle(meta) + "".join("\n" + "\n".join(textwrap.wrap(line, width)) for line in note.splitlines())
     n_sub = sub.count("\n") + 1
     blank = math.ceil((n_sub * 1.3 * s["sub"] + 0.3 * s["title"]) / (1.2 * s["title"]))
     fig.suptitle(title + "\n" * blank + "\u200b", fontsize=s["title"], fontweight="bold")
@@ -142,10 +144,11 @@ def _texts(fig):
 
 
 def overlapping_texts(fig) -> list[tuple[str, str]]:
-    """Pairs of visible labels whose boxes intersect by more than a pixel."""
+    """Pairs of visible labels whose boxes intersect by more than a pixel, and
+    labels cut off by the figure's edge."""
     renderer = fig.canvas.get_renderer()
     fig_box = fig.bbox
-    boxes = []
+    boxes, clipped = [], []
     for name, t, group in _texts(fig):
         if not t.get_visible() or not t.get_text().strip():
             continue
@@ -153,7 +156,9 @@ def overlapping_texts(fig) -> list[tuple[str, str]]:
         if bb.width < 1 or bb.height < 1 or not bb.overlaps(fig_box):
             continue
         boxes.append((name, bb.expanded(1, 1).shrunk(0.98, 0.9), group))
-    out = []
+        if bb.x0 < fig_box.x0 - 1 or bb.x1 > fig_box.x1 + 1 or bb.y0 < fig_box.y0 - 1 or bb.y1 > fig_box.y1 + 1:
+            clipped.append((name, "the figure's edge"))
+    out = clipped
     for (n1, b1, g1), (n2, b2, g2) in itertools.combinations(boxes, 2):
         if g1 is not None and g1 == g2:
             continue  # one axis's own tick labels: matplotlib spaces those
@@ -190,6 +195,10 @@ def save(fig, folder: Path, name: str) -> list[Path]:
     """PNG (>=150 dpi) and SVG, side by side in the run's charts/ folder.  Warns
     (OverlapWarning) when labels collide, so chart tests fail on an unreadable slide."""
     folder.mkdir(parents=True, exist_ok=True)
+    # Lay out and check at the PNG's resolution: the state a viewer actually sees.
+    fig.set_dpi(plt.rcParams["savefig.dpi"])
+    fig.canvas.draw()
+    clashes = overlapping_texts(fig)
     out = []
     for ext in ("png", "svg"):
         p = folder / f"{name}.{ext}"
@@ -197,7 +206,6 @@ def save(fig, folder: Path, name: str) -> list[Path]:
         fig.savefig(tmp, format=ext)
         tmp.replace(p)
         out.append(p)
-    clashes = overlapping_texts(fig)
     plt.close(fig)
     if clashes:
         shown = "; ".join(f"{a} / {b}" for a, b in clashes[:4])

@@ -84,6 +84,10 @@ def test_overlap_check_really_fires(tmp_path):
         ax.text(0.5, 0.5, "another long label")
         with pytest.warns(style.OverlapWarning):
             style.save(fig, tmp_path, "overlap")
+        fig, ax = style.figure("talk")
+        fig.text(0.9, 0.5, "a label that runs off the right edge of the slide")
+        with pytest.warns(style.OverlapWarning, match="figure's edge"):
+            style.save(fig, tmp_path, "clipped")
 
 
 def test_log_axis_only_when_range_exceeds_10x():
