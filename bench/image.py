@@ -148,9 +148,19 @@ def build(log=print) -> Image:
         staging.rename(out)
     img = Image(hash=digest, bundle=str(out / "bundle"), rootfs=str(out / "bundle" / "rootfs"),
                 initramfs=str(out / "initramfs.cpio"), probe=str(out / "probe"),
-                probe_sha256=_sha256(out / "probe"), busybox=str(BUSYBOX))
+                probe_sha256=_sha256(out / "probe"), busybox=str(BUSYBOX), kernel=_previous_kernel())
     _write_manifest(img)
     return img
+
+
+def _previous_kernel() -> str:
+    """The kernel the current manifest names, so a rebuild never blanks it for
+    readers that load the manifest concurrently (tests, worker processes)."""
+    try:
+        k = json.loads(_manifest().read_text()).get("kernel", "")
+    except (OSError, ValueError):
+        return ""
+    return k if k and Path(k).is_file() else ""
 
 
 def _write_manifest(img: Image) -> None:

@@ -53,6 +53,7 @@ def test_build_is_cached_by_input_hash(image):
     t0 = time.monotonic()
     again = image_mod.build(log=lambda m: pytest.fail(f"rebuilt although nothing changed: {m}"))
     assert again.hash == image.hash and time.monotonic() - t0 < 5
+    assert image_mod.load().kernel == image.kernel, "a rebuild must not blank the kernel path"
 
 
 def test_cpio_round_trip(tmp_path):

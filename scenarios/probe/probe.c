@@ -326,11 +326,13 @@ int main(int argc, char **argv)
 {
 	int rc;
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	/* First thing: the startup marker every backend times. */
-	fputs("CVB READY\n", stdout);
-	fflush(stdout);
+	/* Handlers before READY: as pid 1 of a pid namespace the probe would
+	 * silently drop a SIGTERM sent the moment it announced itself. */
 	signal(SIGTERM, on_term);
 	signal(SIGINT, on_term);
+	/* Then at once the startup marker every backend times. */
+	fputs("CVB READY\n", stdout);
+	fflush(stdout);
 
 	const char *cmd = argc > 1 ? argv[1] : "ready";
 	if (strcmp(cmd, "ready") == 0)
