@@ -149,6 +149,8 @@ class GuestVM:
 
     def _fail(self, why: str) -> None:
         tail = self.console.tail() if self.console else ""
+        if not tail:
+            why += "; the console stayed empty (the kernel boots with 'quiet')"
         self.stop()
         raise VMError(f"{self.backend} guest {self.name}", why,
                       "see the console lines; a larger timeout= helps on a slow TCG host",
