@@ -97,11 +97,18 @@ def _sweep_cgroups(claimed: set[str]) -> list[str]:
     for d in cgroups.find_ours(cgroups.all_roots()):
         if os.path.basename(d) != PREFIX:
             continue
-        for leaf in os.listdir(d):
+        try:
+            leaves = os.listdir(d)
+        except FileNotFoundError:
+            continue  # a concurrent sweep (another cvbench process) removed it first
+        for leaf in leaves:
             path = os.path.join(d, leaf)
             if os.path.isdir(path) and leaf not in claimed and not state.path(leaf).exists():
-                _empty_cgroup(path)
-                be.remove([path], parents=True)
+                try:
+                    _empty_cgroup(path)
+                    be.remove([path], parents=True)
+                except FileNotFoundError:
+                    continue
                 out.append(f"cgroup {path}")
         try:
             os.rmdir(d)
