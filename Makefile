@@ -11,11 +11,14 @@ RUN       ?=
 BASELINE  ?=
 NEW       ?= results/latest
 STYLE     ?= talk
+CI_ARGS   ?=
+METRIC    ?= ready
+BY        ?= date
 PYTEST_ARGS ?=
 
 bench_flags = $(if $(BACKENDS),--backends $(BACKENDS)) $(if $(FAST),--fast) $(if $(RIGOROUS),--rigorous)
 
-.PHONY: help setup bench charts compare ci-bench test lint clean sweep check-venv
+.PHONY: help setup bench charts compare ci-bench baseline history test lint clean sweep check-venv
 
 help: ## show this help
 	@echo "cvbench: containers versus VMs, measured"
@@ -42,7 +45,13 @@ compare: check-venv ## regression verdict: BASELINE against NEW (default results
 	@$(PY) -m analysis compare $(BASELINE) $(NEW)
 
 ci-bench: setup ## fast startup+syscall pass, compared with results/baselines/<host-class>
-	@$(PY) -m analysis ci-bench
+	@$(PY) -m analysis ci-bench $(CI_ARGS)
+
+baseline: setup ## record results/baselines/<host-class>.json: 3 fast startup+syscall runs
+	@$(PY) -m analysis ci-bench --record 3 $(CI_ARGS)
+
+history: check-venv ## METRIC across every run under results/ (BY=date|git)
+	@$(PY) -m analysis history --metric $(METRIC) --by $(BY)
 
 test: setup ## the full test suite (real containers and TCG guests)
 	@$(PY) -m pytest $(PYTEST_ARGS)
