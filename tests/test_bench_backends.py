@@ -78,6 +78,12 @@ def test_crun_hybrid_mask_only_where_needed():
     assert crun_mod.hybrid_needs_mask() == expect
     c = backends.get("crun")
     assert bool(c.popen_kw()) == expect
+    if expect:
+        # the masked namespace really hides the controllers, and only inside it
+        r = subprocess.run([*c._nsenter(), "cat", crun_mod.UNIFIED_CONTROLLERS], capture_output=True,
+                           text=True, **c.popen_kw())
+        assert r.returncode == 0 and r.stdout.strip() == "", r.stderr
+        assert listed.read_text().split()
 
 
 def test_failing_workload_is_reported_not_hidden(root, image):
