@@ -88,6 +88,7 @@ def test_running_guest_memory_split(image, accel, cls):
         # The guest touched 48 MiB (plus its kernel and initramfs): all in guest RAM.
         assert 48 << 20 < m["guest_ram"] <= 128 << 20
         assert m["vmm_overhead"] > 0 and m["pss_total"] == m["guest_ram"] + m["vmm_overhead"]
+        assert 0 <= m["guest_ram_thp"] <= m["guest_ram"]
         assert vm.host_pids() == m["pids"]
         if cls is LibvirtVM:
             assert m["libvirt"].get("rss", 0) > 0
