@@ -17,6 +17,7 @@ import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from common import manifest
 from common.errors import CvbError, EnvError
 from common.paths import ROOT, build_dir
 from runtime.spec import default_spec
@@ -121,7 +122,7 @@ def _populate(rootfs: Path, probe: Path) -> None:
 
 
 def _manifest() -> Path:
-    return build_dir() / "image" / "current.json"
+    return manifest.path()
 
 
 def build(log=print) -> Image:
@@ -179,11 +180,4 @@ def attach_kernel(img: Image, kernel: Path) -> Image:
 
 def load() -> Image:
     """The image built by the last ``make setup``; a clear error if there is none."""
-    m = _manifest()
-    if not m.exists():
-        raise EnvError("image", f"no image at {m}", "run 'make setup' (or python -m bench image)")
-    img = Image(**json.loads(m.read_text()))
-    for p in (img.rootfs, img.initramfs):
-        if not Path(p).exists():
-            raise EnvError("image", f"{p} is missing", "run 'make setup' to rebuild the image")
-    return img
+    return Image(**manifest.read())

@@ -15,10 +15,9 @@ import sys
 def _image_paths(args) -> tuple[str, str]:
     if args.kernel and args.initramfs:
         return args.kernel, args.initramfs
-    from bench import image, kernel
-    img = image.load()
-    k = args.kernel or img.kernel or str(kernel.kernel_path(fetch=False))
-    return k, args.initramfs or img.initramfs
+    from common import manifest
+    k, i = manifest.kernel_and_initramfs()
+    return args.kernel or k, args.initramfs or i
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -104,10 +104,11 @@ def main(argv: list[str]) -> int:
     p.add_argument("--boots", type=int, default=5)
     p.add_argument("--backend", choices=["qemu", "libvirt"], default="qemu")
     a = p.parse_args(argv)
-    from bench import image as image_mod
-    from bench import kernel as kernel_mod
-    img = image_mod.load()
-    img.kernel = img.kernel or str(kernel_mod.kernel_path(fetch=False))
+    from types import SimpleNamespace
+
+    from common import manifest
+    kernel, initramfs = manifest.kernel_and_initramfs()
+    img = SimpleNamespace(kernel=kernel, initramfs=initramfs)
     if a.which == "compare":
         var = compare_kinds()
         res = measure(lambda k, v: _vm(v["backend"], img, **{x: y for x, y in v.items() if x != "backend"}),
