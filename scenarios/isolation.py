@@ -22,8 +22,8 @@ TOP = ["crun", "runc", "runsc", "libvirt", "qemu"]
 
 
 def mechanisms() -> list[str]:
-    from runtime import Isolation
-    return list(Isolation.MECHANISMS)
+    from bench.backends.builtin import mechanisms
+    return mechanisms()
 
 
 def rungs(quick: bool) -> list[tuple[str, str]]:

@@ -14,6 +14,13 @@ from .. import image, stream
 from .base import Backend, Instance, InstanceFailed, Timings, long_lived, probe_pids, seconds
 
 
+def mechanisms() -> list[str]:
+    """The runtime's mechanisms in ladder order; scenarios ask the backend, not
+    the runtime, so they stay one layer above it (DESIGN.md)."""
+    from runtime import Isolation
+    return list(Isolation.MECHANISMS)
+
+
 def isolation_for(rung: str):
     """``full``, ``bare``, ``only:<mechanism>`` or ``cum:<n>`` -> runtime.Isolation."""
     from runtime import Isolation
