@@ -133,6 +133,9 @@ def run(scenario: str, *, backend_spec=None, mode: str = "default", quick: bool 
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
+        # delete() keeps the shared cvbench parent cgroups for speed during the
+        # run; the run leaves none behind once it is over.
+        sweep.sweep_all(mine=True)
     for n, why in failed.items():
         avail[n]["failed"] = why
     if not benches:
