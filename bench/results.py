@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pyperf
 
+from common import owner
 from common.errors import CvbError
 
 TIDY_COLUMNS = ["scenario", "metric", "backend", "variant", "value", "unit", "process", "run"]
@@ -115,17 +116,9 @@ def remove_stale_staging(out: Path) -> list[str]:
     removed = []
     for p in (out / "runs").glob(".*.tmp-*"):
         pid = p.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not owner.alive(int(pid)):
             shutil.rmtree(p, ignore_errors=True)
             removed.append(str(p))
     return removed
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True

@@ -15,6 +15,7 @@ import shutil
 import signal
 from pathlib import Path
 
+from common import owner
 from common.paths import state_dir
 
 from .backends import oci
@@ -22,19 +23,9 @@ from .backends import oci
 OWNER_ENV = "CVBENCH_OWNER"
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-
-
 def _dead(cid: str, mine: bool = False) -> bool:
     pid = oci.owner_pid(cid)
-    return pid is not None and ((mine and pid == os.getpid()) or not alive(pid))
+    return pid is not None and ((mine and pid == os.getpid()) or not owner.alive(pid))
 
 
 def sweep_oci(mine: bool = False) -> list[str]:
@@ -72,7 +63,7 @@ def sweep_host_probes(mine: bool = False) -> list[str]:
         if not owner:
             continue
         pid = owner[0].split(b"=", 1)[1].decode()
-        if pid.isdigit() and ((mine and int(pid) == os.getpid()) or not alive(int(pid))):
+        if pid.isdigit() and ((mine and int(pid) == os.getpid()) or not owner.alive(int(pid))):
             try:
                 os.kill(int(entry.name), signal.SIGKILL)
                 removed.append(f"host probe pid {entry.name}")

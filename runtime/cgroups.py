@@ -332,3 +332,22 @@ def find_ours(roots: list[str]) -> list[str]:
                 if d.startswith(PREFIX):
                     found.append(os.path.join(dirpath, d))
     return sorted(found, key=lambda p: -p.count("/"))
+
+
+def kill_all(dirs: list[str], timeout: float = 1.0) -> None:
+    """SIGKILL every process in ``dirs`` until they are empty: a container's
+    orphans (daemonized children) escape the init's death, not its cgroup."""
+    import signal
+    import time
+    be = Backend()  # pids() reads cgroup.procs the same way on v1 and v2
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = be.pids(dirs)
+        if not pids or time.monotonic() > deadline:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.002)

@@ -27,20 +27,6 @@ def _kill(pid: int | None, start: int | None) -> bool:
     return False
 
 
-def _empty_cgroup(d: str) -> None:
-    be = cgroups.Backend()
-    for _ in range(200):
-        pids = be.pids([d])
-        if not pids:
-            return
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.005)
-
-
 def remove_container(cid: str, rec: dict) -> list[str]:
     """Kill and remove everything a state record names (sweep and `delete`)."""
     removed = []
@@ -48,7 +34,7 @@ def remove_container(cid: str, rec: dict) -> list[str]:
         removed.append(f"process {rec['pid']} of {cid}")
     for d in rec.get("cgroups") or []:
         if os.path.isdir(d):
-            _empty_cgroup(d)
+            cgroups.kill_all([d], timeout=2.0)
             cgroups.Backend().remove([d], parents=True)
             removed.append(f"cgroup {d}")
     if rec.get("net"):
@@ -105,7 +91,7 @@ def _sweep_cgroups(claimed: set[str]) -> list[str]:
             path = os.path.join(d, leaf)
             if os.path.isdir(path) and leaf not in claimed and not state.path(leaf).exists():
                 try:
-                    _empty_cgroup(path)
+                    cgroups.kill_all([path], timeout=2.0)
                     be.remove([path], parents=True)
                 except FileNotFoundError:
                     continue

@@ -148,7 +148,7 @@ class Container:
                 self.kill(signal.SIGKILL)
                 self.wait()
             if self._cg:
-                _kill_cgroup(self._cg)
+                cgroups.kill_all(self._cg)
                 cgroups.backend().remove(self._cg)
             if self._net is not None:
                 self._net.remove()
@@ -190,21 +190,6 @@ def _descendants(pid: int) -> list[int]:
         out.append(p)
         todo.extend(children.get(p, []))
     return sorted(out)
-
-
-def _kill_cgroup(dirs: list[str]) -> None:
-    """SIGKILL every process still in the container's cgroup (its orphans)."""
-    be = cgroups.backend()
-    for _ in range(100):
-        pids = be.pids(dirs)
-        if not pids:
-            return
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.001)
 
 
 _owner: tuple[int, int | None] = (0, None)

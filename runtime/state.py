@@ -13,6 +13,8 @@ import re
 from pathlib import Path
 
 from common.errors import CvbError
+from common.owner import alive  # noqa: F401 - re-exported: state.alive(pid, start)
+from common.owner import start_time as starttime  # noqa: F401 - re-exported
 from common.paths import state_dir
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
@@ -36,23 +38,6 @@ def path(cid: str) -> Path:
 def fifo(cid: str) -> Path:
     """`create` leaves the init blocked on this FIFO until `start` opens it."""
     return root() / f"{cid}.fifo"
-
-
-def starttime(pid: int) -> int | None:
-    """Start time (clock ticks since boot) of a pid, None if it does not exist."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    fields = data[data.rfind(b")") + 2:].split()
-    if fields[0] == b"Z":  # a zombie has done all it will do
-        return None
-    return int(fields[19])
-
-
-def alive(pid: int | None, start: int | None) -> bool:
-    return bool(pid) and starttime(pid) == start
 
 
 def _tmp(cid: str) -> Path:

@@ -11,11 +11,11 @@ from bench import image as image_mod
 
 @pytest.fixture(scope="session")
 def image():
-    """The shared guest image (bundle + initramfs + kernel) as built by make setup."""
-    img = image_mod.load()
-    if not img.kernel:
-        pytest.fail("image has no kernel recorded; run 'make setup'")
-    return img
+    """The shared guest image (bundle + initramfs + kernel) as built by make setup.
+
+    Containers need no guest kernel, so this does not insist on one; a VM test
+    without it fails in vm_backend with an error that says to run make setup."""
+    return image_mod.load()
 
 
 @pytest.fixture(scope="session")

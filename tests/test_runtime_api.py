@@ -17,14 +17,6 @@ from runtime import Container, Isolation, cgroup_version, spawn, sweep
 from runtime.spec import default_spec
 
 
-@pytest.fixture(scope="module")
-def image():
-    """The shared image.  Containers need no guest kernel, so unlike the
-    conftest fixture this one does not fail when the manifest lacks one."""
-    from bench import image as image_mod
-    return image_mod.load()
-
-
 def test_ladder_presets():
     assert Isolation.MECHANISMS == ["pidns", "mountns", "utsns", "ipcns", "netns", "userns", "cgroupns",
                                     "timens", "pivot_root", "cgroup", "caps", "no_new_privs", "seccomp",

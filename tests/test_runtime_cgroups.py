@@ -13,14 +13,6 @@ import pytest
 from common.errors import EnvError
 from runtime import Isolation, cgroup_version, cgroups, spawn
 
-
-@pytest.fixture(scope="module")
-def image():
-    """The shared image.  Containers need no guest kernel, so unlike the
-    conftest fixture this one does not fail when the manifest lacks one."""
-    from bench import image as image_mod
-    return image_mod.load()
-
 MiB = 1 << 20
 
 

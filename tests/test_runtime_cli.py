@@ -17,14 +17,6 @@ from runtime import cli, state
 from runtime.spec import default_spec
 
 
-@pytest.fixture(scope="module")
-def image():
-    """The shared image.  Containers need no guest kernel, so unlike the
-    conftest fixture this one does not fail when the manifest lacks one."""
-    from bench import image as image_mod
-    return image_mod.load()
-
-
 def rt(*args, timeout=60, stdout=subprocess.PIPE, stderr=subprocess.PIPE):
     return subprocess.run([sys.executable, "-m", "runtime", *args], cwd=ROOT, stdout=stdout,
                           stderr=stderr, text=True, timeout=timeout)

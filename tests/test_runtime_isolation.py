@@ -10,14 +10,6 @@ import pytest
 
 from runtime import Isolation, spawn
 
-
-@pytest.fixture(scope="module")
-def image():
-    """The shared image.  Containers need no guest kernel, so unlike the
-    conftest fixture this one does not fail when the manifest lacks one."""
-    from bench import image as image_mod
-    return image_mod.load()
-
 NS = {"mountns": "mnt", "utsns": "uts", "ipcns": "ipc", "netns": "net", "pidns": "pid",
       "userns": "user", "cgroupns": "cgroup", "timens": "time"}
 OCI_CAPS = 0x20000420  # CAP_AUDIT_WRITE | CAP_KILL | CAP_NET_BIND_SERVICE

@@ -23,14 +23,6 @@ from runtime.spec import default_spec
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def image():
-    """The shared image.  Containers need no guest kernel, so unlike the
-    conftest fixture this one does not fail when the manifest lacks one."""
-    from bench import image as image_mod
-    return image_mod.load()
-
-
 def leftovers(tag: str, netns: set[str] = frozenset()) -> list[str]:
     """Every trace of containers whose id contains `tag` (or of these netns)."""
     found = []

@@ -20,14 +20,6 @@ from runtime import config as config_mod
 from runtime.spec import default_spec
 
 
-@pytest.fixture(scope="module")
-def image():
-    """The shared image.  Containers need no guest kernel, so unlike the
-    conftest fixture this one does not fail when the manifest lacks one."""
-    from bench import image as image_mod
-    return image_mod.load()
-
-
 def _bundle(tmp_path, image, cfg: dict):
     """A bundle with a copy of the image's rootfs (runc rejects symlinked rootfs paths)."""
     b = tmp_path / "bundle"

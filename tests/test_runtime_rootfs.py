@@ -6,18 +6,8 @@ from __future__ import annotations
 
 import os
 
-import pytest
-
 from runtime import rootfs
 from runtime import syscalls as sc
-
-
-@pytest.fixture(scope="module")
-def image():
-    """The shared image.  Containers need no guest kernel, so unlike the
-    conftest fixture this one does not fail when the manifest lacks one."""
-    from bench import image as image_mod
-    return image_mod.load()
 
 
 def test_chroot_fallback_when_pivot_root_is_impossible(root, image, tmp_path):

@@ -10,19 +10,6 @@ from vm_backend import LibvirtVM, QemuVM, VMError, detect_accel, sweep
 from vm_backend.accel import host_hints
 from vm_backend.sweep import qemu_processes
 
-
-@pytest.fixture(scope="module")
-def image():
-    """The shared image; the kernel looked up again if the manifest lost it (a
-    bench.image.build() call, e.g. in tests/test_image.py, rewrites it without)."""
-    from bench import image as image_mod
-    from bench import kernel as kernel_mod
-    img = image_mod.load()
-    if not img.kernel:
-        img.kernel = str(kernel_mod.kernel_path(fetch=False))
-    return img
-
-
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
 
 

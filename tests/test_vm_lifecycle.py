@@ -17,18 +17,6 @@ from vm_backend.conn import libvirt_module, open_conn
 from vm_backend.domain_xml import DomainSpec, build
 from vm_backend.sweep import qemu_processes
 
-
-@pytest.fixture(scope="module")
-def image():
-    """The shared image; the kernel looked up again if the manifest lost it (a
-    bench.image.build() call, e.g. in tests/test_image.py, rewrites it without)."""
-    from bench import image as image_mod
-    from bench import kernel as kernel_mod
-    img = image_mod.load()
-    if not img.kernel:
-        img.kernel = str(kernel_mod.kernel_path(fetch=False))
-    return img
-
 PY = sys.executable
 
 

@@ -15,18 +15,6 @@ from vm_backend.domain_xml import DomainSpec, build, owner_from_xml
 from vm_backend.memory import Mapping, guest_ram_mappings
 
 
-@pytest.fixture(scope="module")
-def image():
-    """The shared image; the kernel looked up again if the manifest lost it (a
-    bench.image.build() call, e.g. in tests/test_image.py, rewrites it without)."""
-    from bench import image as image_mod
-    from bench import kernel as kernel_mod
-    img = image_mod.load()
-    if not img.kernel:
-        img.kernel = str(kernel_mod.kernel_path(fetch=False))
-    return img
-
-
 def _spec(accel, **kw):
     return DomainSpec(name="cvbench-vm-1-abc", kernel="/k/vmlinuz", initramfs="/k/initrd.cpio",
                       args=["ops", "getppid"], accel=accel, console_socket="/run/cvbench/vm/x.sock",

@@ -11,30 +11,7 @@ import secrets
 import socket
 
 from common.naming import PREFIX
-
-
-def start_time(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat (clock ticks since boot), None if no such process."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    # comm (field 2) may hold spaces and parens: split after the last ')'.
-    return int(data[data.rindex(b")") + 2:].split()[19])
-
-
-def me() -> tuple[int, int]:
-    pid = os.getpid()
-    return pid, start_time(pid) or 0
-
-
-def alive(pid: int, start: int = 0) -> bool:
-    """True if ``pid`` runs and is the same process that started at ``start`` (0: unknown)."""
-    st = start_time(pid)
-    if st is None:
-        return False
-    return start == 0 or st == start
+from common.owner import alive, me, start_time  # noqa: F401 - re-exported for vm_backend
 
 
 def hostname() -> str:
