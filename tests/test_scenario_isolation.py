@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import pytest
-from test_scenario_common import VM, names, run_scenario, tidy_values
+from scenario_run import VM, names, run_scenario, tidy_values
 
 from runtime import Isolation
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import pytest
-from test_scenario_common import BACKENDS, VM, names, run_scenario, tidy_values
+from scenario_run import BACKENDS, VM, names, run_scenario, tidy_values
 
 MiB = 1 << 20
 

@@ -8,22 +8,14 @@ import pytest
 
 from vm_backend import LibvirtVM, QemuVM, VMError, detect_accel, sweep
 from vm_backend.accel import host_hints
+from vm_backend.conn import domain_names
 from vm_backend.sweep import qemu_processes
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
 
 
-def _libvirt_names() -> set[str]:
-    from vm_backend.conn import open_conn
-    conn = open_conn("qemu:///system")
-    try:
-        return {d.name() for d in conn.listAllDomains()}
-    finally:
-        conn.close()
-
-
 def _assert_gone(vm) -> None:
-    assert vm.name not in _libvirt_names()
+    assert vm.name not in domain_names("qemu:///system")
     assert vm.name not in {n for _, n in qemu_processes()}
     assert not os.path.exists(vm.console.path)
 
@@ -83,7 +75,7 @@ def test_running_guest_memory_split(image, accel, cls):
 
 
 def test_twenty_boots_leave_nothing(image, accel):
-    before = {n for n in _libvirt_names() if n.startswith("cvbench-")}
+    before = {n for n in domain_names("qemu:///system") if n.startswith("cvbench-")}
     names = []
     for i in range(20):
         # Both backends, alternating: each must leave nothing, and raw QEMU
@@ -93,11 +85,11 @@ def test_twenty_boots_leave_nothing(image, accel):
         r = vm.run()
         assert r.probe.rc == 0 and r.gone_ns
         names.append(vm.name)
-    assert not set(names) & _libvirt_names()
+    assert not set(names) & domain_names("qemu:///system")
     assert not set(names) & {n for _, n in qemu_processes()}
     assert not [p for p in os.listdir("/run/cvbench/vm") if any(p.startswith(n) for n in names)]
     # Other engineers' guests may come and go meanwhile; ours must not be among them.
-    assert not (({n for n in _libvirt_names() if n.startswith("cvbench-")} - before) & set(names))
+    assert not (({n for n in domain_names("qemu:///system") if n.startswith("cvbench-")} - before) & set(names))
     assert sweep() == [] or all(str(os.getpid()) not in w for w in sweep())
 
 

@@ -13,19 +13,11 @@ import pytest
 
 from common.paths import ROOT
 from vm_backend import LibvirtVM, VMError, sweep
-from vm_backend.conn import libvirt_module, open_conn
+from vm_backend.conn import domain_names, libvirt_module, open_conn
 from vm_backend.domain_xml import DomainSpec, build
 from vm_backend.sweep import qemu_processes
 
 PY = sys.executable
-
-
-def _names() -> set[str]:
-    conn = open_conn("qemu:///system")
-    try:
-        return {d.name() for d in conn.listAllDomains()}
-    finally:
-        conn.close()
 
 
 def _dead_pid() -> int:
@@ -64,10 +56,10 @@ def test_signal_destroys_the_guest(image, root, sig):
     """)
     name = p.stdout.readline().strip()
     assert name.startswith("cvbench-vm-"), "child did not boot"
-    assert name in _names()
+    assert name in domain_names("qemu:///system")
     p.send_signal(sig)
     assert p.wait(timeout=40) != 0
-    assert name not in _names()
+    assert name not in domain_names("qemu:///system")
     assert name not in {n for _, n in qemu_processes()}
     assert not os.path.exists(f"/run/cvbench/vm/{name}.sock")
 
@@ -81,11 +73,11 @@ def test_sigkilled_owner_leaves_nothing(image, root):
         time.sleep(600)
     """)
     name = p.stdout.readline().strip()
-    assert name in _names()
+    assert name in domain_names("qemu:///system")
     p.kill()
     p.wait()
     # libvirtd destroys an AUTODESTROY domain when its creator's connection drops.
-    assert _wait(lambda: name not in _names()), f"{name} survived its owner"
+    assert _wait(lambda: name not in domain_names("qemu:///system")), f"{name} survived its owner"
     sock = f"/run/cvbench/vm/{name}.sock"
     assert os.path.exists(sock)     # the one thing left for a sweep (any concurrent sweep may take it)
     sweep()
@@ -107,8 +99,8 @@ def test_sweep_removes_dead_owners_domains_only(image, root):
             doms.append(conn.createXML(build(spec), 0))     # not AUTODESTROY: a real leftover
         removed = sweep()
         assert f"domain {dead}" in removed
-        assert f"domain {live}" not in removed and live in _names()
-        assert dead not in _names()
+        assert f"domain {live}" not in removed and live in domain_names("qemu:///system")
+        assert dead not in domain_names("qemu:///system")
     finally:
         for d in doms:
             try:

@@ -56,6 +56,15 @@ def open_conn(uri: str):
     return conn
 
 
+def domain_names(uri: str) -> set[str]:
+    """Names of every domain libvirt knows at ``uri`` (what a sweep or a leak check compares)."""
+    conn = open_conn(uri)
+    try:
+        return {d.name() for d in conn.listAllDomains()}
+    finally:
+        conn.close()
+
+
 def is_gone(err) -> bool:
     """True when a libvirt error only says the (transient) domain no longer exists."""
     libvirt = libvirt_module()

@@ -15,7 +15,7 @@ from pathlib import Path
 from common.naming import PREFIX
 
 from . import owner
-from .conn import is_gone, is_remote, libvirt_module, open_conn
+from .conn import domain_names, is_gone, is_remote, libvirt_module, open_conn
 from .domain_xml import owner_from_xml
 
 
@@ -122,11 +122,7 @@ def sweep(uri: str | None = "qemu:///system") -> list[str]:
     removed = _sweep_domains(uri) if uri else []
     live = set()
     if uri and not is_remote(uri):
-        conn = open_conn(uri)
-        try:
-            live = {d.name() for d in conn.listAllDomains()}
-        finally:
-            conn.close()
+        live = domain_names(uri)
     removed += _sweep_processes(live)
     removed += _sweep_sockets()
     return removed

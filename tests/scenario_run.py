@@ -1,4 +1,4 @@
-"""Shared by the tests/test_scenario_*.py files (this module holds no tests): run one scenario through the
+"""Shared by the tests/test_scenario_*.py files (named without test_ so pytest collects nothing here): run one scenario through the
 real CLI (quick mode), then load what it wrote the way analysis and pyperf do."""
 from __future__ import annotations
 
