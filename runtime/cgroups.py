@@ -152,21 +152,12 @@ class Backend:
                 pass
         return out
 
-    def remove(self, dirs: list[str], parents: bool = False) -> list[str]:
-        """rmdir each leaf; with parents=True (sweep) also the shared cvbench
-        parent once empty.  delete() leaves the parent, as runtimes leave their
-        slice: re-creating it costs every start a few mkdirs."""
-        removed = []
-        for d in dirs:
-            if os.path.isdir(d) and _rmdir(d):
-                removed.append(d)
-            if parents:
-                try:
-                    os.rmdir(os.path.dirname(d))
-                    removed.append(os.path.dirname(d))
-                except OSError:
-                    pass  # other containers still live there, or it is already gone
-        return removed
+    def remove(self, dirs: list[str]) -> list[str]:
+        """rmdir each leaf.  The shared cvbench parent stays: re-creating it
+        would cost every start a few mkdirs, and removing it could race a
+        concurrent create (on v2 that would lose its subtree_control); the
+        harness's end-of-run sweep removes it once empty."""
+        return [d for d in dirs if os.path.isdir(d) and _rmdir(d)]
 
     def roots(self) -> list[str]:
         """Mount points to search when sweeping."""

@@ -35,7 +35,7 @@ def remove_container(cid: str, rec: dict) -> list[str]:
     for d in rec.get("cgroups") or []:
         if os.path.isdir(d):
             cgroups.kill_all([d], timeout=2.0)
-            cgroups.Backend().remove([d], parents=True)
+            cgroups.Backend().remove([d])
             removed.append(f"cgroup {d}")
     if rec.get("net"):
         from . import network
@@ -92,7 +92,7 @@ def _sweep_cgroups(claimed: set[str]) -> list[str]:
             if os.path.isdir(path) and leaf not in claimed and not state.path(leaf).exists():
                 try:
                     cgroups.kill_all([path], timeout=2.0)
-                    be.remove([path], parents=True)
+                    be.remove([path])
                 except FileNotFoundError:
                     continue
                 out.append(f"cgroup {path}")

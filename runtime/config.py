@@ -27,9 +27,9 @@ _KNOWN = {
                 {"consoleSize", "commandLine", "oomScoreAdj", "ioPriority", "scheduler"}),
     "process.user": ({"uid", "gid", "additionalGids", "umask"}, {"username"}),
     "root": ({"path", "readonly"}, set()),
-    "linux": ({"namespaces", "uidMappings", "gidMappings", "resources", "cgroupsPath", "seccomp",
+    "linux": ({"namespaces", "uidMappings", "gidMappings", "resources", "seccomp",
                "maskedPaths", "readonlyPaths", "sysctl", "timeOffsets", "rootfsPropagation"},
-              {"devices", "mountLabel", "intelRdt", "personality"}),
+              {"devices", "mountLabel", "intelRdt", "personality", "cgroupsPath"}),
     "linux.resources": ({"devices", "memory", "cpu", "pids"},
                         {"blockIO", "hugepageLimits", "network", "rdma", "unified"}),
     "linux.resources.memory": ({"limit"}, {"reservation", "swap", "kernel", "kernelTCP", "swappiness",
@@ -74,7 +74,6 @@ class Config:
     cpu_period: int | None = None
     pids_limit: int | None = None
     devices: list[dict] = field(default_factory=list)
-    cgroups_path: str | None = None
     seccomp: dict | None = None
     masked_paths: list[str] = field(default_factory=list)
     readonly_paths: list[str] = field(default_factory=list)
@@ -247,7 +246,6 @@ def _parse_linux(r: _Reader, lin: dict, cfg: Config) -> None:
         access = r.typed(d, "access", p, str, "rwm")
         if not access or set(access) - set("rwm"):
             raise r.bad(f"{p}.access", "must be letters from rwm")
-    cfg.cgroups_path = r.typed(lin, "cgroupsPath", "linux", str, None)
     cfg.seccomp = r.typed(lin, "seccomp", "linux", dict, None)
     if cfg.seccomp is not None:
         from . import seccomp

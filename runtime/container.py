@@ -102,21 +102,26 @@ class Container:
         """Exit status; 128+N when killed by signal N.  Raises TimeoutError."""
         if self._rc is not None:
             return self._rc
-        if timeout is not None and self._pidfd is not None:
-            if not select.select([self._pidfd], [], [], max(0.0, timeout))[0]:
-                raise TimeoutError(f"container {self.id} still running after {timeout}s")
+        if timeout is not None:
+            if self._pidfd is not None:
+                if not select.select([self._pidfd], [], [], max(0.0, timeout))[0]:
+                    raise TimeoutError(f"container {self.id} still running after {timeout}s")
+            else:  # no pidfd (old kernel): poll rather than block past the timeout
+                deadline = time.monotonic() + timeout
+                while self.poll() is None:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"container {self.id} still running after {timeout}s")
+                    time.sleep(0.001)
+                return self._rc
         _, status = os.waitpid(self.pid, 0)
-        self._rc = os.waitstatus_to_exitcode(status)
-        if self._rc < 0:
-            self._rc = 128 - self._rc
+        self._rc = _exit_code(status)
         return self._rc
 
     def poll(self) -> int | None:
         if self._rc is None:
             pid, status = os.waitpid(self.pid, os.WNOHANG)
             if pid:
-                rc = os.waitstatus_to_exitcode(status)
-                self._rc = 128 - rc if rc < 0 else rc
+                self._rc = _exit_code(status)
         return self._rc
 
     def kill(self, sig: int = signal.SIGTERM) -> None:
@@ -140,28 +145,40 @@ class Container:
         return list(self._cg)
 
     def delete(self) -> None:
-        """Kill what is left and remove cgroups, netns, veth and state; idempotent."""
+        """Kill what is left and remove cgroups, netns, veth and state; idempotent.
+
+        Every step runs even if an earlier one fails; the state file, the only
+        record of what exists, is removed only once everything it names is gone,
+        so a failed delete leaves a record that sweep (or a second delete) finishes."""
         if self._deleted:
             return
-        try:
-            if self.pid and self._rc is None:
-                self.kill(signal.SIGKILL)
-                self.wait()
-            if self._cg:
-                cgroups.kill_all(self._cg)
-                cgroups.backend().remove(self._cg)
-            if self._net is not None:
-                self._net.remove()
-            if self.stdout is not None:
-                self.stdout.close()
-        finally:
-            if self._pidfd is not None:
-                os.close(self._pidfd)
-                self._pidfd = None
-            state.remove(self.id)
-            self._deleted = True
-            _live.discard(self)
-            self.t_gone_ns = time.perf_counter_ns()
+        errors: list[BaseException] = []
+
+        def step(fn, *args) -> None:
+            try:
+                fn(*args)
+            except Exception as e:  # noqa: BLE001 - collected, re-raised below
+                errors.append(e)
+
+        if self.pid and self._rc is None:
+            step(self.kill, signal.SIGKILL)
+            step(self.wait)
+        if self._cg:
+            step(cgroups.kill_all, self._cg)
+            step(cgroups.backend().remove, self._cg)
+        if self._net is not None:
+            step(self._net.remove)
+        if self.stdout is not None:
+            step(self.stdout.close)
+        if self._pidfd is not None:
+            step(os.close, self._pidfd)
+            self._pidfd = None
+        if errors:
+            raise errors[0]
+        state.remove(self.id)
+        self._deleted = True
+        _live.discard(self)
+        self.t_gone_ns = time.perf_counter_ns()
 
     def __enter__(self) -> Container:
         return self
@@ -377,3 +394,9 @@ def _failed(c: Container, msg: bytes) -> None:
         why = f"the child exited with status {c._rc} before exec ({msg!r})"
     raise CvbError(f"container {c.id}", why,
                    "check the bundle and the isolation settings (--debug for details)", status=1)
+
+
+def _exit_code(status: int) -> int:
+    """waitpid status -> shell-style exit code: 128+N for a signal, as runc reports."""
+    rc = os.waitstatus_to_exitcode(status)
+    return 128 - rc if rc < 0 else rc

@@ -43,9 +43,14 @@ def flags(names) -> int:
 def open_paths(paths: dict[str, str]) -> list[tuple[str, int]]:
     """Open namespace files in the parent, so a bad path fails before fork."""
     out = []
-    for kind in JOIN_ORDER:
-        if kind in paths:
-            out.append((kind, os.open(paths[kind], os.O_RDONLY | os.O_CLOEXEC)))
+    try:
+        for kind in JOIN_ORDER:
+            if kind in paths:
+                out.append((kind, os.open(paths[kind], os.O_RDONLY | os.O_CLOEXEC)))
+    except OSError:
+        for _, fd in out:  # the caller never sees a partial list: close what was opened
+            os.close(fd)
+        raise
     return out
 
 

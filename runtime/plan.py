@@ -96,7 +96,10 @@ def plan(bundle, args, iso: Isolation, cid: str, detached: bool = False) -> Plan
     iso = iso if iso is not None else Isolation.full()
     if iso.follow_bundle:
         ns = {k: (k in cfg.namespaces or k in iso.added) and k not in iso.dropped for k in NAMESPACES}
-        iso = iso.replace(**ns)
+        # noNewPrivileges is the bundle's to set too (runc spec says true); an
+        # explicit --with/--without still wins.
+        nnp = (cfg.no_new_privs or "no_new_privs" in iso.added) and "no_new_privs" not in iso.dropped
+        iso = iso.replace(**ns, no_new_privs=nnp)
     ns_join = {k: v for k, v in cfg.namespaces.items() if v and iso.follow_bundle and getattr(iso, k)}
     ns_new = [k for k in NAMESPACES if getattr(iso, k) and k not in ns_join]
     avail = namespaces.available()
