@@ -178,3 +178,34 @@ def test_remote_uri_uses_the_stream_console_and_remote_paths():
     with pytest.raises(VMError) as e:
         vm.run()
     assert e.value.status == 2 and "reachable" in e.value.fix
+
+
+def test_kvm_trial_tells_a_refused_kvm_from_a_hung_guest(monkeypatch, tmp_path):
+    """The trial branches on VMError.kind: a guest that exited because QEMU
+    refused KVM is not reported as a timeout, though both messages name CVB READY."""
+    from vm_backend import accel as accel_mod
+    from vm_backend import qemu_vm
+    from vm_backend.errors import VMError as Err
+
+    def fake(kind, why):
+        class FakeVM:
+            def __init__(self, *a, **kw):
+                pass
+
+            def run(self):
+                raise Err("qemu guest x", why, kind=kind)
+
+            def stop(self):
+                pass
+        return FakeVM
+
+    monkeypatch.setattr(accel_mod, "kvm_device_problem", lambda: None)
+    monkeypatch.setattr(qemu_vm, "QemuVM", fake(
+        "exited", "guest exited before printing CVB READY; qemu said: "
+                  "qemu-system-x86_64: failed to initialize kvm: Permission denied"))
+    got = accel_mod._trial("k", "i", None)
+    assert got.name == "tcg" and got.reason.startswith("kvm refused by QEMU: failed to initialize kvm")
+    monkeypatch.setattr(qemu_vm, "QemuVM", fake(
+        "timeout", "guest did not print CVB READY within 8s (timeout); destroyed it"))
+    got = accel_mod._trial("k", "i", None)
+    assert got.name == "tcg" and "never reached CVB READY" in got.reason

@@ -103,10 +103,14 @@ def _trial(kernel: str, initramfs: str, uri: str | None) -> Accel:
     except VMEnvError:
         raise
     except VMError as e:
-        if "CVB READY" in e.why or "timeout" in e.why.lower() or "within" in e.why:
+        if e.kind == "timeout":
             return Accel("tcg", f"kvm present but guest never reached CVB READY within "
                                 f"{KVM_TRIAL_TIMEOUT:g}s ({host_hints()})")
         msg = e.why.splitlines()[0]
+        if e.kind == "exited":
+            if "; qemu said: " not in msg:
+                return Accel("tcg", f"kvm trial guest exited before CVB READY ({host_hints()})")
+            msg = msg.split("; qemu said: ", 1)[1].split("; the console stayed empty", 1)[0]
         # QEMU's own words, without libvirt's prefix and QEMU's timestamp.
         msg = msg.split("qemu-system-x86_64: ", 1)[-1].removeprefix("error: ")
         return Accel("tcg", f"kvm refused by QEMU: {msg} ({host_hints()})")

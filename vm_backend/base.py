@@ -139,22 +139,26 @@ class GuestVM:
         while not event.is_set():
             left = self._deadline - time.monotonic()
             if left <= 0:
-                self._fail(f"guest did not print {marker} within {self.timeout:g}s (timeout); destroyed it")
-            if con.eof.is_set() and not event.is_set():
+                self._fail(f"guest did not print {marker} within {self.timeout:g}s (timeout); destroyed it",
+                           kind="timeout")
+            # A VMM that is gone (e.g. QEMU refused KVM before connecting the
+            # console, so no EOF ever comes) will never print the marker.
+            if (con.eof.is_set() or self._gone()) and not event.is_set():
+                con.eof.wait(0.5)   # a VMM that did connect: its last bytes are still coming
                 time.sleep(0.05)    # let the reader thread finish the last line
                 if event.is_set():
                     break
-                self._fail(f"guest exited before printing {marker}")
+                self._fail(f"guest exited before printing {marker}", kind="exited")
             event.wait(min(left, 0.05))
 
-    def _fail(self, why: str) -> None:
+    def _fail(self, why: str, kind: str = "") -> None:
         tail = self.console.tail() if self.console else ""
         if not tail:
             why += "; the console stayed empty (the kernel boots with 'quiet')"
         self.stop()
         raise VMError(f"{self.backend} guest {self.name}", why,
                       "see the console lines; a larger timeout= helps on a slow TCG host",
-                      console_tail=tail)
+                      console_tail=tail, kind=kind)
 
     def _sync_result(self) -> BootResult:
         r, c = self.result, self.console
@@ -195,12 +199,12 @@ class GuestVM:
         end = time.monotonic() + (self.timeout if timeout is None else timeout)
         while key not in self.console.probe.values:
             if time.monotonic() > end:
-                self._fail(f"guest did not print {key}= in time")
+                self._fail(f"guest did not print {key}= in time", kind="timeout")
             if self.console.eof.is_set():
                 time.sleep(0.05)
                 if key in self.console.probe.values:
                     break
-                self._fail(f"guest exited before printing {key}=")
+                self._fail(f"guest exited before printing {key}=", kind="exited")
             time.sleep(0.01)
         return self.console.probe.values[key]
 

@@ -12,9 +12,14 @@ from common.errors import EXIT_FAILED, CvbError, EnvError
 
 
 class VMError(CvbError):
+    """``kind`` says how a guest failed, so callers branch on it, not on the text:
+    ``"timeout"`` (a marker did not come in time), ``"exited"`` (the guest or
+    its VMM ended before the marker) or ``""`` (anything else)."""
+
     def __init__(self, what: str, why: str, fix: str = "", status: int = EXIT_FAILED,
-                 console_tail: str = ""):
+                 console_tail: str = "", kind: str = ""):
         self.console_tail = console_tail
+        self.kind = kind
         if console_tail:
             why = f"{why}\n--- last console lines ---\n{console_tail}\n---"
         super().__init__(what, why, fix, status)

@@ -140,11 +140,11 @@ class QemuVM(GuestVM):
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
 
-    def _fail(self, why: str) -> None:
+    def _fail(self, why: str, kind: str = "") -> None:
         log = self.log_text()
         if log.strip():
             why = f"{why}; qemu said: {log.strip().splitlines()[-1]}"
-        super()._fail(why)
+        super()._fail(why, kind)
 
     def log_text(self) -> str:
         try:
