@@ -59,10 +59,10 @@ def sweep_host_probes(mine: bool = False) -> list[str]:
             env = Path(f"/proc/{entry.name}/environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        owner = [e for e in env if e.startswith(OWNER_ENV.encode() + b"=")]
-        if not owner:
+        tags = [e for e in env if e.startswith(OWNER_ENV.encode() + b"=")]
+        if not tags:
             continue
-        pid = owner[0].split(b"=", 1)[1].decode()
+        pid = tags[0].split(b"=", 1)[1].decode()
         if pid.isdigit() and ((mine and int(pid) == os.getpid()) or not owner.alive(int(pid))):
             try:
                 os.kill(int(entry.name), signal.SIGKILL)
@@ -80,8 +80,6 @@ def sweep_all(mine: bool = False) -> list[str]:
                              ("vm", "vm_backend", lambda m: m.sweep())):
         try:
             removed += [f"{label}: {x}" for x in call(importlib.import_module(mod))]
-        except (ImportError, AttributeError):
-            pass   # that package is not there (yet): nothing of it to sweep
         except Exception as e:  # noqa: BLE001 - a broken sweep must not block measuring
             removed.append(f"{label}: sweep failed ({type(e).__name__}: {e})")
     return removed

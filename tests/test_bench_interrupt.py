@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import backends, sweep
+from bench import backends
 from bench.backends import oci
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,7 +21,7 @@ def ours_alive() -> list[str]:
     """Every bench-made container, cgroup, bundle or host probe that exists now and
     whose owner is dead: a leak.  (Objects of concurrent live runs have live owners.)"""
     def dead(pid) -> bool:
-        return pid is not None and not sweep.alive(pid)
+        return pid is not None and not owner.alive(pid)
     found = []
     for rt in ("crun", "runc", "runsc"):
         if backends.get(rt).path:

@@ -51,6 +51,7 @@ class VMBackend(Backend):
 
     def __init__(self):
         self._img = None
+        self._verdict = None
 
     @property
     def img(self):
@@ -62,13 +63,20 @@ class VMBackend(Backend):
         import vm_backend
         return getattr(vm_backend, self.vm_class_name)
 
-    def _vm(self, args: list[str], timeout: float):
+    def _vm(self, args: list[str], timeout: float, accel="auto"):
         return self.vm_class()(self.img.kernel, self.img.initramfs, list(args),
-                               memory_mib=MEMORY_MIB, timeout=timeout)
+                               memory_mib=MEMORY_MIB, timeout=timeout, accel=accel)
+
+    def _accel(self):
+        """This backend's own verdict (raw QEMU trials without libvirt, libvirt
+        through its URI), once per process: the boots use it and the metadata
+        records the same one."""
+        if self._verdict is None:
+            self._verdict = self._vm(["ready"], 60.0)._detect()
+        return self._verdict
 
     def accel(self) -> dict:
-        from vm_backend import detect_accel
-        a = detect_accel(self.img.kernel, self.img.initramfs)
+        a = self._accel()
         return {"name": a.name, "reason": a.reason}
 
     def check(self) -> None:
@@ -88,15 +96,15 @@ class VMBackend(Backend):
 
     def metadata(self) -> dict:
         vm = self._vm(["ready"], 60.0)
-        vm.accel = None
+        vm.accel = self._accel()   # so the recorded command line is the one the boots use
         md = {k: v for k, v in vm.metadata().items() if v is not None}
         a = self.accel()
         md.update({"accel": a["name"], "accel_reason": a["reason"], "memory_mib": MEMORY_MIB})
         return md
 
     def run(self, args: list[str], timeout: float = 60.0) -> Timings:
-        r = self._vm(args, timeout).run()
+        r = self._vm(args, timeout, self._accel()).run()
         return Timings(r.ready_s, r.gone_s, r.probe.rc, r.probe, r.console)
 
     def start(self, args: list[str], timeout: float = 60.0) -> Instance:
-        return VMInstance(self.name, self._vm(args, timeout), args, timeout)
+        return VMInstance(self.name, self._vm(args, timeout, self._accel()), args, timeout)
