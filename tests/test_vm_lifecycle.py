@@ -209,3 +209,31 @@ def test_kvm_trial_tells_a_refused_kvm_from_a_hung_guest(monkeypatch, tmp_path):
         "timeout", "guest did not print CVB READY within 8s (timeout); destroyed it"))
     got = accel_mod._trial("k", "i", None)
     assert got.name == "tcg" and "never reached CVB READY" in got.reason
+
+
+def test_a_boot_failing_before_the_spawn_releases_the_connection(image, monkeypatch):
+    """_prepare opened a connection, then _make_console raised: stop() (called
+    by _boot) must still release it, with no result to destroy."""
+    from vm_backend.accel import Accel
+    from vm_backend.base import GuestVM
+
+    released = []
+
+    class Broken(GuestVM):
+        backend = "fake"
+
+        def _prepare(self):
+            self._conn = object()
+
+        def _make_console(self):
+            raise OSError("no socket dir")
+
+        def _release(self):
+            released.append(self._conn)
+
+    if not (os.path.isfile(str(image.kernel)) and os.path.isfile(str(image.initramfs))):
+        pytest.skip("no guest kernel/initramfs (make setup builds them)")
+    vm = Broken(image.kernel, image.initramfs, ["ready"], accel=Accel("tcg", "test"))
+    with pytest.raises(OSError):
+        vm.start()
+    assert released and vm.result is None

@@ -119,8 +119,12 @@ class GuestVM:
             self.accel = self._detect()
         else:
             self.accel = detect_accel(self.kernel, self.initramfs, force=self.accel_req)
-        self._prepare()
-        self.console = self._make_console()
+        try:
+            self._prepare()
+            self.console = self._make_console()
+        except BaseException:
+            self.stop()     # releases what _prepare opened
+            raise
         t0 = time.perf_counter_ns()
         self.result = BootResult(t_spawn_ns=t0, created_ns=None, ready_ns=None, done_ns=None,
                                  gone_ns=None, accel=self.accel.name, accel_reason=self.accel.reason,
@@ -224,6 +228,11 @@ class GuestVM:
         if self.result is None or self._closed:
             if self.console:
                 self.console.close()
+            if self.result is None:
+                # The boot failed before the spawn (e.g. _make_console raised
+                # after _prepare opened a connection): nothing to destroy, but
+                # what _prepare opened must still be released (idempotent).
+                self._release()
             return
         try:
             if not self._gone():

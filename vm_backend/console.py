@@ -63,9 +63,14 @@ class Console:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
-        self._lsock.bind(self.path)
-        os.chmod(self.path, 0o777)
-        self._lsock.listen(1)
+        try:
+            self._lsock.bind(self.path)
+            os.chmod(self.path, 0o777)
+            self._lsock.listen(1)
+        except BaseException:
+            self._lsock.close()
+            self._lsock = None
+            raise
         self._start_thread(self._run)
 
     def _start_thread(self, target) -> None:
