@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import errno
 import json
 import os
 import shutil
@@ -76,23 +77,30 @@ def write_run(out: Path, scenario: str, suite: pyperf.BenchmarkSuite, meta: dict
     rid = rid or meta.get("run_id") or run_id(scenario)
     runs = out / "runs"
     runs.mkdir(parents=True, exist_ok=True)
-    final = runs / rid
-    n = 1
-    while final.exists():  # two runs in the same second
-        final = runs / f"{rid}-{n}"
-        n += 1
-    meta = dict(meta, run_id=final.name)
-    stage = runs / f".{final.name}.tmp-{os.getpid()}"
+    stage = runs / f".{rid}.tmp-{os.getpid()}"
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir()
     try:
         suite.dump(str(stage / "suite.json"))
-        (stage / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=False) + "\n")
         with open(stage / "tidy.csv", "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=TIDY_COLUMNS)
             w.writeheader()
             w.writerows(tidy_rows(suite))
-        os.rename(stage, final)
+        # Claim the name by the rename itself: two runs finishing in the same
+        # second (or a concurrent harness) take -1, -2, ... instead of failing.
+        for n in range(1000):
+            final = runs / (rid if n == 0 else f"{rid}-{n}")
+            if final.exists():
+                continue
+            (stage / "meta.json").write_text(json.dumps(dict(meta, run_id=final.name), indent=2) + "\n")
+            try:
+                os.rename(stage, final)
+                break
+            except OSError as e:
+                if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+        else:
+            raise OSError(errno.EEXIST, f"no free run folder name for {rid} in {runs}")
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise

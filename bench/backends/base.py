@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -107,10 +108,13 @@ def timed_popen(backend: str, cmd: list[str], timeout: float, *, cleanup=None,
     ``cleanup()`` afterwards (outside the timed interval)."""
     deadline = time.monotonic() + timeout
     proc = None
+    # stderr to a file, not a pipe: nobody reads it until the end, and a runtime
+    # that writes more than a pipe holds (runsc's debug output) would block.
+    err_f = tempfile.TemporaryFile()
     try:
         t0 = time.perf_counter_ns()
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, **popen_kw)
+                                stderr=err_f, **popen_kw)
         s = stream.ProbeStream(proc.stdout.fileno())
         try:
             s.until_ready(deadline)
@@ -119,7 +123,8 @@ def timed_popen(backend: str, cmd: list[str], timeout: float, *, cleanup=None,
             t_gone = time.perf_counter_ns()
         except TimeoutError as e:
             raise InstanceFailed(backend, f"timed out after {timeout:.0f} s ({e})", s.console()) from None
-        err = proc.stderr.read().decode("utf-8", "replace")
+        err_f.seek(0)
+        err = err_f.read().decode("utf-8", "replace")
         if s.ready_ns is None:
             raise InstanceFailed(backend, f"exited with {rc} before CVB READY", s.console() + err)
         return Timings(seconds(t0, s.ready_ns), seconds(t0, t_gone), rc, s.out, s.console())
@@ -127,8 +132,8 @@ def timed_popen(backend: str, cmd: list[str], timeout: float, *, cleanup=None,
         if proc is not None:
             if proc.poll() is None:
                 reap(proc, time.monotonic())
-            for f in (proc.stdout, proc.stderr):
-                f.close()
+            proc.stdout.close()
+        err_f.close()
         if cleanup is not None:
             cleanup()
 

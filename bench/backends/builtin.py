@@ -81,6 +81,14 @@ class Builtin(Backend):
     def __init__(self, rung: str = "full"):
         self.rung = rung
         self._img = None
+        self._iso = None
+
+    @property
+    def iso(self):
+        """Built once: not inside every timed spawn."""
+        if self._iso is None:
+            self._iso = isolation_for(self.rung)
+        return self._iso
 
     def with_rung(self, rung: str) -> Builtin:
         return Builtin(rung)
@@ -104,12 +112,11 @@ class Builtin(Backend):
         return True, f"cvbench runtime, isolation {self.rung}"
 
     def metadata(self) -> dict:
-        iso = isolation_for(self.rung)
-        return {"rung": self.rung, "enabled": iso.enabled(), "isolation": repr(iso)}
+        return {"rung": self.rung, "enabled": self.iso.enabled(), "isolation": repr(self.iso)}
 
     def _spawn(self, args: list[str]):
         from runtime import spawn
-        return spawn(self.img.bundle, ["/probe", *args], isolation_for(self.rung))
+        return spawn(self.img.bundle, ["/probe", *args], self.iso)
 
     def run(self, args: list[str], timeout: float = 60.0) -> Timings:
         deadline = time.monotonic() + timeout
