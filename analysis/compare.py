@@ -116,12 +116,16 @@ def compare_runs(base: Run, new: Run, *, alpha: float = stats.ALPHA, threshold: 
         floor = noise_floor(gb[key], base.repeat)
         c = stats.compare_samples(gb[key]["value"], gn[key]["value"], alpha=alpha,
                                   threshold=max(threshold, floor), test=test, n_boot=n_boot)
-        m = len(set(gb) & set(gn)) if adjust == "holm" else 1
-        # Holm's first step tests the smallest p at alpha/m: the bound for a slowdown in this metric alone.
-        mde = stats.detectable_change(gb[key]["value"], alpha=alpha / m, threshold=max(threshold, floor),
-                                      test="mannwhitney")
-        rows.append(dict(zip(KEY, key, strict=True)) | {"unit": ub.pop(), "floor": floor, "detectable": mde}
+        rows.append(dict(zip(KEY, key, strict=True)) | {"unit": ub.pop(), "floor": floor, "detectable": math.nan}
                     | vars(c))
+    # Holm adjusts over the finite p-values only (stats.holm), so that is the m its first step uses.
+    m = max(1, sum(r["p"] is not None and math.isfinite(r["p"]) for r in rows)) if adjust == "holm" and len(rows) > 1 else 1
+    for r in rows:
+        key = tuple(r[k] for k in KEY)
+        # Holm's first step tests the smallest p at alpha/m: the bound for a slowdown in this metric alone,
+        # with the same test the gate uses.
+        r["detectable"] = stats.detectable_change(gb[key]["value"], alpha=alpha / m,
+                                                  threshold=max(threshold, r["floor"]), test=test)
     if not rows:
         raise CvbError("compare", f"{base.label} and {new.label} have no metric, backend and variant in common",
                        "run the new pass with the baseline's backends (--backends)")
