@@ -60,22 +60,15 @@ def nested_virt() -> str:
 
 
 def cgroup_version() -> str:
-    try:
-        from runtime import cgroup_version as rt_version
-        return rt_version()
-    except Exception:  # noqa: BLE001 - runtime/ may be absent; detect here then
-        unified = Path("/sys/fs/cgroup/cgroup.controllers").exists()
-        v1 = Path("/sys/fs/cgroup/memory/tasks").exists() or Path("/sys/fs/cgroup/cpu/tasks").exists()
-        return "v2" if unified and not v1 else "hybrid" if Path("/sys/fs/cgroup/unified").is_dir() else "v1"
+    from runtime import cgroup_version as rt_version
+    return rt_version()
 
 
 def accel() -> dict:
     try:
+        from common import manifest
         from vm_backend import detect_accel
-
-        from .backends.base import load_image
-        img = load_image(need_kernel=True)
-        a = detect_accel(img.kernel, img.initramfs)
+        a = detect_accel(*manifest.kernel_and_initramfs())
         return {"name": a.name, "reason": a.reason}
     except Exception as e:  # noqa: BLE001
         return {"name": "unknown", "reason": f"vm_backend.detect_accel failed: {type(e).__name__}: {e}"}

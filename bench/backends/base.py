@@ -8,6 +8,7 @@ removes whatever they created.
 """
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -66,6 +67,12 @@ class Backend:
     name: str = ""
     kind: str = ""          # "process", "container" or "vm"
     isolation_rank: int = 0  # position on the host → VM axis, for ordering output
+
+    @functools.cached_property
+    def img(self):
+        """The shared image, read once per backend object (never per timed spawn)."""
+        from .. import image
+        return image.load()
 
     def available(self) -> tuple[bool, str]:
         raise NotImplementedError
@@ -199,20 +206,6 @@ def probe_pids(pids: list[int]) -> list[int]:
     """The processes that are the workload itself: the probe binary."""
     from .. import memory
     return [p for p in pids if memory.exe_name(p) == "probe"]
-
-
-def load_image(need_kernel: bool = False):
-    """The shared image.  ``image.build()`` rewrites the manifest without the kernel
-    for a moment before ``attach_kernel`` adds it back; a concurrent ``make setup``
-    can therefore show a VM worker an empty kernel path: re-read briefly then."""
-    from .. import image
-    img = image.load()
-    for _ in range(40):
-        if img.kernel or not need_kernel:
-            break
-        time.sleep(0.05)
-        img = image.load()
-    return img
 
 
 def which(binary: str) -> str | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from .. import image, stream
+from .. import stream
 from .base import Backend, Instance, InstanceFailed, Timings, long_lived, probe_pids, seconds
 
 
@@ -80,7 +80,6 @@ class Builtin(Backend):
 
     def __init__(self, rung: str = "full"):
         self.rung = rung
-        self._img = None
         self._iso = None
 
     @property
@@ -93,11 +92,6 @@ class Builtin(Backend):
     def with_rung(self, rung: str) -> Builtin:
         return Builtin(rung)
 
-    @property
-    def img(self):
-        if self._img is None:
-            self._img = image.load()
-        return self._img
 
     def available(self) -> tuple[bool, str]:
         try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import platform
 
-from .. import image
 from .base import Backend, Instance, PopenInstance, Timings, long_lived, timed_popen
 
 
@@ -12,15 +11,6 @@ class Host(Backend):
     name = "host"
     kind = "process"
     isolation_rank = 0
-
-    def __init__(self):
-        self._img = None
-
-    @property
-    def img(self):
-        if self._img is None:
-            self._img = image.load()
-        return self._img
 
     def _cmd(self, args: list[str]) -> list[str]:
         return [os.path.join(self.img.rootfs, "probe"), *args]

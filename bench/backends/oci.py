@@ -21,7 +21,6 @@ from pathlib import Path
 from common.naming import PREFIX
 from common.paths import state_dir
 
-from .. import image
 from .base import Backend, Instance, PopenInstance, Timings, long_lived, probe_pids, timed_popen, which
 
 BENCH_STATE = "bench"
@@ -71,14 +70,8 @@ class OCIBackend(Backend):
     global_flags: list[str] = []
 
     def __init__(self):
-        self._img = None
         self.path = which(self.binary)
 
-    @property
-    def img(self):
-        if self._img is None:
-            self._img = image.load()
-        return self._img
 
     # --- hooks for the runtime-specific modules ---------------------------------
     def popen_kw(self) -> dict:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from .base import Backend, Instance, InstanceFailed, Timings, load_image, long_lived
+from .base import Backend, Instance, InstanceFailed, Timings, long_lived
 
 MEMORY_MIB = 128
 
@@ -50,14 +50,8 @@ class VMBackend(Backend):
     vm_class_name = ""
 
     def __init__(self):
-        self._img = None
         self._verdict = None
 
-    @property
-    def img(self):
-        if self._img is None:
-            self._img = load_image(need_kernel=True)
-        return self._img
 
     def vm_class(self):
         import vm_backend
