@@ -137,16 +137,17 @@ def ci_bench(*, backends: str | None = None, scenarios=CI_SCENARIOS, runs_dir: P
                        f"{' '.join(str(r.path) for r in new)}' and commit it, or run 'ci-bench --record 3' "
                        "for a baseline with a measured noise floor")
     base = load_baseline(target)
-    results = []
+    pairs = []
     for r in new:
         for s in r.scenarios:
             if s not in base:
                 raise CvbError("ci-bench", f"baseline {target.name} has no {s} scenario",
                                f"add it: 'python -m analysis baseline save {r.path}'")
-            res = compare.compare_runs(base[s], r, alpha=alpha, threshold=threshold, test=test, scenarios=[s],
-                                       adjust=adjust)
-            log(compare.table(res))
-            results.append(res)
+            pairs.append((base[s], r, s))
+    # Bonferroni across the scenarios, Holm within each (see compare.compare_scenarios).
+    results = compare.compare_scenarios(pairs, alpha=alpha, threshold=threshold, test=test, adjust=adjust)
+    for res in results:
+        log(compare.table(res))
     if markdown_path:
         Path(markdown_path).write_text("\n".join(compare.markdown(x) for x in results))
     return max(x.exit_status for x in results)

@@ -238,10 +238,29 @@ def as_json(result: Result) -> dict:
             "notes": result.notes, "rows": rows.to_dict(orient="records")}
 
 
+def compare_scenarios(pairs: list[tuple[Run, Run, str]], *, alpha: float = stats.ALPHA, adjust: str = "holm",
+                      **kw) -> list[Result]:
+    """One Result per (base, new, scenario).  Each scenario is its own table and the
+    caller takes the worst exit status, so with Holm on, k > 1 scenarios are each
+    tested at alpha/k (Bonferroni across scenarios, Holm within one): the
+    false-alarm rate then holds for all the tables together, not for each."""
+    k = len(pairs)
+    each = alpha / k if adjust == "holm" and k > 1 else alpha
+    results = []
+    for b, n, s in pairs:
+        res = compare_runs(b, n, scenarios=[s], alpha=each, adjust=adjust, **kw)
+        if each != alpha:
+            res.notes.append(f"{k} scenarios are compared, so each table is tested at alpha={each:g} "
+                             f"({alpha:g}/{k}: Bonferroni across scenarios, Holm within each); the "
+                             f"false-alarm rate {alpha:g} holds for all {k} tables together")
+        results.append(res)
+    return results
+
+
 def run(base_path, new_path, *, markdown_path: str | None = None, as_json_out: bool = False,
         **kw) -> list[Result]:
     """compare from the command line: prints tables (or JSON), optionally writes Markdown."""
-    results = [compare_runs(b, n, scenarios=[s], **kw) for b, n, s in open_pair(base_path, new_path)]
+    results = compare_scenarios(open_pair(base_path, new_path), **kw)
     if as_json_out:
         print(json.dumps([as_json(r) for r in results], indent=1))
     for r in results if not as_json_out else []:

@@ -186,3 +186,19 @@ def test_repeated_baseline_runs_set_a_noise_floor(tmp_path, capsys):
     assert rc == 1
     rc, out, _ = cli(capsys, "baseline", "list", "--baselines", str(tmp_path / "bl"))
     assert "startup (2 run(s), fast mode" in out
+
+
+def test_several_scenarios_split_alpha_bonferroni(runs):
+    """Each scenario is its own table and the worst verdict wins, so k scenarios
+    are each tested at alpha/k (Holm within a table) and the note says so."""
+    from analysis import compare
+    from analysis.load import load_run
+    base, sysc = load_run(runs["base"]), load_run(runs["syscall"])
+    [one] = compare.compare_scenarios([(base, base, "startup")], alpha=0.05)
+    assert one.alpha == 0.05 and not any("Bonferroni" in n for n in one.notes)
+    two = compare.compare_scenarios([(base, base, "startup"), (sysc, sysc, "syscall")], alpha=0.05)
+    assert [r.alpha for r in two] == [0.025, 0.025]
+    assert all(any("Bonferroni across scenarios" in n for n in r.notes) for r in two)
+    per_metric = compare.compare_scenarios([(base, base, "startup"), (sysc, sysc, "syscall")], alpha=0.05,
+                                           adjust="none")
+    assert [r.alpha for r in per_metric] == [0.05, 0.05]
