@@ -8,18 +8,14 @@ from __future__ import annotations
 
 import os
 
+from .procs import stat_fields
+
 
 def start_time(pid: int) -> int | None:
     """Field 22 of /proc/PID/stat; None if there is no such process or it is a
     zombie (a zombie has done all it will do: for ownership it is dead)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    # comm (field 2) may hold spaces and parens: split after the last ')'.
-    fields = data[data.rindex(b")") + 2:].split()
-    if fields[0] == b"Z":
+    fields = stat_fields(pid)
+    if not fields or fields[0] == b"Z":
         return None
     return int(fields[19])
 

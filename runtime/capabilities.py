@@ -7,6 +7,7 @@ effective/permitted/inheritable sets and raise the ambient ones last.
 from __future__ import annotations
 
 from . import syscalls as sc
+from .spec import DEFAULT_CAPS
 
 NAMES = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
          "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
@@ -21,7 +22,7 @@ BY_NAME = {n: i for i, n in enumerate(NAMES)}
 
 # The OCI/runc default (runc spec): what a container keeps when config.json
 # gives no capabilities object but caps are switched on.
-OCI_DEFAULT = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
+OCI_DEFAULT = DEFAULT_CAPS
 
 
 def _last_cap() -> int:

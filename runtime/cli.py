@@ -67,17 +67,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def isolation_from_args(a) -> Isolation:
-    preset = a.isolation
-    if preset == "full":
-        iso = Isolation.full()
-    elif preset == "bare":
-        iso = Isolation.bare()
-    elif preset.startswith("only:"):
-        iso = Isolation.only(preset[5:])
-    elif preset.startswith("cum:") and preset[4:].isdigit():
-        iso = Isolation.cumulative(int(preset[4:]))
-    else:
-        raise CvbError("--isolation", f"{preset!r} is not a preset", "use full, bare, only:MECH or cum:N")
+    iso = Isolation.preset(a.isolation)
     iso = iso.with_(*a.with_).without(*a.without)
     kw = {"network": a.network, "memory_bytes": a.memory, "cpu_quota_us": a.cpu_quota,
           "cpu_period_us": a.cpu_period, "pids_max": a.pids_max}

@@ -28,6 +28,7 @@ import time
 
 from common.errors import CvbError, require_root
 from common.naming import unique
+from common.procs import descendants
 
 from . import cgroups, namespaces, state
 from . import syscalls as sc
@@ -139,7 +140,7 @@ class Container:
             return sorted(cgroups.backend().pids(self._cg))
         if self._rc is not None:
             return []
-        return _descendants(self.pid)
+        return descendants(self.pid)
 
     def cgroup_dirs(self) -> list[str]:
         return list(self._cg)
@@ -188,25 +189,6 @@ class Container:
 
     def __repr__(self) -> str:
         return f"<Container {self.id} pid={self.pid} rc={self._rc}>"
-
-
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat", "rb") as f:
-                    data = f.read()
-                ppid = int(data[data.rfind(b")") + 2:].split()[1])
-                children.setdefault(ppid, []).append(int(d))
-            except (OSError, ValueError, IndexError):
-                pass
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(children.get(p, []))
-    return sorted(out)
 
 
 _owner: tuple[int, int | None] = (0, None)

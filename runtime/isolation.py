@@ -106,6 +106,21 @@ class Isolation:
                            "pick a rung index in range")
         return cls._with(cls.MECHANISMS[:n])
 
+    @classmethod
+    def preset(cls, name: str) -> Isolation:
+        """``full``, ``bare``, ``only:<mechanism>`` or ``cum:<n>``: the names the
+        CLI's --isolation and the harness's ladder rungs share."""
+        if name in ("", "full"):
+            return cls.full()
+        if name == "bare":
+            return cls.bare()
+        kind, _, arg = name.partition(":")
+        if kind == "only":
+            return cls.only(arg)
+        if kind == "cum" and arg.isdigit():
+            return cls.cumulative(int(arg))
+        raise CvbError("isolation", f"{name!r} is not a preset", "use full, bare, only:MECH or cum:N")
+
     def with_(self, *names: str) -> Isolation:
         """These mechanisms on (and what they need), also under full()."""
         iso = self

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 
-_CAPS = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
+DEFAULT_CAPS = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
 
 _DEFAULT = {
     "ociVersion": "1.0.2-dev",
@@ -20,7 +20,7 @@ _DEFAULT = {
         "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                 "TERM=xterm"],
         "cwd": "/",
-        "capabilities": {k: list(_CAPS) for k in
+        "capabilities": {k: list(DEFAULT_CAPS) for k in
                          ("bounding", "effective", "permitted", "ambient")},
         "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
         "noNewPrivileges": True,

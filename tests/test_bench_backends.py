@@ -17,6 +17,7 @@ import pytest
 from bench import backends
 from bench.backends import crun as crun_mod
 from bench.backends import oci
+from common import procs
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTAINERS = ["host", "builtin", "crun", "runc", "runsc"]
@@ -93,7 +94,7 @@ def test_failing_workload_is_reported_not_hidden(root, image):
 @pytest.mark.parametrize("rt", ["runc", "runsc"])
 def test_sweep_removes_a_killed_owners_container_but_not_a_live_one(root, image, rt):
     usable(rt)
-    from bench import memory, sweep
+    from bench import sweep
     # A separate owner process starts a long-lived runc container, then is SIGKILLed:
     # its container (and runc's foreground process) outlive it.
     code = textwrap.dedent("""
@@ -112,7 +113,7 @@ def test_sweep_removes_a_killed_owners_container_but_not_a_live_one(root, image,
         ids = [c for c in rtb.list_ids() if oci.owner_pid(c) == owner.pid]
         assert len(ids) == 1
         # the hardest case: the owner and the runtime's foreground process both SIGKILLed
-        tree = memory.descendants(int(fg))
+        tree = procs.descendants(int(fg))
         owner.send_signal(signal.SIGKILL)
         owner.wait()
         os.kill(int(fg), signal.SIGKILL)

@@ -16,7 +16,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-from common import probe
+from common import probe, procs
 from common.errors import CvbError
 
 from .. import stream
@@ -175,7 +175,7 @@ class PopenInstance(Instance):
 
     def host_pids(self) -> list[int]:
         from .. import memory
-        pids = memory.descendants(self.proc.pid) + memory.cgroup_procs(self._cgroup_dirs())
+        pids = procs.descendants(self.proc.pid) + memory.cgroup_procs(self._cgroup_dirs())
         return sorted(set(pids))
 
     def memory(self) -> dict:

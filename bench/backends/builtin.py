@@ -21,21 +21,6 @@ def mechanisms() -> list[str]:
     return list(Isolation.MECHANISMS)
 
 
-def isolation_for(rung: str):
-    """``full``, ``bare``, ``only:<mechanism>`` or ``cum:<n>`` -> runtime.Isolation."""
-    from runtime import Isolation
-    if rung in ("", "full"):
-        return Isolation.full()
-    if rung == "bare":
-        return Isolation.bare()
-    kind, _, arg = rung.partition(":")
-    if kind == "only":
-        return Isolation.only(arg)
-    if kind == "cum" and arg.isdigit():
-        return Isolation.cumulative(int(arg))
-    raise ValueError(f"unknown rung {rung!r}")
-
-
 class BuiltinInstance(Instance):
     def __init__(self, c, args: list[str], timeout: float):
         self.backend = "builtin"
@@ -86,7 +71,8 @@ class Builtin(Backend):
     def iso(self):
         """Built once: not inside every timed spawn."""
         if self._iso is None:
-            self._iso = isolation_for(self.rung)
+            from runtime import Isolation
+            self._iso = Isolation.preset(self.rung)  # the runtime owns the rung names
         return self._iso
 
     def with_rung(self, rung: str) -> Builtin:

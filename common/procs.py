@@ -1,0 +1,33 @@
+"""Reading the process table from /proc, once for every package.
+
+``/proc/PID/stat``'s second field (comm) may hold spaces and parentheses, so
+every field is taken after the last ')'."""
+from __future__ import annotations
+
+import os
+
+
+def stat_fields(pid: int | str) -> list[bytes] | None:
+    """Fields 3.. of /proc/PID/stat (state, ppid, ...), or None if the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    return data[data.rindex(b")") + 2:].split()
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it, sorted (for PSS of a whole instance)."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            fields = stat_fields(name)
+            if fields:
+                children.setdefault(int(fields[1]), []).append(int(name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return sorted(out)
