@@ -23,7 +23,7 @@ from common.errors import CvbError
 from . import backends as registry
 
 SCENARIOS = ["startup", "memory", "syscall", "isolation"]
-ISOLATION_ORDER = ["host", "builtin", "crun", "runc", "runsc", "qemu", "libvirt"]
+ISOLATION_ORDER = registry.NAMES  # the registry is ordered host -> VM
 
 
 @dataclass

@@ -60,9 +60,6 @@ class Image:
     busybox: str
     kernel: str = ""
 
-    @property
-    def probe_in_rootfs(self) -> str:
-        return "/probe"
 
 
 def _sha256(path: Path) -> str:
@@ -121,10 +118,6 @@ def _populate(rootfs: Path, probe: Path) -> None:
     (rootfs / "etc/hostname").write_text("cvbench\n")
 
 
-def _manifest() -> Path:
-    return manifest.path()
-
-
 def build(log=print) -> Image:
     """Build (or reuse) the image for the current inputs and record it as current."""
     _check_busybox()
@@ -158,14 +151,14 @@ def _previous_kernel() -> str:
     """The kernel the current manifest names, so a rebuild never blanks it for
     readers that load the manifest concurrently (tests, worker processes)."""
     try:
-        k = json.loads(_manifest().read_text()).get("kernel", "")
+        k = json.loads(manifest.path().read_text()).get("kernel", "")
     except (OSError, ValueError):
         return ""
     return k if k and Path(k).is_file() else ""
 
 
 def _write_manifest(img: Image) -> None:
-    m = _manifest()
+    m = manifest.path()
     m.parent.mkdir(parents=True, exist_ok=True)
     tmp = m.with_name(m.name + ".tmp")
     tmp.write_text(json.dumps(asdict(img), indent=2) + "\n")

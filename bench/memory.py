@@ -59,13 +59,6 @@ def cgroup_charged(dirs: list[str]) -> int | None:
     return None
 
 
-def memory_cgroup_dirs(cgroup_path: str) -> list[str]:
-    """Where a runtime put the memory cgroup named by an OCI ``cgroupsPath``."""
-    rel = cgroup_path.lstrip("/")
-    cands = [f"/sys/fs/cgroup/memory/{rel}", f"/sys/fs/cgroup/{rel}"]
-    return [c for c in cands if os.path.isdir(c)]
-
-
 def split(pids: list[int], workload_pids: list[int], charged: int | None = None,
           extra: dict | None = None) -> dict:
     """The memory record every backend returns: total PSS, the part of the

@@ -79,8 +79,3 @@ def apply_sets(p: dict[str, int]) -> None:
 def set_no_new_privs() -> None:
     sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
 
-
-def decode(hexmask: str) -> list[str]:
-    """Names in a /proc/PID/status Cap* mask (for tests and `state`)."""
-    v = int(hexmask, 16)
-    return [n for i, n in enumerate(NAMES) if v & (1 << i)]

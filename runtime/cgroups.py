@@ -159,10 +159,6 @@ class Backend:
         harness's end-of-run sweep removes it once empty."""
         return [d for d in dirs if os.path.isdir(d) and _rmdir(d)]
 
-    def roots(self) -> list[str]:
-        """Mount points to search when sweeping."""
-        raise NotImplementedError
-
     def binds(self, dirs: list[str]) -> list[tuple[str, str]]:
         """(name under /sys/fs/cgroup, host dir) for the container's cgroup mount."""
         raise NotImplementedError
@@ -212,9 +208,6 @@ class V1(Backend):
             _write(f"{cpu}/cpu.shares", weight_to_shares(lim.cpu_weight))
         if lim.pids_max is not None:
             _write(f"{pids}/pids.max", lim.pids_max)
-
-    def roots(self) -> list[str]:
-        return [p for t, p, _ in _mounts() if t == "cgroup"]
 
     def self_join_files(self, dirs):
         # A single thread moving itself through `tasks` skips the global
@@ -287,9 +280,6 @@ class V2(Backend):
     def apply(self, dirs, lim: Limits) -> None:
         for name, value in self.files(lim).items():
             _write(f"{dirs[0]}/{name}", value)
-
-    def roots(self) -> list[str]:
-        return [self.mount]
 
     def binds(self, dirs):
         return [("", dirs[0])]

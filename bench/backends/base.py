@@ -66,7 +66,6 @@ class Instance:
 class Backend:
     name: str = ""
     kind: str = ""          # "process", "container" or "vm"
-    isolation_rank: int = 0  # position on the host → VM axis, for ordering output
 
     @functools.cached_property
     def img(self):

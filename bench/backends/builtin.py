@@ -61,7 +61,6 @@ class BuiltinInstance(Instance):
 class Builtin(Backend):
     name = "builtin"
     kind = "container"
-    isolation_rank = 1
 
     def __init__(self, rung: str = "full"):
         self.rung = rung

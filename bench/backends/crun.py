@@ -88,7 +88,6 @@ def masked_namespace_fd() -> int:
 
 class Crun(OCIBackend):
     name = binary = "crun"
-    isolation_rank = 2
 
     def __init__(self):
         super().__init__()

@@ -10,7 +10,6 @@ from .base import Backend, Instance, PopenInstance, Timings, long_lived, timed_p
 class Host(Backend):
     name = "host"
     kind = "process"
-    isolation_rank = 0
 
     def _cmd(self, args: list[str]) -> list[str]:
         return [os.path.join(self.img.rootfs, "probe"), *args]

@@ -9,7 +9,6 @@ URI = "qemu:///system"
 class Libvirt(VMBackend):
     name = "libvirt"
     vm_class_name = "LibvirtVM"
-    isolation_rank = 6
 
     def check(self) -> None:
         from vm_backend.conn import open_conn

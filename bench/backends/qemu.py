@@ -7,7 +7,6 @@ from .vm import VMBackend
 class Qemu(VMBackend):
     name = "qemu"
     vm_class_name = "QemuVM"
-    isolation_rank = 5
 
     def check(self) -> None:
         from vm_backend.qemu_vm import qemu_binary

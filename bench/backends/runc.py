@@ -6,4 +6,3 @@ from .oci import OCIBackend
 
 class Runc(OCIBackend):
     name = binary = "runc"
-    isolation_rank = 2

@@ -14,7 +14,6 @@ from .oci import OCIBackend
 class Runsc(OCIBackend):
     name = binary = "runsc"
     global_flags = ["--network=none"]
-    isolation_rank = 3
 
     def metadata(self) -> dict:
         md = super().metadata()

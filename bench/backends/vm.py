@@ -46,7 +46,6 @@ class VMInstance(Instance):
 
 class VMBackend(Backend):
     kind = "vm"
-    isolation_rank = 4
     vm_class_name = ""
 
     def __init__(self):
