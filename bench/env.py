@@ -82,15 +82,14 @@ def git_rev() -> str:
 
 def versions() -> dict[str, str]:
     import pyperf
-    lv = ""
+
+    from vm_backend.versions import libvirt_versions, qemu_version
     try:
-        import libvirt
-        v = libvirt.getVersion()
-        lv = f"{v // 1000000}.{v // 1000 % 1000}.{v % 1000}"
-    except Exception:  # noqa: BLE001
+        lv = libvirt_versions("qemu:///system")["libvirt"]   # the daemon's, as the VMs use it
+    except Exception:  # noqa: BLE001 - no libvirtd running: the installed one's
         lv = _first_line(["libvirtd", "--version"])
     return {
-        "qemu": _first_line(["qemu-system-x86_64", "--version"]),
+        "qemu": qemu_version("qemu-system-x86_64"),
         "libvirt": lv,
         "crun": _first_line(["crun", "--version"]),
         "runc": _first_line(["runc", "--version"]),
