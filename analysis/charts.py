@@ -94,9 +94,9 @@ def startup_median(run: Run, st: str, out: Path) -> list[Path]:
         if style.log_if_wide(vals):
             ax.set_xscale("log")
             ax.set_xlim(min(vals) / 1.6, max(vals) * 4)
-            seconds_axis(ax.xaxis)
         else:
             ax.set_xlim(0, max(vals) * 1.25)
+        seconds_axis(ax.xaxis)      # "10 ms", not raw seconds, on either scale
         ax.set_yticks(range(len(backends)), [style.label(b) for b in backends])
         ax.invert_yaxis()
         ax.set_xlabel("spawn to ready or gone (median, 95% bootstrap CI)")
@@ -127,7 +127,7 @@ def startup_ecdf(run: Run, st: str, out: Path) -> list[Path]:
                     label=f"{style.label(b)} (n={v.size})")
         if style.log_if_wide(df["value"]):
             ax.set_xscale("log")
-            seconds_axis(ax.xaxis)
+        seconds_axis(ax.xaxis)      # "10 ms", not raw seconds, on either scale
         ax.set_ylim(0, 1.02)
         ax.set_xlabel("spawn to CVB READY")
         ax.set_ylabel("fraction of starts at or below")

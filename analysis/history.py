@@ -16,6 +16,7 @@ from common.errors import CvbError
 from common.paths import results_dir
 
 from . import stats, style
+from .charts import seconds_axis
 from .load import DEFAULT_ORDER, load_runs
 
 
@@ -75,7 +76,15 @@ def _chart(table: pd.DataFrame, metric: str, by: str, st: str, folder: Path, met
     else:
         raise CvbError("history", f"--by {by!r} is not known", "use --by date or --by git")
     unit = table["unit"].iloc[0]
-    scale, unit_name = (1.0, "ns") if unit == "ns" else (2**-20, "MiB") if "byte" in unit else (1e3, "ms")
+    seconds = unit in ("s", "second", "seconds")
+    if seconds:
+        scale, unit_name = 1.0, ""              # the ticks carry the unit ("10 ms")
+    elif unit == "ns":
+        scale, unit_name = 1.0, "ns"
+    elif "byte" in unit:
+        scale, unit_name = 2**-20, "MiB"
+    else:
+        scale, unit_name = 1.0, unit            # unknown: plot as recorded, say what it is
     with style.styled(st):
         fig, ax = style.figure(st)
         groups = sorted(table.groupby(["backend", "variant"]),
@@ -100,7 +109,9 @@ def _chart(table: pd.DataFrame, metric: str, by: str, st: str, folder: Path, met
         if style.log_if_wide(table["median"]):
             ax.set_yscale("log")
             ax.yaxis.set_major_formatter(lambda v, _p: f"{v:g}")
-        ax.set_ylabel(f"{metric}, {unit_name} (median, 95% CI)")
+        if seconds:
+            seconds_axis(ax.yaxis)
+        ax.set_ylabel(f"{metric}{', ' + unit_name if unit_name else ''} (median, 95% CI)")
         ax.grid(alpha=0.3, which="both")
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize="small")
         hosts = table["host_class"].unique()
