@@ -73,7 +73,7 @@ def _rungs(run: Run, metric: str) -> list[Rung]:
             out.append(Rung(style.label(t), "top", t, g["value"].to_numpy(), "top"))
     for i, r in enumerate(out):
         r.median = float(np.median(r.values))
-        if r.kind == "step":
+        if r.kind == "step" and i > 0:      # without a bare rung the first step has nothing before it
             r.delta = r.median - out[i - 1].median
             r.ci = stats.diff_ci(out[i - 1].values, r.values)
     return out
@@ -92,10 +92,11 @@ def waterfall(run: Run, st: str, out: Path, metric: str = "ready") -> list[Path]
     # Real runtimes within 3x of the built-in ladder share its axis; a VM would squash it.
     near = [r.median for r in rs if r.kind == "top" and r.median < 3 * max(containers)]
     xmax = max([scale] + [m * 1.3 for m in near])
+    ref = "bare" if rs[0].kind == "bare" else "the first rung"
     with style.styled(st):
         fig, ax = style.figure(st)
         for y, r in enumerate(rs):
-            if r.kind == "step":
+            if r.kind == "step" and y > 0:
                 left, width = min(r.median - r.delta, r.median), abs(r.delta)
                 sig = not (r.ci[0] <= 0 <= r.ci[1])
                 color = (style.UP if r.delta > 0 else style.DOWN) if sig else style.NEUTRAL
@@ -109,7 +110,7 @@ def waterfall(run: Run, st: str, out: Path, metric: str = "ready") -> list[Path]
                 clipped = r.median > xmax
                 ax.barh(y, min(r.median, xmax), color=color, height=0.7)
                 if clipped:
-                    ax.annotate(f"{_fmt(metric, r.median)}, off scale ({r.median / rs[0].median:.0f}× bare) ▶",
+                    ax.annotate(f"{_fmt(metric, r.median)}, off scale ({r.median / rs[0].median:.0f}× {ref}) ▶",
                                 (xmax, y), xytext=(-8, 0), textcoords="offset points", ha="right", va="center",
                                 fontsize="small", color="white", fontweight="bold")
                 else:
@@ -133,8 +134,9 @@ def waterfall(run: Run, st: str, out: Path, metric: str = "ready") -> list[Path]
 
 def summary(run: Run, st: str, out: Path) -> list[Path]:
     """Every rung against its cost relative to a bare process, for each metric at once."""
+    # Costs are relative to a bare process: a metric measured without one has no reference.
     metrics = [m for m in ("ready", "getppid", "read_zero")
-               if len(rungs(run, m)) > 1]
+               if len(rs := rungs(run, m)) > 1 and rs[0].kind == "bare"]
     if not metrics:
         return []
     with style.styled(st):

@@ -146,3 +146,21 @@ def test_history_chart_renders_without_warnings(tmp_path, by):
         table, files = history.history([tmp_path / "r"], "getppid", by=by, out=tmp_path / "h")
     assert len(table) == 4 * 2 and {p.suffix for p in files} == {".png", ".svg"}
     assert all(p.stat().st_size > 1000 for p in files)
+
+
+def test_ladder_without_a_bare_rung_has_no_wrapped_first_step(tmp_path):
+    """Without a bare rung the first step has nothing before it: no delta
+    against the last rung, and the summary (costs relative to bare) skips it."""
+    import numpy as np
+
+    from analysis import ladder
+    rng = np.random.default_rng(1)
+    rows = [r for r in synth.rows_for("isolation", ["host", "builtin", "crun"], rng, 10) if r[2] != "bare"]
+    run = load.load_run(synth.write_run(tmp_path / "nobare", "isolation", n=10, rows=rows))
+    rs = ladder.rungs(run, "ready")
+    assert rs[0].kind == "step" and rs[0].delta == 0.0 and rs[0].ci == (0.0, 0.0)
+    assert all(r.delta != 0.0 for r in rs[1:] if r.kind == "step")
+    assert ladder.summary(run, "talk", tmp_path) == []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert ladder.waterfall(run, "talk", tmp_path)
