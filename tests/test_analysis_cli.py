@@ -56,7 +56,11 @@ def test_compare_markdown_and_improvement(runs, capsys, tmp_path):
     assert text.startswith("### cvbench compare") and "| startup | ready.host |" in text
     assert text.count("**regression**") == 12
     rc, out, _ = cli(capsys, "compare", str(runs["base"]), str(runs["fast"]))
-    assert rc == 0 and "improvement" in out and "regression(s)" in out
+    assert rc == 0 and "verdict: ok — 0 regression(s), 12 improvement(s), 0 no change" in out
+    rc, out, _ = cli(capsys, "compare", str(runs["base"]), str(runs["fast"]), "--json")
+    [doc] = json.loads(out)
+    assert rc == 0 and doc["regression"] is False
+    assert [r["verdict"] for r in doc["rows"]] == ["improvement"] * 12
     rc, out, _ = cli(capsys, "compare", str(runs["base"]), str(runs["slow"]), "--json")
     [doc] = json.loads(out)
     assert rc == 1 and doc["regression"] is True and {r["verdict"] for r in doc["rows"]} == {"regression"}
