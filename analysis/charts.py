@@ -11,18 +11,6 @@ import numpy as np
 from . import stats, style
 from .load import Run
 
-SECONDS_SCALES = [(1.0, "s"), (1e-3, "ms"), (1e-6, "µs")]
-
-
-def seconds_unit(values) -> tuple[float, str]:
-    """One readable unit for a whole axis: the largest that keeps the minimum >= 1."""
-    vals = [v for v in values if v > 0]
-    lo = min(vals) if vals else 1.0
-    for factor, name in SECONDS_SCALES:
-        if lo >= factor:
-            return factor, name
-    return SECONDS_SCALES[-1]
-
 
 def fmt_seconds(v: float) -> str:
     if v >= 1:

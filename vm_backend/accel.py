@@ -23,7 +23,6 @@ from common.paths import build_dir
 from .errors import VMEnvError, VMError
 
 KVM_TRIAL_TIMEOUT = float(os.environ.get("CVBENCH_KVM_TRIAL_S", "8"))
-LOCAL = None   # uri value meaning "raw QEMU on this host" for the trial
 
 
 @dataclass(frozen=True)
@@ -52,11 +51,12 @@ def host_hints() -> str:
         flags = []
     if "vmx" not in flags and "svm" not in flags:
         hints.append("no vmx/svm in /proc/cpuinfo")
-    if Path("/sys/module/kvm_pvm").exists():
+    pvm = Path("/sys/module/kvm_pvm").exists()
+    if pvm:
         hints.append("kvm_pvm loaded")
     if "hypervisor" in flags:
         hints.append("running under a hypervisor")
-    if Path("/sys/module/kvm_pvm").exists():
+    if pvm:
         return f"PVM host: {', '.join(hints)}"
     return ", ".join(hints) or "no host hint"
 
@@ -156,8 +156,3 @@ def detect_accel(kernel, initramfs, *, uri: str | None = "qemu:///system",
         os.replace(tmp, path)
     _memo[key] = acc
     return acc
-
-
-def forget() -> None:
-    """Drop the in-process verdicts (tests)."""
-    _memo.clear()
