@@ -15,7 +15,7 @@ from pathlib import Path
 from common.naming import PREFIX
 
 from . import owner
-from .conn import domain_names, is_gone, is_remote, libvirt_module, open_conn
+from .conn import is_gone, is_remote, libvirt_module, open_conn
 from .domain_xml import owner_from_xml
 
 
@@ -53,17 +53,18 @@ def qemu_processes() -> list[tuple[int, str]]:
     return found
 
 
-def _sweep_domains(uri: str) -> list[str]:
+def _sweep_domains(uri: str) -> tuple[list[str], set[str]]:
+    """Remove dead owners' domains; returns what was removed and the names of
+    the domains left (so the process sweep needs no second listing)."""
     libvirt = libvirt_module()
     conn = open_conn(uri)
-    removed = []
+    removed, left = [], set()
     try:
         for dom in conn.listAllDomains():
             try:
                 name = dom.name()
-                if not name.startswith(PREFIX + "-"):
-                    continue
-                if not _owner_dead(name, dom.XMLDesc(0), is_remote(uri)):
+                if not name.startswith(PREFIX + "-") or not _owner_dead(name, dom.XMLDesc(0), is_remote(uri)):
+                    left.add(name)
                     continue
                 persistent = dom.isPersistent()
                 removed.append(f"domain {name}")
@@ -76,7 +77,7 @@ def _sweep_domains(uri: str) -> list[str]:
                     raise
     finally:
         conn.close()
-    return removed
+    return removed, left
 
 
 def _process_owner_dead(pid: int, name: str) -> bool:
@@ -119,10 +120,10 @@ def _sweep_sockets() -> list[str]:
 
 def sweep(uri: str | None = "qemu:///system") -> list[str]:
     """Remove leftovers of dead owners; returns what was removed."""
-    removed = _sweep_domains(uri) if uri else []
-    live = set()
-    if uri and not is_remote(uri):
-        live = domain_names(uri)
+    removed, left = _sweep_domains(uri) if uri else ([], set())
+    # libvirt's own QEMU processes are judged through their domains above;
+    # a remote URI's domains run elsewhere, so none of the local ones are its.
+    live = left if uri and not is_remote(uri) else set()
     removed += _sweep_processes(live)
     removed += _sweep_sockets()
     return removed
