@@ -213,7 +213,7 @@ def summary_line(result: Result) -> str:
     return (f"verdict: {'REGRESSION' if result.exit_status else 'ok'} — "
             f"{counts.get('regression', 0)} regression(s), {counts.get('improvement', 0)} improvement(s), "
             f"{counts.get('no change', 0)} no change (rule: p<{result.alpha:g}, |change|>{limit} "
-            f"and the {1 - result.alpha:.0%} interval excluding 0)")
+            f"and the {(1 - result.alpha) * 100:g}% interval excluding 0)")
 
 
 def markdown(result: Result) -> str:
