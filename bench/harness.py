@@ -110,6 +110,8 @@ def run(scenario: str, *, backend_spec=None, mode: str = "default", quick: bool 
             progress(f"[{scenario}] swept {len(removed)} leftovers of dead cvbench runs")
         results.remove_stale_staging(out)
         avail = registry.availability(names)
+        from .backends.vm import check_one_accel
+        check_one_accel(avail)   # a kvm row next to a tcg row: exit 2
         for n, a in avail.items():
             if not a["available"]:
                 progress(f"[{scenario}] skipping {n}: {a['reason']}")

@@ -21,7 +21,7 @@ import pyperf
 from common import owner
 from common.errors import CvbError
 
-TIDY_COLUMNS = ["scenario", "metric", "backend", "variant", "value", "unit", "process", "run"]
+TIDY_COLUMNS = ["scenario", "metric", "backend", "variant", "value", "unit", "process", "run", "accel"]
 # pyperf unit -> tidy unit (ns-per-op values are stored in seconds in pyperf,
 # as pyperf does for every time, and scaled back to ns in tidy.csv).
 TIDY_UNIT = {"second": "s", "byte": "bytes", "integer": "count"}
@@ -53,7 +53,15 @@ def split_name(name: str) -> tuple[str, str, str, str]:
     return parts[0], parts[1], parts[2], parts[3] if len(parts) > 3 else ""
 
 
-def tidy_rows(suite: pyperf.BenchmarkSuite) -> list[dict]:
+def backend_accels(meta: dict) -> dict[str, str]:
+    """Each VM backend's own accelerator verdict (kvm or tcg), from meta.json."""
+    return {n: (a.get("accel") or {}).get("accel", "") for n, a in (meta.get("backends") or {}).items()
+            if isinstance(a, dict)}
+
+
+def tidy_rows(suite: pyperf.BenchmarkSuite, accels: dict[str, str] | None = None) -> list[dict]:
+    """One row per value; ``accel`` is the row's VM accelerator ('' for containers)."""
+    accels = accels or {}
     rows = []
     for bench in suite.get_benchmarks():
         scenario, metric, backend, variant = split_name(bench.get_name())
@@ -68,7 +76,8 @@ def tidy_rows(suite: pyperf.BenchmarkSuite) -> list[dict]:
             for i, v in enumerate(run.values, 1):
                 rows.append({"scenario": scenario, "metric": metric, "backend": backend,
                              "variant": variant, "value": repr(v * scale) if scale != 1.0 else repr(v),
-                             "unit": unit, "process": proc, "run": i})
+                             "unit": unit, "process": proc, "run": i,
+                             "accel": accels.get(backend, "")})
     return rows
 
 
@@ -85,7 +94,7 @@ def write_run(out: Path, scenario: str, suite: pyperf.BenchmarkSuite, meta: dict
         with open(stage / "tidy.csv", "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=TIDY_COLUMNS)
             w.writeheader()
-            w.writerows(tidy_rows(suite))
+            w.writerows(tidy_rows(suite, backend_accels(meta)))
         # Claim the name by the rename itself: two runs finishing in the same
         # second (or a concurrent harness) take -1, -2, ... instead of failing.
         for n in range(1000):

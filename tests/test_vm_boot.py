@@ -1,6 +1,7 @@
 """Real guests (TCG here): boot, markers, timing points, memory, timeout, leaks."""
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -117,3 +118,33 @@ def test_stream_console_as_used_for_remote_hosts(image, accel):
     assert r.t_spawn_ns < r.created_ns < r.ready_ns <= r.done_ns < r.gone_ns
     assert "<serial type='pty'>" in vm.xml
     _assert_gone(vm)
+
+
+def _options(argv: list[str]) -> dict[str, list[str]]:
+    opts: dict[str, list[str]] = {}
+    for flag, val in zip(argv, argv[1:], strict=False):
+        if flag.startswith("-") and not val.startswith("-"):
+            opts.setdefault(flag, []).append(val)
+    return opts
+
+
+def test_raw_qemu_runs_what_libvirt_runs(image, accel):
+    """Backend qemu boots the QEMU configuration libvirt derives from our domain
+    XML (read back from the running libvirt guest), minus libvirt's management."""
+    from vm_backend.qemu_vm import machines, qemu_binary
+    argvs = {}
+    for cls in (LibvirtVM, QemuVM):
+        with cls(image.kernel, image.initramfs, ["sleep", "-1"], accel=accel, timeout=90) as vm:
+            vm.start()
+            with open(f"/proc/{vm.host_pids()[0]}/cmdline", "rb") as f:
+                argvs[cls] = _options([a.decode() for a in f.read().split(b"\0")])
+    lv, raw = argvs[LibvirtVM], argvs[QemuVM]
+    resolved = machines(qemu_binary())
+    lv_machine = [p for p in lv["-machine"][0].split(",") if not p.startswith("memory-backend=")]
+    raw_machine = raw["-machine"][0].split(",")
+    assert resolved[raw_machine[0]] == lv_machine[0] and raw_machine[1:] == lv_machine[1:]
+    for flag in ("-accel", "-cpu", "-m", "-smp", "-rtc", "-global", "-boot", "-sandbox", "-append",
+                 "-kernel", "-initrd", "-overcommit", "-msg"):
+        assert raw.get(flag) == lv.get(flag), flag
+    assert [d.split(",")[0] for d in raw["-device"]] == \
+        [json.loads(d)["driver"] for d in lv["-device"]]

@@ -100,3 +100,31 @@ def test_guest_ram_is_the_exact_size_anonymous_mapping():
     assert exact and ram == [maps[0]]
     ram, exact = guest_ram_mappings([Mapping(0, 100 * mib, ""), Mapping(0, 28 * mib, "")], 128 * mib)
     assert not exact and sum(m.size for m in ram) == 128 * mib
+
+
+@pytest.mark.parametrize("accel,cpu", [("tcg", "qemu64"), ("kvm", "host")])
+def test_raw_qemu_pc_argv_is_libvirts_configuration(image, accel, cpu):
+    """Backend qemu: the machine, CPU model, clock and devices libvirt derives
+    from our domain XML, and no monitor (libvirt's management is the difference)."""
+    from vm_backend.accel import Accel
+    from vm_backend.qemu_vm import LIBVIRT_LIKE
+    vm = QemuVM(image.kernel, image.initramfs, ["ready"], accel="tcg")
+    vm.accel = Accel(accel, "test")
+    argv = vm.qemu_argv("/tmp/x.sock")
+    assert vm.backend == "qemu" and vm.machine == "pc"
+    assert argv[argv.index("-machine") + 1] == "pc,usb=off,dump-guest-core=off"
+    assert argv[argv.index("-accel") + 1] == accel and argv[argv.index("-cpu") + 1] == cpu
+    assert argv[argv.index("-rtc") + 1] == "base=utc"
+    assert " ".join(LIBVIRT_LIKE) in " ".join(argv)
+    assert "-mon" not in argv and "-qmp" not in argv and "-S" not in argv
+    append = argv[argv.index("-append") + 1]
+    assert "tsc_early_khz" not in append               # pc calibrates against its HPET/PM timer
+    assert append == build(_spec(accel)).split("<cmdline>")[1].split("</cmdline>")[0].replace(
+        "ops getppid", "ready")                        # the libvirt domain's command line
+
+
+def test_microvm_is_its_own_backend(image):
+    vm = QemuVM(image.kernel, image.initramfs, ["ready"], accel="tcg", machine="microvm")
+    assert vm.backend == "qemu-microvm"
+    with pytest.raises(CvbError, match="no machine type"):
+        QemuVM(image.kernel, image.initramfs, ["ready"], accel="tcg", machine="nosuch")

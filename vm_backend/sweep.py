@@ -126,4 +126,6 @@ def sweep(uri: str | None = "qemu:///system") -> list[str]:
     live = left if uri and not is_remote(uri) else set()
     removed += _sweep_processes(live)
     removed += _sweep_sockets()
+    from . import cgroup
+    removed += cgroup.sweep()      # after the processes: a cgroup with tasks stays
     return removed

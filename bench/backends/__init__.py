@@ -19,6 +19,7 @@ REGISTRY = {
     "crun": ("crun", "Crun"),
     "runc": ("runc", "Runc"),
     "runsc": ("runsc", "Runsc"),
+    "qemu-microvm": ("qemu", "QemuMicrovm"),
     "qemu": ("qemu", "Qemu"),
     "libvirt": ("libvirt", "Libvirt"),
 }
@@ -77,4 +78,7 @@ def availability(names: list[str]) -> dict[str, dict]:
             except Exception as e:  # noqa: BLE001
                 md = {"error": f"{type(e).__name__}: {e}"}
         out[n] = {"available": ok, "reason": why, "metadata": md}
+        if ok and b.kind == "vm":   # each VM backend's own verdict (vm.check_one_accel)
+            a = b.accel()
+            out[n]["accel"] = {"accel": a["name"], "why": a["reason"]}
     return out

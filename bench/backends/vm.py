@@ -51,14 +51,16 @@ class VMBackend(Backend):
     def __init__(self):
         self._verdict = None
 
-
     def vm_class(self):
         import vm_backend
         return getattr(vm_backend, self.vm_class_name)
 
+    def vm_kwargs(self) -> dict:
+        return {}
+
     def _vm(self, args: list[str], timeout: float, accel="auto"):
         return self.vm_class()(self.img.kernel, self.img.initramfs, list(args),
-                               memory_mib=MEMORY_MIB, timeout=timeout, accel=accel)
+                               memory_mib=MEMORY_MIB, timeout=timeout, accel=accel, **self.vm_kwargs())
 
     def _accel(self):
         """This backend's own verdict (raw QEMU trials without libvirt, libvirt
@@ -71,6 +73,12 @@ class VMBackend(Backend):
     def accel(self) -> dict:
         a = self._accel()
         return {"name": a.name, "reason": a.reason}
+
+    def sample_plan(self) -> str:
+        """The pyperf plan this backend's boots fit (bench/worker.py PLAN):
+        pyperf's defaults with a warm-up boot under KVM, where a boot takes
+        well under a second; the small plan under TCG, where it takes seconds."""
+        return "vm_kvm" if self._accel().name == "kvm" else "vm"
 
     def check(self) -> None:
         """Raise if this VM backend cannot run here (overridden per backend)."""
@@ -101,3 +109,15 @@ class VMBackend(Backend):
 
     def start(self, args: list[str], timeout: float = 60.0) -> Instance:
         return VMInstance(self.name, self._vm(args, timeout, self._accel()), args, timeout)
+
+
+def check_one_accel(avail: dict[str, dict]) -> None:
+    """Refuse a run whose VM backends got different accelerators: a kvm row next
+    to a tcg row would compare the emulator with the hypervisor, not the VMMs."""
+    from common.errors import CvbError
+    got = {n: a["accel"] for n, a in avail.items() if a.get("available") and a.get("accel")}
+    kinds = {a["accel"] for a in got.values()}
+    if len(kinds) > 1:
+        detail = "; ".join(f"{n}={a['accel']} ({a['why'][:120]})" for n, a in got.items())
+        raise CvbError("--backends", f"the VM backends got different accelerators: {detail}",
+                       "run the kvm and the tcg backends in separate runs (--backends)", status=2)
