@@ -1,10 +1,14 @@
 """cgroups: one interface over v1 and v2, chosen at run time.
 
-Every container gets ``.../cvbench/<id>``.  On v1 that is below the caller's
-own cgroup in each hierarchy (runc's reading of a relative cgroupsPath, and it
-keeps a container inside whatever budget its caller has); on v2 it is below
-the root, because v2 forbids processes in a cgroup that hands controllers to
-children.  The parent creates the directories and writes the limits before
+Every container gets ``.../cvbench/<id>`` unless config.json's
+``linux.cgroupsPath`` names another place: absolute paths are taken from each
+hierarchy's root, relative ones from the caller's own cgroup (runc's
+reading).  On v1 the default is below the caller's own cgroup in each
+hierarchy (it keeps a container inside whatever budget its caller has); on v2
+it is below the root, because v2 forbids processes in a cgroup that hands
+controllers to children.  On v1 the container joins every hierarchy, as runc
+does, so its /sys/fs/cgroup shows all of them.  The empty ``cvbench`` parent
+goes with the last container under it.  The parent creates the directories and writes the limits before
 the fork; the child is in them before it execs (on v1 it moves itself
 first thing, see self_join_files), so no process of the container ever
 runs outside its cgroup.
@@ -32,6 +36,7 @@ class Limits:
     cpu_weight: int | None = None   # cgroup v2 scale 1..10000 (v1 shares are converted)
     pids_max: int | None = None
     devices: list[tuple[bool, str]] | None = None  # (allow, "c 1:3 rwm"), applied in order
+    path: str | None = None  # linux.cgroupsPath; None: <caller's cgroup>/cvbench/<id>
 
 
 def shares_to_weight(shares: int) -> int:
@@ -41,6 +46,11 @@ def shares_to_weight(shares: int) -> int:
 
 def weight_to_shares(weight: int) -> int:
     return 2 + ((max(1, min(weight, 10000)) - 1) * 262142) // 9999
+
+
+def _pids_value(n: int) -> str:
+    """OCI pids.limit: -1 (any negative) is unlimited."""
+    return "max" if n < 0 else str(n)
 
 
 def _mounts() -> list[tuple[str, str, set[str]]]:
@@ -117,14 +127,24 @@ class Backend:
     def parents(self) -> list[str]:
         raise NotImplementedError
 
-    def leaf_dirs(self, cid: str) -> list[str]:
-        return [os.path.join(p, cid) for p in self.parents()]
+    def leaf_dirs(self, cid: str, path: str | None = None) -> list[str]:
+        if path is None:
+            return [os.path.join(p, cid) for p in self.parents()]
+        return [self._join(root, own, path) for root, own in self.roots()]
 
-    def create(self, cid: str, limits: Limits) -> list[str]:
-        dirs = self.leaf_dirs(cid)
+    @staticmethod
+    def _join(root: str, own: str, path: str) -> str:
+        base = root if path.startswith("/") else os.path.join(root, own.lstrip("/"))
+        return os.path.normpath(os.path.join(base, path.lstrip("/")))
+
+    def roots(self) -> list[tuple[str, str]]:
+        """(hierarchy mount point, the caller's cgroup in it) per joined hierarchy."""
+        raise NotImplementedError
+
+    def create(self, dirs: list[str], limits: Limits) -> list[str]:
         try:
             for d in dirs:
-                _mkdir(d)
+                self._mkdir(d)
             self.apply(dirs, limits)
         except BaseException:
             self.remove(dirs)
@@ -152,11 +172,11 @@ class Backend:
                 pass
         return out
 
+    def _mkdir(self, d: str) -> None:
+        _mkdir(d)
+
     def remove(self, dirs: list[str]) -> list[str]:
-        """rmdir each leaf.  The shared cvbench parent stays: re-creating it
-        would cost every start a few mkdirs, and removing it could race a
-        concurrent create (on v2 that would lose its subtree_control); the
-        harness's end-of-run sweep removes it once empty."""
+        """rmdir each leaf (remove_empty_parents takes the shared parent)."""
         return [d for d in dirs if os.path.isdir(d) and _rmdir(d)]
 
     def binds(self, dirs: list[str]) -> list[tuple[str, str]]:
@@ -165,60 +185,97 @@ class Backend:
 
 
 class V1(Backend):
+    """Every v1 hierarchy (and, on a hybrid host, the cgroup2 one), joined
+    like runc does; limits go to the memory, cpu, pids and devices ones."""
     version = "v1"
 
     def __init__(self):
-        self.mounts: dict[str, str] = {}
+        self.hier: list[tuple[str, str]] = []   # (name under /sys/fs/cgroup, mount point)
+        self.ctrl: dict[str, int] = {}          # controller -> index into hier
+        self.unified: str | None = None
+        own = _own_paths()
+        owns = []
         for t, point, opts in _mounts():
-            if t == "cgroup":
-                for c in V1_CONTROLLERS:
-                    if c in opts:
-                        self.mounts[c] = point
-        missing = [c for c in V1_CONTROLLERS if c not in self.mounts]
+            if t == "cgroup2":
+                self.unified = self.unified or point
+            elif t == "cgroup" and point not in (p for _, p in self.hier):
+                for c in opts:
+                    self.ctrl.setdefault(c, len(self.hier))
+                self.hier.append((os.path.basename(point), point))
+                owns.append(next((own[c] for c in sorted(opts) if c in own), "/"))
+        missing = [c for c in V1_CONTROLLERS if c not in self.ctrl]
         if missing:
             raise EnvError("cgroups", f"v1 controller(s) {', '.join(missing)} not mounted",
                            "mount them under /sys/fs/cgroup, or run on a cgroup v2 host")
-        for t, point, opts in _mounts():
-            if t == "cgroup":
-                self.mounts.update({c: point for c in V1_OPTIONAL if c in opts})
-        own = _own_paths()
-        self._names = [c for c in (*V1_CONTROLLERS, *V1_OPTIONAL) if c in self.mounts]
-        self._parents = [os.path.join(self.mounts[c], own.get(c, "/").lstrip("/"), PREFIX)
-                         for c in self._names]
+        self._roots = [(point, o) for (_, point), o in zip(self.hier, owns, strict=True)]
+        if self.unified:
+            self._roots.append((self.unified, own.get("", "/")))
+        self._parents = [os.path.join(root, o.lstrip("/"), PREFIX) for root, o in self._roots]
 
     def parents(self) -> list[str]:
         return self._parents
 
+    def roots(self):
+        return self._roots
+
+    def _mkdir(self, d: str) -> None:
+        _mkdir(d)
+        if os.path.exists(os.path.join(d, "cpuset.cpus")):
+            # a new cpuset cgroup starts empty and takes no tasks: copy down
+            # from the nearest configured ancestor, as runc does
+            for sub in _below(d):
+                for f in ("cpuset.cpus", "cpuset.mems"):
+                    with open(os.path.join(sub, f)) as fh:
+                        if fh.read().strip():
+                            continue
+                    with open(os.path.join(os.path.dirname(sub), f)) as fh:
+                        _write(os.path.join(sub, f), fh.read().strip())
+
     def apply(self, dirs, lim: Limits) -> None:
-        by = dict(zip(self._names, dirs, strict=True))
-        mem, cpu, pids = by["memory"], by["cpu"], by["pids"]
+        def by(c):
+            return dirs[self.ctrl[c]]
         if lim.devices is not None:
-            if "devices" not in by:
+            if "devices" not in self.ctrl:
                 raise EnvError("cgroups", "the v1 devices controller is not mounted",
                                "mount it, or drop linux.resources.devices")
             for allow, rule in lim.devices:
-                _write(f"{by['devices']}/devices.{'allow' if allow else 'deny'}", rule)
+                _write(f"{by('devices')}/devices.{'allow' if allow else 'deny'}", rule)
         if lim.memory_bytes is not None:
-            _write(f"{mem}/memory.limit_in_bytes", lim.memory_bytes)
+            _write(f"{by('memory')}/memory.limit_in_bytes", lim.memory_bytes)
         if lim.cpu_period_us is not None:
-            _write(f"{cpu}/cpu.cfs_period_us", lim.cpu_period_us)
+            _write(f"{by('cpu')}/cpu.cfs_period_us", lim.cpu_period_us)
         if lim.cpu_quota_us is not None:
-            _write(f"{cpu}/cpu.cfs_quota_us", lim.cpu_quota_us)
+            _write(f"{by('cpu')}/cpu.cfs_quota_us", lim.cpu_quota_us)
         if lim.cpu_weight is not None:
-            _write(f"{cpu}/cpu.shares", weight_to_shares(lim.cpu_weight))
+            _write(f"{by('cpu')}/cpu.shares", weight_to_shares(lim.cpu_weight))
         if lim.pids_max is not None:
-            _write(f"{pids}/pids.max", lim.pids_max)
+            _write(f"{by('pids')}/pids.max", _pids_value(lim.pids_max))
 
     def self_join_files(self, dirs):
         # A single thread moving itself through `tasks` skips the global
         # threadgroup rwsem (kernel/cgroup: cgroup_procs_write_start).
-        return [f"{d}/tasks" for d in dirs]
+        return [f"{d}/tasks" if i < len(self.hier) else f"{d}/cgroup.procs"
+                for i, d in enumerate(dirs)]
 
     def binds(self, dirs):
-        return list(zip(self._names, dirs, strict=True))
+        return [(name, d) for (name, _), d in zip(self.hier, dirs, strict=False)]  # the unified dir is joined, not bound
 
     def memory_dir(self, dirs):
-        return dirs[0]
+        return dirs[self.ctrl["memory"]]
+
+
+def _below(d: str) -> list[str]:
+    """d and its ancestors up to the first with cpuset.cpus set, top first."""
+    chain = [d]
+    while True:
+        parent = os.path.dirname(chain[-1])
+        if not os.path.exists(os.path.join(parent, "cpuset.cpus")):
+            break
+        with open(os.path.join(parent, "cpuset.cpus")) as f:
+            if f.read().strip():
+                break
+        chain.append(parent)
+    return chain[::-1]
 
 
 class V2(Backend):
@@ -261,21 +318,34 @@ class V2(Backend):
         if lim.cpu_weight is not None:
             out["cpu.weight"] = str(lim.cpu_weight)
         if lim.pids_max is not None:
-            out["pids.max"] = str(lim.pids_max)
+            out["pids.max"] = _pids_value(lim.pids_max)
         return out
 
-    def create(self, cid: str, limits: Limits) -> list[str]:
+    def roots(self):
+        return [(self.mount, _own_paths().get("", "/"))]
+
+    def create(self, dirs: list[str], limits: Limits) -> list[str]:
         need = self.needed(limits)
         missing = [c for c in need if c not in self.available()]
         if missing:
             raise EnvError("cgroups", f"cgroup v2 at {self.mount} lacks the {', '.join(missing)} "
                            "controller(s) (bound to a v1 hierarchy on this host?)",
                            "drop that limit, or use a pure v2 host")
-        os.makedirs(self.parent, exist_ok=True)
-        if need:
-            for d in (self.mount, self.parent):
-                _write(f"{d}/cgroup.subtree_control", " ".join(f"+{c}" for c in need))
-        return super().create(cid, limits)
+        for attempt in range(3):
+            chain, d = [], os.path.dirname(dirs[0])
+            while d.startswith(self.mount) and d != self.mount:
+                chain.append(d)
+                d = os.path.dirname(d)
+            try:
+                os.makedirs(chain[0] if chain else self.mount, exist_ok=True)
+                if need:  # every ancestor hands the controllers down
+                    for d in [self.mount, *chain[::-1]]:
+                        _write(f"{d}/cgroup.subtree_control", " ".join(f"+{c}" for c in need))
+                return super().create(dirs, limits)
+            except FileNotFoundError:
+                if attempt == 2:  # the last container's delete took the parent meanwhile
+                    raise
+        return dirs
 
     def apply(self, dirs, lim: Limits) -> None:
         for name, value in self.files(lim).items():
@@ -332,3 +402,16 @@ def kill_all(dirs: list[str], timeout: float = 1.0) -> None:
             except ProcessLookupError:
                 pass
         time.sleep(0.002)
+
+
+def remove_empty_parents(dirs: list[str]) -> None:
+    """rmdir the ``cvbench`` parent of each leaf once it is empty: the last
+    container under it takes it along (a concurrent create re-makes it; _mkdir
+    retries when it vanishes between the two mkdirs)."""
+    for d in dirs:
+        parent = os.path.dirname(d)
+        if os.path.basename(parent) == PREFIX:
+            try:
+                os.rmdir(parent)
+            except OSError:
+                pass  # not empty (another container), or already gone

@@ -82,32 +82,41 @@ def child(p: Plan, status_w: int, go_r: int, stdio: tuple[int, int, int], join_f
 def init(p: Plan, status_w: int, go_r: int) -> None:
     iso, cfg = p.iso, p.cfg
     os.setsid()
+    os.umask(0o022)  # for mountpoints made in the rootfs; the process's own umask is set below
+    if p.keyring:
+        # never the caller's session keyring (runc: "_ses.<id>", user search added)
+        key = sc.join_session_keyring(f"_ses.{p.cid}")
+        sc.keyring_setperm(key, 0x3f130000 | (0x8 if iso.userns else 0x80000))
     if iso.mountns:
         if iso.pivot_root:
             binds = []
             if p.limits is not None and any(m.type in ("cgroup", "cgroup2") for m in cfg.mounts):
-                binds = cgroups.backend().binds(cgroups.backend().leaf_dirs(p.cid))
+                binds = cgroups.backend().binds(p.cgroup_dirs)
             rootfs.prepare(p.root, cfg.mounts if iso.follow_bundle else [],
-                           propagation=cfg.propagation, in_userns=iso.userns, cgroup_binds=binds)
+                           propagation=cfg.propagation, in_userns=iso.userns, cgroup_binds=binds,
+                           bundle=cfg.bundle, devices=cfg.linux_devices if iso.follow_bundle else ())
             rootfs.switch_root(p.root)
             for key, value in p.sysctl.items():  # before /proc/sys turns read-only
                 with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
                     f.write(value)
+            rootfs.readonly(cfg.readonly_paths)  # runc's order: read-only, then masked
             rootfs.mask(cfg.masked_paths)
-            rootfs.readonly(cfg.readonly_paths)
             if cfg.root_readonly and iso.follow_bundle:
                 rootfs.readonly_root()
-        else:
-            sc.mount(None, "/", None, rootfs.PROPAGATION[cfg.propagation])
-    if iso.utsns and "utsns" not in p.ns_join:  # a joined one keeps its owner's name
-        sc.sethostname(cfg.hostname or "cvbench")
+            rootfs.finish(cfg.propagation)
+        else:  # the ladder's mount-namespace rung: nothing is mounted, nothing may leak
+            private = cfg.propagation in ("private", "rprivate")
+            sc.mount(None, "/", None, (sc.MS_PRIVATE if private else sc.MS_SLAVE) | sc.MS_REC)
+    if iso.utsns and "utsns" not in p.ns_join and cfg.hostname is not None:
+        sc.sethostname(cfg.hostname)  # no name of our own: runc sets none either
     if iso.netns and iso.network != "none":
         namespaces.loopback_up()
     if iso.follow_bundle:
         for name, soft, hard in cfg.rlimits:
             resource.setrlimit(getattr(resource, name), (soft, hard))
-        if cfg.umask is not None:
-            os.umask(cfg.umask)
+    if cfg.oom_score_adj is not None:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(cfg.oom_score_adj))
     if p.parent_join and os.read(go_r, 1) != b"C":
         os._exit(125)  # the parent could not put us in our cgroup
     if p.late_cgroupns:
@@ -123,8 +132,9 @@ def init(p: Plan, status_w: int, go_r: int) -> None:
     early_seccomp = p.bpf is not None and not iso.no_new_privs
     if early_seccomp:
         sc.seccomp_load_bpf(p.bpf)
-    if cfg.gid or cfg.additional_gids or cfg.uid:
-        os.setgroups(cfg.additional_gids)
+    # Always: the caller's supplementary groups must never reach the container.
+    os.setgroups(cfg.additional_gids)
+    if cfg.gid or cfg.uid:
         os.setresgid(cfg.gid, cfg.gid, cfg.gid)
         os.setresuid(cfg.uid, cfg.uid, cfg.uid)
     if p.bpf is not None and not early_seccomp:
@@ -140,6 +150,39 @@ def init(p: Plan, status_w: int, go_r: int) -> None:
         fd = os.open(f"/proc/self/fd/{p.fifo}", os.O_WRONLY)  # blocks until `start` opens it
         os.write(fd, b"0")
         os.close(fd)
+    os.umask(0o022 if cfg.umask is None else cfg.umask)
+    clean_exec_state(p.preserve_fds)
     os.execve(p.exe, p.argv, p.env)
 
 
+def clean_exec_state(preserve_fds: int) -> None:
+    """What a process inherits across exec besides its files: ignored signals
+    (CPython ignores SIGPIPE and SIGXFSZ; a caller may ignore more), the signal
+    mask, and every fd.  Only 0-2 and LISTEN_FDS-style preserved fds survive
+    (runc's --preserve-fds); the rest are marked close-on-exec last, so an fd
+    on the host's tree can never be reached from inside (CVE-2024-21626)."""
+    for sig in range(1, signal.NSIG):
+        if sig in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass  # the C library's reserved real-time signals
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    import fcntl
+    for fd in range(3, 3 + preserve_fds):
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETFD, 0)
+        except OSError:
+            pass
+    first = 3 + preserve_fds
+    try:
+        sc.close_range_cloexec(first)
+    except OSError:  # before Linux 5.11: one by one
+        for name in os.listdir("/proc/self/fd"):
+            fd = int(name)
+            if fd >= first:
+                try:
+                    fcntl.fcntl(fd, fcntl.F_SETFD, fcntl.FD_CLOEXEC)
+                except OSError:
+                    pass

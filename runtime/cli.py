@@ -1,8 +1,12 @@
 """`python -m runtime`: a runc-like command line over the library.
 
+    python -m runtime [--root DIR] [--log FILE] [--log-format text|json] COMMAND
     python -m runtime run -b BUNDLE ID [-- ARGS...]   foreground; exit status passes through
-    python -m runtime create -b BUNDLE ID / start ID / state ID / kill ID [SIG] / delete [-f] ID
-    python -m runtime list / spec / sweep / features
+    python -m runtime create -b BUNDLE [--pid-file F] ID / start ID / state ID / kill ID [SIG]
+    python -m runtime delete [-f] ID / list / spec / sweep / features
+
+The global flags are runc's: --root holds the state files, --log receives
+warnings and errors (as text or one JSON object per line).
 
 Isolation toggles (run and create): --isolation full|bare|only:M|cum:N, then
 --with M / --without M per mechanism, --network, and the cgroup limits.
@@ -20,8 +24,26 @@ from common.errors import EXIT_FAILED, CvbError, require_root, run_cli
 from . import state
 from .isolation import NETWORKS, Isolation
 
-FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
-             signal.SIGUSR2)
+# `run` forwards every signal it can catch, as runc does: all but SIGKILL and
+# SIGSTOP (uncatchable), SIGCHLD (ours) and SIGURG (runc's Go runtime keeps it).
+FORWARDED = tuple(s for s in signal.valid_signals() if isinstance(s, signal.Signals)
+                  and s not in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD, signal.SIGURG))
+_log = {"file": None, "format": "text"}
+
+
+def log(level: str, msg: str) -> None:
+    """A warning or error line: to --log in runc's text or JSON shape, and
+    warnings to stderr as well (errors reach stderr through run_cli)."""
+    if _log["file"]:
+        import time
+        with open(_log["file"], "a") as f:
+            if _log["format"] == "json":
+                f.write(json.dumps({"level": level, "msg": msg,
+                                    "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}) + "\n")
+            else:
+                f.write(f"{level}: {msg}\n")
+    if level == "warning":
+        print(f"cvbench: warning: {msg}", file=sys.stderr)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -32,10 +54,21 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m runtime", description="cvbench's container runtime (runc-like)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--root", help="directory for state files (default: /run/cvbench/containers)")
+    p.add_argument("--log", help="append warnings and errors to this file")
+    p.add_argument("--log-format", choices=("text", "json"), default="text")
+    p.add_argument("--systemd-cgroup", action="store_true", help=argparse.SUPPRESS)
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
     for name in ("run", "create"):
         s = sub.add_parser(name, help=f"{name} a container from an OCI bundle")
         s.add_argument("-b", "--bundle", default=".", help="bundle directory (default: .)")
+        s.add_argument("--pid-file", help="write the container's host pid here")
+        s.add_argument("--preserve-fds", type=int, default=0, metavar="N",
+                       help="keep fds 3..3+N-1 open in the container (all others are closed)")
+        s.add_argument("--ignore-unsupported", action="store_true",
+                       help="run even if a security field of config.json cannot be applied here "
+                            "(AppArmor, SELinux, ...); each becomes a warning")
+        s.add_argument("--no-pivot", action="store_true", help=argparse.SUPPRESS)
         s.add_argument("id", help="container id; after it, '-- ARGS...' replaces process.args")
         s.add_argument("--isolation", default="full",
                        help="full (default), bare, only:MECH or cum:N (first N ladder rungs)")
@@ -84,7 +117,7 @@ def _status(rec: dict) -> str:
     if rec.get("status") == "creating" and owner_alive:
         # a library container records only its owner (one state write on the
         # start path); it lives as long as that owner does not delete it
-        return "creating" if rec.get("pid") else "running"
+        return "creating"
     return "stopped"
 
 
@@ -108,8 +141,17 @@ def _signal(name: str) -> int:
         raise CvbError("signal", f"unknown signal {name!r}", "use a name like TERM or a number") from None
 
 
+def _pid_file(path: str | None, pid: int) -> None:
+    if path:
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            f.write(str(pid))
+        os.replace(tmp, path)
+
+
 def cmd_run(a) -> int:
-    """Foreground: signals that arrive during the start are held, then forwarded."""
+    """Foreground: every catchable signal is forwarded (held during the start,
+    then delivered); the exit status is the container's, 128+N for signal N."""
     from .container import spawn
     box: dict = {"c": None, "pending": []}
 
@@ -121,11 +163,12 @@ def cmd_run(a) -> int:
     old = {sig: signal.signal(sig, forward) for sig in FORWARDED}
     try:
         c = box["c"] = spawn(a.bundle, a.args or None, isolation_from_args(a), name=a.id,
-                             stdout=1, stderr=2)
+                             stdout=1, stderr=2, ignore_unsupported=a.ignore_unsupported,
+                             preserve_fds=a.preserve_fds)
         try:
             for w in c.warnings:
-                print(f"cvbench: warning: {w}", file=sys.stderr)
-            c.save_state("running", os.path.abspath(a.bundle))
+                log("warning", w)
+            _pid_file(a.pid_file, c.pid)
             for sig in box["pending"]:
                 c.kill(sig)
             return c.wait()
@@ -139,9 +182,10 @@ def cmd_run(a) -> int:
 def cmd_create(a) -> int:
     from .container import spawn
     c = spawn(a.bundle, a.args or None, isolation_from_args(a), name=a.id, stdout=1, stderr=2,
-              detached=True)
+              detached=True, ignore_unsupported=a.ignore_unsupported, preserve_fds=a.preserve_fds)
     for w in c.warnings:
-        print(f"cvbench: warning: {w}", file=sys.stderr)
+        log("warning", w)
+    _pid_file(a.pid_file, c.pid)
     return 0
 
 
@@ -251,9 +295,17 @@ def main(argv: list[str]) -> int:
         argv, args = argv[:i], argv[i + 1:]
     a = _parser().parse_args(argv)
     a.args = args
-    if a.cmd not in ("spec", "features", "list"):
-        require_root(f"python -m runtime {a.cmd}")
-    return globals()[f"cmd_{a.cmd}"](a)
+    _log.update(file=a.log, format=a.log_format)
+    if a.root:
+        state.set_root(a.root)
+    try:
+        if a.cmd not in ("spec", "features", "list"):
+            require_root(f"python -m runtime {a.cmd}")
+        return globals()[f"cmd_{a.cmd}"](a)
+    except CvbError as e:
+        if a.log:
+            log("error", e.line())
+        raise
 
 
 def entry() -> None:

@@ -21,15 +21,15 @@ CAP_SETS = ("bounding", "effective", "inheritable", "permitted", "ambient")
 # Per object: (fields applied, fields known but not applied).
 _KNOWN = {
     "": ({"ociVersion", "process", "root", "hostname", "mounts", "linux", "annotations"},
-         {"hooks", "domainname"}),
+         {"domainname"}),
     "process": ({"terminal", "user", "args", "env", "cwd", "capabilities", "rlimits",
-                 "noNewPrivileges", "apparmorProfile", "selinuxLabel"},
-                {"consoleSize", "commandLine", "oomScoreAdj", "ioPriority", "scheduler"}),
+                 "noNewPrivileges", "apparmorProfile", "selinuxLabel", "oomScoreAdj"},
+                {"consoleSize", "commandLine", "ioPriority", "scheduler"}),
     "process.user": ({"uid", "gid", "additionalGids", "umask"}, {"username"}),
     "root": ({"path", "readonly"}, set()),
     "linux": ({"namespaces", "uidMappings", "gidMappings", "resources", "seccomp",
-               "maskedPaths", "readonlyPaths", "sysctl", "timeOffsets", "rootfsPropagation"},
-              {"devices", "mountLabel", "intelRdt", "personality", "cgroupsPath"}),
+               "maskedPaths", "readonlyPaths", "sysctl", "timeOffsets", "rootfsPropagation", "devices", "cgroupsPath"},
+              {"mountLabel", "intelRdt", "personality"}),
     "linux.resources": ({"devices", "memory", "cpu", "pids"},
                         {"blockIO", "hugepageLimits", "network", "rdma", "unified"}),
     "linux.resources.memory": ({"limit"}, {"reservation", "swap", "kernel", "kernelTCP", "swappiness",
@@ -81,7 +81,14 @@ class Config:
     time_offsets: dict[str, tuple[int, int]] = field(default_factory=dict)
     propagation: str = "rslave"
     annotations: dict[str, str] = field(default_factory=dict)
+    oom_score_adj: int | None = None
+    linux_devices: list[dict] = field(default_factory=list)
+    cgroups_path: str | None = None
+    hooks: dict[str, list[dict]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    # (field, why): security-relevant settings this host cannot apply.  spawn()
+    # refuses them before anything starts unless told to ignore them.
+    unsupported: list[tuple[str, str]] = field(default_factory=list)
 
 
 class _Reader:
@@ -174,9 +181,13 @@ def parse(raw: dict, bundle: str, file: str = "config.json") -> Config:
             raise r.bad(f"{p}.type", "must be an RLIMIT_* name")
         cfg.rlimits.append((t, r.typed(rl, "soft", p, int, 0), r.typed(rl, "hard", p, int, 0)))
     cfg.no_new_privs = r.typed(proc, "noNewPrivileges", "process", bool, False)
+    cfg.oom_score_adj = r.typed(proc, "oomScoreAdj", "process", int, None)
+    if cfg.oom_score_adj is not None and not -1000 <= cfg.oom_score_adj <= 1000:
+        raise r.bad("process.oomScoreAdj", "must be between -1000 and 1000")
     if proc.get("apparmorProfile") or proc.get("selinuxLabel"):
         from . import lsm
-        r.warnings.extend(lsm.warn_labels(proc.get("apparmorProfile"), proc.get("selinuxLabel")))
+        cfg.unsupported.extend(lsm.unsupported(proc.get("apparmorProfile"), proc.get("selinuxLabel")))
+    _parse_hooks(r, raw, cfg)
 
     root = r.obj(raw, "root", "", required=True)
     rp = r.typed(root, "path", "root", str)
@@ -204,8 +215,36 @@ def parse(raw: dict, bundle: str, file: str = "config.json") -> Config:
 
     lin = r.obj(raw, "linux", "")
     _parse_linux(r, lin, cfg)
+    if lin.get("mountLabel"):
+        cfg.unsupported.append(("linux.mountLabel", "SELinux labels are not applied by cvbench's runtime"))
     cfg.warnings = r.warnings
     return cfg
+
+
+HOOKS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
+
+
+def _parse_hooks(r: _Reader, raw: dict, cfg: Config) -> None:
+    hooks = r.typed(raw, "hooks", "", dict, {})
+    for kind, items in hooks.items():
+        if kind not in HOOKS:
+            r.warnings.append(f"hooks.{kind}: unknown hook kind, ignored")
+            continue
+        if not isinstance(items, list):
+            raise r.bad(f"hooks.{kind}", "must be a list")
+        for i, h in enumerate(items):
+            p = f"hooks.{kind}[{i}]"
+            if not isinstance(h, dict):
+                raise r.bad(p, "must be an object")
+            path = r.typed(h, "path", p, str)
+            if not path or not path.startswith("/"):
+                raise r.bad(f"{p}.path", "must be an absolute path")
+            r.strlist(h, "args", p)
+            r.strlist(h, "env", p)
+            t = r.typed(h, "timeout", p, int, None)
+            if t is not None and t <= 0:
+                raise r.bad(f"{p}.timeout", "must be positive")
+        cfg.hooks[kind] = list(items)
 
 
 def _parse_linux(r: _Reader, lin: dict, cfg: Config) -> None:
@@ -261,6 +300,23 @@ def _parse_linux(r: _Reader, lin: dict, cfg: Config) -> None:
         if clock not in ("monotonic", "boottime") or not isinstance(off, dict):
             raise r.bad(p, "must be monotonic or boottime with {secs, nanosecs}")
         cfg.time_offsets[clock] = (r.typed(off, "secs", p, int, 0), r.typed(off, "nanosecs", p, int, 0))
+    cfg.cgroups_path = r.typed(lin, "cgroupsPath", "linux", str, None) or None
+    if cfg.cgroups_path and (":" in cfg.cgroups_path or ".." in cfg.cgroups_path.split("/")):
+        raise r.bad("linux.cgroupsPath", "must be a cgroupfs path (no systemd slice:prefix:name, no ..)")
+    for i, d in enumerate(r.typed(lin, "devices", "linux", list, [])):
+        p = f"linux.devices[{i}]"
+        if not isinstance(d, dict):
+            raise r.bad(p, "must be an object")
+        path = r.typed(d, "path", p, str)
+        if not path or not path.startswith("/dev/") or ".." in path.split("/"):
+            raise r.bad(f"{p}.path", "must be an absolute path below /dev")
+        if r.typed(d, "type", p, str) not in ("c", "b", "u", "p"):
+            raise r.bad(f"{p}.type", "must be c, b, u or p")
+        for k in ("major", "minor", "fileMode", "uid", "gid"):
+            r.typed(d, k, p, int, None)
+        if d["type"] != "p" and (d.get("major") is None or d.get("minor") is None):
+            raise r.bad(p, "needs major and minor")
+        cfg.linux_devices.append(dict(d, type="c" if d["type"] == "u" else d["type"]))
     prop = r.typed(lin, "rootfsPropagation", "linux", str, None)
     if prop is not None:
         if prop not in ("private", "rprivate", "slave", "rslave", "shared", "rshared", "unbindable",
@@ -269,27 +325,19 @@ def _parse_linux(r: _Reader, lin: dict, cfg: Config) -> None:
         cfg.propagation = prop
 
 
-_cache: dict[tuple, Config] = {}
-
-
 def load(bundle: str | os.PathLike) -> Config:
-    """The parsed config of a bundle; cached by mtime so a benchmark loop pays once."""
+    """The parsed, checked config of a bundle, read afresh on every call: a
+    timed spawn pays for reading its config.json as runc and crun do, and an
+    edit between two spawns always takes effect."""
     bundle = os.path.abspath(os.fspath(bundle))
     path = Path(bundle) / "config.json"
     try:
-        st = path.stat()
+        text = path.read_text()
     except FileNotFoundError:
         raise CvbError("bundle", f"{path} does not exist", "pass an OCI bundle directory (rootfs/ + config.json)") from None
-    key = (bundle, st.st_mtime_ns, st.st_size)
-    cfg = _cache.get(key)
-    if cfg is None:
-        try:
-            raw = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise CvbError(str(path), f"not valid JSON at line {e.lineno} column {e.colno}: {e.msg}",
-                           "fix the JSON syntax") from None
-        cfg = parse(raw, bundle, str(path))
-        if len(_cache) > 16:
-            _cache.clear()
-        _cache[key] = cfg
-    return cfg
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CvbError(str(path), f"not valid JSON at line {e.lineno} column {e.colno}: {e.msg}",
+                       "fix the JSON syntax") from None
+    return parse(raw, bundle, str(path))

@@ -34,7 +34,7 @@ from . import cgroups, namespaces, state
 from . import syscalls as sc
 from .child import child
 from .isolation import Isolation
-from .plan import Plan, cached_plan
+from .plan import Plan, plan
 
 _own_pidns: tuple[int, int] = (0, -1)
 
@@ -167,6 +167,7 @@ class Container:
         if self._cg:
             step(cgroups.kill_all, self._cg)
             step(cgroups.backend().remove, self._cg)
+            step(cgroups.remove_empty_parents, self._cg)
         if self._net is not None:
             step(self._net.remove)
         if self.stdout is not None:
@@ -202,18 +203,25 @@ def _owner_record() -> dict:
 
 
 def spawn(bundle, args: list[str] | None = None, iso: Isolation | None = None, *,
-          name: str | None = None, stdout=None, stderr=None, detached: bool = False) -> Container:
+          name: str | None = None, stdout=None, stderr=None, detached: bool = False,
+          ignore_unsupported: bool = False, preserve_fds: int = 0) -> Container:
     """Start a container and return once its process has exec'd (or failed to).
 
     detached=True (the CLI's `create`) leaves the init blocked before exec
-    until `start`, owned by itself rather than by the caller."""
+    until `start`, owned by itself rather than by the caller.  A security
+    setting of config.json this host cannot apply is an error before anything
+    starts; ignore_unsupported=True makes it a warning in Container.warnings.
+    preserve_fds=N keeps the caller's fds 3..3+N-1 open in the container (as
+    runc --preserve-fds); every other fd is closed at exec."""
     require_root("container runtime")
     cid = state.check_id(name) if name else unique("ctr")
-    p = cached_plan(bundle, args, iso, cid, detached)
+    p = plan(bundle, args, iso, cid, detached, ignore_unsupported=ignore_unsupported,
+             preserve_fds=preserve_fds)
     c = Container(cid)
-    c.warnings = list(p.cfg.warnings)
+    c.warnings = p.cfg.warnings
     be = cgroups.backend() if p.limits is not None else None
-    planned_cg = be.leaf_dirs(cid) if be else []
+    planned_cg = be.leaf_dirs(cid, p.limits.path) if be else []
+    p.cgroup_dirs = planned_cg
     # One state write before anything else exists: it names the owner and
     # every cgroup, so a sweep after a kill -9 anywhere below finds them.
     state.create(cid, {**_owner_record(), "cgroups": planned_cg, "bundle": p.cfg.bundle,
@@ -221,7 +229,7 @@ def spawn(bundle, args: list[str] | None = None, iso: Isolation | None = None, *
     fds: list[int] = []
     try:
         if be is not None:
-            c._cg = be.create(cid, p.limits)
+            c._cg = be.create(planned_cg, p.limits)
             p.self_join = be.self_join_files(c._cg)
         if detached:
             path = str(state.fifo(cid))
@@ -266,8 +274,8 @@ def spawn(bundle, args: list[str] | None = None, iso: Isolation | None = None, *
             c.stdout = os.fdopen(out_r, "rb")
             fds.remove(out_r)
         _parent_sync(c, p, status_r, go_w)
-        if detached:
-            c.save_state("created", p.cfg.bundle, detached=True)
+        # the pid on record: `state` never shows a live container with pid 0
+        c.save_state("created" if detached else "running", p.cfg.bundle, detached=detached)
         return c
     except BaseException:
         c.delete()

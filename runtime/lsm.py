@@ -1,7 +1,8 @@
 """AppArmor and SELinux: detected, reported, and never faked.
 
-Applying a label needs the LSM enabled in the running kernel.  Where it is
-not, a config.json that asks for one gets a clear warning, and `python -m
+cvbench's runtime applies no label.  A config.json that asks for one is
+refused before anything starts (fail closed, naming the field); with
+ignore_unsupported it becomes a warning on Container.warnings.  `python -m
 runtime features` (and the harness's metadata) says "unavailable" with why.
 """
 from __future__ import annotations
@@ -40,13 +41,17 @@ def report() -> dict[str, dict]:
     return out
 
 
-def warn_labels(apparmor_profile: str | None, selinux_label: str | None) -> list[str]:
-    """Warnings for labels config.json asks for; labels are not applied."""
+def unsupported(apparmor_profile: str | None, selinux_label: str | None) -> list[tuple[str, str]]:
+    """(field, why) for labels config.json asks for: cvbench applies none, so
+    each is refused before the container starts (runc refuses an AppArmor
+    profile it cannot apply too), unless the caller passes ignore_unsupported."""
     out = []
     if apparmor_profile:
         ok, why = apparmor()
-        out.append(f"process.apparmorProfile: AppArmor is {'available but labels are not applied by cvbench' if ok else 'unavailable: ' + why}; ignored")
+        out.append(("process.apparmorProfile", "AppArmor " + ("is enabled but cvbench's runtime does not apply profiles"
+                                                              if ok else f"is unavailable ({why})")))
     if selinux_label:
         ok, why = selinux()
-        out.append(f"process.selinuxLabel: SELinux is {'available but labels are not applied by cvbench' if ok else 'unavailable: ' + why}; ignored")
+        out.append(("process.selinuxLabel", "SELinux " + ("is enabled but cvbench's runtime does not apply labels"
+                                                          if ok else f"is unavailable ({why})")))
     return out

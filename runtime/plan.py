@@ -2,12 +2,12 @@
 the parent before the fork.
 
 Resolved before, because after pivot_root the child cannot import a module
-or read the bundle, and because a benchmark loop spawning the same container
-hundreds of times should pay for parsing and checking once.
+or read the bundle.  Nothing is cached across spawns: every spawn reads and
+checks config.json and compiles its seccomp filter again, as runc and crun
+do on every start, so a timed start measures the whole of it.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass, field
 
@@ -48,6 +48,9 @@ class Plan:
     # skips the kernel's global threadgroup lock and its RCU grace period
     # (milliseconds) that a write of another pid to cgroup.procs waits for.
     self_join: list[str] | None = None
+    cgroup_dirs: list[str] = field(default_factory=list)
+    keyring: bool = False    # join a new session keyring (runc's "_ses.<id>")
+    preserve_fds: int = 0    # fds 3..3+N-1 stay open across exec (runc --preserve-fds)
 
     @property
     def double_fork(self) -> bool:
@@ -91,7 +94,39 @@ def _resolve_exe(root: str, argv0: str, env: dict[str, str], pivot: bool) -> str
                    "give a path that exists in the bundle's rootfs")
 
 
-def plan(bundle, args, iso: Isolation, cid: str, detached: bool = False) -> Plan:
+def home(root: str, uid: int) -> str:
+    """HOME as runc sets it: the user's entry in the rootfs's /etc/passwd, else /.
+    Read through RESOLVE_IN_ROOT, so a symlinked passwd never reads the host's."""
+    from . import syscalls as sc
+    try:
+        rfd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fd = sc.openat2(rfd, "etc/passwd", os.O_RDONLY, sc.RESOLVE_IN_ROOT | sc.RESOLVE_NO_MAGICLINKS)
+        finally:
+            os.close(rfd)
+        with os.fdopen(fd, "r", errors="replace") as f:
+            for line in f:
+                parts = line.rstrip("\n").split(":")
+                if len(parts) >= 6 and parts[2] == str(uid) and parts[5]:
+                    return parts[5]
+    except OSError:
+        pass
+    return "/"
+
+
+def unsupported_check(cfg: config_mod.Config, ignore: bool) -> None:
+    """Fail closed: a security setting this host cannot apply stops the start
+    before anything exists, naming the field; ignore=True (the CLI's
+    --ignore-unsupported) turns each into a warning on Container.warnings."""
+    for fld, why in cfg.unsupported:
+        if not ignore:
+            raise CvbError(fld, f"{why}, so it cannot be applied",
+                           "remove it from config.json, or pass --ignore-unsupported to run without it")
+        cfg.warnings.append(f"{fld}: {why}; not applied (--ignore-unsupported)")
+
+
+def plan(bundle, args, iso: Isolation, cid: str, detached: bool = False, *,
+         ignore_unsupported: bool = False, preserve_fds: int = 0) -> Plan:
     cfg = config_mod.load(bundle)
     iso = iso if iso is not None else Isolation.full()
     if iso.follow_bundle:
@@ -111,27 +146,36 @@ def plan(bundle, args, iso: Isolation, cid: str, detached: bool = False) -> Plan
         raise CvbError("isolation", "pivot_root needs a mount namespace", "switch mountns on")
     argv = list(args) if args else list(cfg.args)
     env = dict(e.split("=", 1) for e in cfg.env if "=" in e)
+    if "HOME" not in env:
+        env["HOME"] = home(cfg.root, cfg.uid)
     p = Plan(cid=cid, root=cfg.root, exe=_resolve_exe(cfg.root, argv[0], env, iso.pivot_root),
              argv=argv, env=env, cwd=cfg.cwd if iso.pivot_root else os.path.join(cfg.root, cfg.cwd.lstrip("/")),
-             ns_new=ns_new, ns_join=ns_join, iso=iso, cfg=cfg, detached=detached)
+             ns_new=ns_new, ns_join=ns_join, iso=iso, cfg=cfg, detached=detached,
+             keyring=iso.follow_bundle, preserve_fds=preserve_fds)
     if iso.caps:
         p.caps = capabilities.plan(cfg.caps)
-    if iso.seccomp:
+    # The bundle's filter, or none when it has none; only the ladder's seccomp
+    # rung (not following the bundle) adds the default profile on purpose.
+    profile = cfg.seccomp if iso.follow_bundle else (cfg.seccomp or "default")
+    if iso.seccomp and profile is not None:
         from . import seccomp
-        p.bpf = seccomp.compile_bpf(cfg.seccomp if iso.follow_bundle else None, cfg.warnings)
+        p.bpf = seccomp.compile_bpf(None if profile == "default" else profile, cfg.warnings)
     if iso.cgroup:
         p.limits = cgroups.Limits(
             memory_bytes=iso.memory_bytes or cfg.memory_limit,
             cpu_quota_us=iso.cpu_quota_us or (cfg.cpu_quota if cfg.cpu_quota and cfg.cpu_quota > 0 else None),
             cpu_period_us=iso.cpu_period_us or cfg.cpu_period,
             cpu_weight=iso.cpu_weight or (cgroups.shares_to_weight(cfg.cpu_shares) if cfg.cpu_shares else None),
-            pids_max=iso.pids_max or cfg.pids_limit,
-            devices=device_rules(cfg.devices) if iso.follow_bundle and cfg.devices else None)
+            pids_max=iso.pids_max or (cfg.pids_limit if cfg.pids_limit else None),
+            devices=device_rules(cfg.devices, cfg.linux_devices) if iso.follow_bundle and cfg.devices
+            else None,
+            path=cfg.cgroups_path if iso.follow_bundle else None)
         if p.limits.devices is not None and cgroups.backend().version == "v2":
             p.limits.devices = None  # v2 filters devices with eBPF, which cvbench does not load
-            note = "linux.resources.devices: not enforced on cgroup v2 (needs an eBPF program), ignored"
-            if note not in cfg.warnings:
-                cfg.warnings.append(note)
+            cfg.unsupported.append(("linux.resources.devices",
+                                    "cgroup v2 filters devices with an eBPF program, which cvbench "
+                                    "does not load"))
+    unsupported_check(cfg, ignore_unsupported)
     if iso.userns:
         p.uid_map = cfg.uid_mappings or [(0, iso.host_id, 65536)]
         p.gid_map = cfg.gid_mappings or [(0, iso.host_id, 65536)]
@@ -147,15 +191,17 @@ DEFAULT_DEVICES = ["c *:* m", "b *:* m", "c 1:3 rwm", "c 1:8 rwm", "c 1:7 rwm", 
                    "c 1:5 rwm", "c 1:9 rwm", "c 136:* rwm", "c 5:2 rwm", "c 10:200 rwm"]
 
 
-def device_rules(devices: list[dict]) -> list[tuple[bool, str]]:
-    """OCI linux.resources.devices as v1 devices.allow/deny lines, in order."""
+def device_rules(devices: list[dict], nodes=()) -> list[tuple[bool, str]]:
+    """OCI linux.resources.devices as v1 devices.allow/deny lines, in order,
+    then runc's defaults and the linux.devices nodes (runc allows those too)."""
     out = []
     for d in devices:
         t = d.get("type", "a")
         rule = "a" if t == "a" and d.get("major") is None and d.get("minor") is None else \
             f"{t} {'*' if d.get('major') is None else d['major']}:{'*' if d.get('minor') is None else d['minor']} {d.get('access', 'rwm')}"
         out.append((d["allow"], rule))
-    return out + [(True, r) for r in DEFAULT_DEVICES]
+    out += [(True, r) for r in DEFAULT_DEVICES]
+    return out + [(True, f"{d['type']} {d['major']}:{d['minor']} rwm") for d in nodes if d["type"] in "cb"]
 
 
 def _check_sysctl(sysctl: dict[str, str], iso: Isolation) -> dict[str, str]:
@@ -176,21 +222,3 @@ def _check_sysctl(sysctl: dict[str, str], iso: Isolation) -> dict[str, str]:
             raise CvbError(f"linux.sysctl.{key}", f"needs the container's own {need} and /proc",
                            f"switch {need} and pivot_root on, or drop the sysctl")
     return dict(sysctl)
-
-
-_plans: dict[tuple, Plan] = {}
-
-
-def cached_plan(bundle, args, iso: Isolation | None, cid: str, detached: bool) -> Plan:
-    """plan(), memoised per bundle version and settings: a benchmark loop
-    spawns the same container hundreds of times."""
-    cfg = config_mod.load(bundle)
-    iso = iso if iso is not None else Isolation.full()
-    # a flat tuple of the (hashable) field values: astuple() deep-copies, ~19 us per spawn
-    key = (id(cfg), tuple(args or ()), tuple(vars(iso).values()), detached)
-    p = _plans.get(key)
-    if p is None or p.cfg is not cfg:
-        if len(_plans) > 64:
-            _plans.clear()
-        p = _plans[key] = plan(bundle, args, iso, cid, detached)
-    return dataclasses.replace(p, cid=cid)

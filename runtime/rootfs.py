@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import posixpath
 import stat
 
 from . import syscalls as sc
@@ -23,7 +24,22 @@ _FLAGS = {  # option -> (set, clear)
     "nodiratime": (sc.MS_NODIRATIME, 0), "diratime": (0, sc.MS_NODIRATIME),
     "relatime": (sc.MS_RELATIME, 0), "norelatime": (0, sc.MS_RELATIME),
     "strictatime": (sc.MS_STRICTATIME, 0), "nostrictatime": (0, sc.MS_STRICTATIME),
+    "nosymfollow": (sc.MS_NOSYMFOLLOW, 0), "symfollow": (0, sc.MS_NOSYMFOLLOW),
+    "silent": (sc.MS_SILENT, 0), "loud": (0, sc.MS_SILENT), "defaults": (0, 0),
     "bind": (sc.MS_BIND, 0), "rbind": (sc.MS_BIND | sc.MS_REC, 0), "remount": (sc.MS_REMOUNT, 0),
+}
+# The recursive options (runtime-spec config.md, "Mounts"): applied to the
+# whole subtree with mount_setattr(AT_RECURSIVE), which no MS_REMOUNT can do.
+_ATIME = sc.MOUNT_ATTR__ATIME
+RECURSIVE = {  # option -> (attr_set, attr_clr)
+    "rro": (sc.MOUNT_ATTR_RDONLY, 0), "rrw": (0, sc.MOUNT_ATTR_RDONLY),
+    "rnosuid": (sc.MOUNT_ATTR_NOSUID, 0), "rsuid": (0, sc.MOUNT_ATTR_NOSUID),
+    "rnodev": (sc.MOUNT_ATTR_NODEV, 0), "rdev": (0, sc.MOUNT_ATTR_NODEV),
+    "rnoexec": (sc.MOUNT_ATTR_NOEXEC, 0), "rexec": (0, sc.MOUNT_ATTR_NOEXEC),
+    "rnodiratime": (sc.MOUNT_ATTR_NODIRATIME, 0), "rdiratime": (0, sc.MOUNT_ATTR_NODIRATIME),
+    "rrelatime": (sc.MOUNT_ATTR_RELATIME, _ATIME), "ratime": (sc.MOUNT_ATTR_RELATIME, _ATIME),
+    "rnoatime": (sc.MOUNT_ATTR_NOATIME, _ATIME), "rstrictatime": (sc.MOUNT_ATTR_STRICTATIME, _ATIME),
+    "rnosymfollow": (sc.MOUNT_ATTR_NOSYMFOLLOW, 0), "rsymfollow": (0, sc.MOUNT_ATTR_NOSYMFOLLOW),
 }
 PROPAGATION = {"private": sc.MS_PRIVATE, "rprivate": sc.MS_PRIVATE | sc.MS_REC,
                "slave": sc.MS_SLAVE, "rslave": sc.MS_SLAVE | sc.MS_REC,
@@ -37,23 +53,41 @@ LINKS = [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/pro
 _ST_TO_MS = [(os.ST_RDONLY, sc.MS_RDONLY), (os.ST_NOSUID, sc.MS_NOSUID), (os.ST_NODEV, sc.MS_NODEV),
              (os.ST_NOEXEC, sc.MS_NOEXEC), (os.ST_NOATIME, sc.MS_NOATIME),
              (os.ST_NODIRATIME, sc.MS_NODIRATIME), (os.ST_RELATIME, sc.MS_RELATIME)]
+_IN_ROOT = sc.RESOLVE_IN_ROOT | sc.RESOLVE_NO_MAGICLINKS
+
+
+class Options:
+    """OCI mount options, split by how they are applied."""
+
+    def __init__(self, options, bind: bool):
+        self.flags = self.prop = self.rec_set = self.rec_clr = 0
+        data = []
+        for o in options:
+            if o in _FLAGS:
+                s, c = _FLAGS[o]
+                self.flags = (self.flags | s) & ~c
+            elif o in PROPAGATION:
+                self.prop |= PROPAGATION[o]
+            elif o in RECURSIVE:
+                s, c = RECURSIVE[o]
+                self.rec_set, self.rec_clr = (self.rec_set | s) & ~c, (self.rec_clr | c) & ~s
+            elif bind:
+                # a bind mount has no filesystem to hand data to: an option we
+                # do not know would otherwise vanish (a "ro" spelled wrongly
+                # gives a writable mount), so it is an error, as in crun
+                raise ValueError(f"unknown bind mount option {o!r}")
+            else:
+                data.append(o)
+        self.data = ",".join(data)
 
 
 def parse_options(options) -> tuple[int, int, str]:
     """OCI mount options -> (mount flags, propagation flags, fs data string)."""
-    flags, prop, data = 0, 0, []
-    for o in options:
-        if o in _FLAGS:
-            s, c = _FLAGS[o]
-            flags = (flags | s) & ~c
-        elif o in PROPAGATION:
-            prop |= PROPAGATION[o]
-        else:
-            data.append(o)
-    return flags, prop, ",".join(data)
+    o = Options(options, bind=False)
+    return o.flags, o.prop, o.data
 
 
-def _locked_flags(path: str) -> int:
+def _locked_flags(path) -> int:
     """Flags a bind remount must keep (the kernel locks them inside a userns)."""
     f = os.statvfs(path).f_flag
     return sum(ms for st, ms in _ST_TO_MS if f & st)
@@ -67,27 +101,87 @@ def _mkdirs(path: str) -> None:
     os.makedirs(path, exist_ok=True)
 
 
-def _mount_one(root: str, m, in_userns: bool, cgroup_binds) -> None:
-    target = root + m.destination.rstrip("/")
-    flags, prop, data = parse_options(m.options)
-    if m.type == "cgroup" or m.type == "cgroup2":
-        return _mount_cgroup(target, flags, cgroup_binds)
-    if flags & sc.MS_BIND:
-        src = m.source if os.path.isabs(m.source) else os.path.join(os.path.dirname(root), m.source)
-        if not os.path.exists(target):
-            if os.path.isdir(src):
-                _mkdirs(target)
-            else:
-                _mkdirs(os.path.dirname(target))
-                open(target, "a").close()
-        sc.mount(src, target, None, flags & (sc.MS_BIND | sc.MS_REC))
-        if flags & ~(sc.MS_BIND | sc.MS_REC):
-            sc.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | (flags & ~sc.MS_REC)
-                     | _locked_flags(target))
-    else:
-        _mkdirs(target)
+class InRoot:
+    """Paths inside the new root, resolved by the kernel as if root were "/"
+    (openat2 RESOLVE_IN_ROOT): a symlink in the bundle's rootfs can never send a
+    mount, a mkdir or a mknod to the host.  Each operation gets an O_PATH fd and
+    works through /proc/self/fd/N, as runc does."""
+
+    def __init__(self, root: str):
+        self.fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def open(self, dest: str) -> int:
+        rel = posixpath.normpath("/" + dest).lstrip("/") or "."
+        return sc.openat2(self.fd, rel, os.O_PATH, _IN_ROOT)
+
+    def ensure(self, dest: str, directory: bool = True) -> None:
+        """Create dest (and missing parents) inside the root; mode 0755 like runc."""
+        parts = [p for p in posixpath.normpath("/" + dest).split("/") if p]
+        for i in range(len(parts)):
+            try:
+                os.close(self.open("/".join(parts[:i + 1])))
+                continue
+            except FileNotFoundError:
+                pass
+            parent = self.open("/".join(parts[:i]))
+            try:
+                if directory or i < len(parts) - 1:
+                    os.mkdir(parts[i], 0o755, dir_fd=parent)
+                else:
+                    os.close(os.open(parts[i], os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW
+                                     | os.O_CLOEXEC, 0o755, dir_fd=parent))
+            except FileExistsError:
+                pass
+            finally:
+                os.close(parent)
+
+    def mount(self, dest: str, source, fstype, flags: int, data=None) -> None:
+        fd = self.open(dest)
         try:
-            sc.mount(m.source or m.type, target, m.type, flags, data or None)
+            sc.mount(source, f"/proc/self/fd/{fd}", fstype, flags, data)
+        finally:
+            os.close(fd)
+
+    def remount(self, dest: str, flags: int) -> None:
+        """A bind remount of the mount now at dest (re-resolved: the fd taken
+        before a mount points below it)."""
+        fd = self.open(dest)
+        try:
+            sc.mount(None, f"/proc/self/fd/{fd}", None, sc.MS_BIND | sc.MS_REMOUNT | flags
+                     | _locked_flags(fd))
+        finally:
+            os.close(fd)
+
+    def setattr(self, dest: str, attr_set: int, attr_clr: int) -> None:
+        fd = self.open(dest)
+        try:
+            sc.mount_setattr(f"/proc/self/fd/{fd}", attr_set, attr_clr, recursive=True)
+        finally:
+            os.close(fd)
+
+
+def _mount_one(r: InRoot, bundle: str, m, in_userns: bool, cgroup_binds) -> None:
+    dest = m.destination
+    bind = "bind" in m.options or "rbind" in m.options or m.type == "bind"
+    try:
+        o = Options(m.options, bind)
+    except ValueError as e:
+        raise OSError(errno.EINVAL, f"mount {dest}: {e}") from None
+    if m.type == "cgroup" or m.type == "cgroup2":
+        return _mount_cgroup(r, dest, o.flags, cgroup_binds)
+    if bind:
+        src = m.source if os.path.isabs(m.source) else os.path.join(bundle, m.source)
+        r.ensure(dest, os.path.isdir(src))
+        r.mount(dest, src, None, sc.MS_BIND | (o.flags & sc.MS_REC))
+        if o.flags & ~(sc.MS_BIND | sc.MS_REC):
+            r.remount(dest, o.flags & ~(sc.MS_BIND | sc.MS_REC))
+    else:
+        r.ensure(dest)
+        try:
+            r.mount(dest, m.source or m.type, m.type, o.flags, o.data or None)
         except OSError as e:
             # sysfs or mqueue in a user namespace that does not own the net/ipc
             # namespace: the kernel refuses; runc bind-mounts the host's instead.
@@ -96,67 +190,140 @@ def _mount_one(root: str, m, in_userns: bool, cgroup_binds) -> None:
             host = "/sys" if m.type == "sysfs" else "/dev/mqueue"
             if not os.path.isdir(host):
                 return
-            sc.mount(host, target, None, sc.MS_BIND | sc.MS_REC)
-            if flags & sc.MS_RDONLY:
-                _remount_ro(target)
-    if prop:
-        sc.mount(None, target, None, prop)
+            r.mount(dest, host, None, sc.MS_BIND | sc.MS_REC)
+            if o.flags & sc.MS_RDONLY:
+                r.remount(dest, sc.MS_RDONLY)
+    if o.rec_set or o.rec_clr:
+        r.setattr(dest, o.rec_set, o.rec_clr)
+    if o.prop:
+        r.mount(dest, None, None, o.prop)
 
 
-def _mount_cgroup(target: str, flags: int, cgroup_binds) -> None:
-    """/sys/fs/cgroup: a tmpfs holding the container's own cgroup directories."""
-    _mkdirs(target)
+_CG_FLAGS = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
+
+
+def _mount_cgroup(r: InRoot, dest: str, flags: int, cgroup_binds) -> None:
+    """/sys/fs/cgroup as runc makes it: on v2 the container's cgroup bound as is;
+    on v1 a tmpfs with every hierarchy's container directory bound read-only,
+    nosuid, nodev, noexec (co-mounted controllers get runc's symlinks)."""
+    r.ensure(dest)
     if len(cgroup_binds) == 1 and cgroup_binds[0][0] == "":  # v2: one tree, bind it as is
-        sc.mount(cgroup_binds[0][1], target, None, sc.MS_BIND)
-        if flags & sc.MS_RDONLY:
-            _remount_ro(target)
+        r.mount(dest, cgroup_binds[0][1], None, sc.MS_BIND)
+        r.remount(dest, (flags & (sc.MS_RDONLY | _CG_FLAGS)))
         return
-    sc.mount("cgroup", target, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, "mode=755")
+    r.mount(dest, "tmpfs", "tmpfs", (flags & ~sc.MS_RDONLY) | _CG_FLAGS, "mode=755")
     for name, host_dir in cgroup_binds:
-        d = os.path.join(target, name)
-        os.mkdir(d)
-        sc.mount(host_dir, d, None, sc.MS_BIND)
-        _remount_ro(d)
-    if flags & sc.MS_RDONLY:
-        _remount_ro(target)
+        d = posixpath.join(dest, name)
+        r.ensure(d)
+        r.mount(d, host_dir, None, sc.MS_BIND)
+        r.remount(d, sc.MS_RDONLY | _CG_FLAGS | (flags & (sc.MS_RELATIME | sc.MS_NOATIME)))
+        for ctrl in name.split(","):
+            if ctrl != name:
+                fd = r.open(dest)
+                try:
+                    os.symlink(name, ctrl, dir_fd=fd)
+                except FileExistsError:
+                    pass
+                finally:
+                    os.close(fd)
 
 
-def _make_dev(dev: str, in_userns: bool) -> None:
-    """The OCI default device nodes: mknod, or bind-mount the host's in a userns
-    (where mknod is never allowed)."""
+def _make_dev(r: InRoot, in_userns: bool, devices=()) -> None:
+    """The OCI default device nodes, then linux.devices: mknod, or bind-mount the
+    host's in a userns (where mknod is never allowed)."""
     old = os.umask(0)
+    fd = r.open("/dev")
     try:
         for name, major, minor in DEVICES:
-            path = f"{dev}/{name}"
-            if os.path.exists(path):
-                continue
-            if in_userns:
-                open(path, "a").close()
-                sc.mount(f"/dev/{name}", path, None, sc.MS_BIND)
-            else:
-                os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(major, minor))
+            _node(r, fd, f"/dev/{name}", name, stat.S_IFCHR | 0o666, major, minor, in_userns)
+        for d in devices:
+            kind = stat.S_IFBLK if d["type"] == "b" else stat.S_IFIFO if d["type"] == "p" else stat.S_IFCHR
+            parent = posixpath.dirname(posixpath.normpath(d["path"]))
+            r.ensure(parent)
+            pfd = r.open(parent)
+            try:
+                name = posixpath.basename(d["path"])
+                _node(r, pfd, d["path"], name, kind | (d.get("fileMode", 0o666) & 0o7777),
+                      d.get("major", 0), d.get("minor", 0), in_userns, replace=True)
+                os.chown(name, d.get("uid", 0), d.get("gid", 0), dir_fd=pfd, follow_symlinks=False)
+            finally:
+                os.close(pfd)
         for name, target in LINKS:
-            if not os.path.lexists(f"{dev}/{name}"):
-                os.symlink(target, f"{dev}/{name}")
+            try:
+                os.symlink(target, name, dir_fd=fd)
+            except FileExistsError:
+                pass
     finally:
+        os.close(fd)
         os.umask(old)
 
 
+def _node(r: InRoot, dirfd: int, dest: str, name: str, mode: int, major: int, minor: int,
+          in_userns: bool, replace: bool = False) -> None:
+    try:
+        os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+        if not replace:
+            return
+        os.unlink(name, dir_fd=dirfd)
+    except FileNotFoundError:
+        pass
+    if in_userns:
+        os.close(os.open(name, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666,
+                         dir_fd=dirfd))
+        r.mount(dest, dest, None, sc.MS_BIND)  # the host's node of the same path
+    else:
+        os.mknod(name, mode, os.makedev(major, minor), dir_fd=dirfd)
+
+
+def _parent_mount(path: str) -> tuple[str, bool]:
+    """(mount point, shared?) of the mount that holds path, from mountinfo."""
+    best, shared = "/", False
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            mp = fields[4].replace("\\040", " ")
+            if (path == mp or path.startswith(mp.rstrip("/") + "/")) and len(mp) >= len(best):
+                best = mp
+                shared = any(x.startswith("shared:") for x in fields[6:fields.index("-")])
+    return best, shared
+
+
 def prepare(root: str, mounts, *, propagation: str = "rslave", in_userns: bool = False,
-            cgroup_binds=()) -> None:
-    """Everything before the root switch: propagation, the rootfs bind, mounts, /dev."""
-    sc.mount(None, "/", None, PROPAGATION[propagation])
+            cgroup_binds=(), bundle: str = "", devices=()) -> None:
+    """Everything before the root switch: propagation, the rootfs bind, mounts, /dev.
+
+    Nothing made here may reach the host's mount namespace, whatever
+    rootfsPropagation says: "/" is made a slave (private when asked) first,
+    the rootfs's parent mount private (runc's rootfsParentMountPrivate), and the
+    bundle's shared/unbindable modes are applied only after the root switch
+    (finish())."""
+    private = propagation in ("private", "rprivate")
+    sc.mount(None, "/", None, (sc.MS_PRIVATE if private else sc.MS_SLAVE) | sc.MS_REC)
+    parent, shared = _parent_mount(os.path.realpath(root))
+    if shared:
+        sc.mount(None, parent, None, sc.MS_PRIVATE)
     sc.mount(root, root, None, sc.MS_BIND | sc.MS_REC)
-    dests = {m.destination.rstrip("/") for m in mounts}
-    if "/proc" not in dests:
-        _mkdirs(root + "/proc")
-        sc.mount("proc", root + "/proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
-    if "/dev" not in dests:
-        _mkdirs(root + "/dev")
-        sc.mount("tmpfs", root + "/dev", "tmpfs", sc.MS_NOSUID | sc.MS_STRICTATIME, "mode=755,size=65536k")
-    for m in mounts:
-        _mount_one(root, m, in_userns, cgroup_binds)
-    _make_dev(root + "/dev", in_userns)
+    r = InRoot(root)
+    try:
+        dests = {posixpath.normpath(m.destination) for m in mounts}
+        if "/proc" not in dests:
+            r.ensure("/proc")
+            r.mount("/proc", "proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+        if "/dev" not in dests:
+            r.ensure("/dev")
+            r.mount("/dev", "tmpfs", "tmpfs", sc.MS_NOSUID | sc.MS_STRICTATIME, "mode=755,size=65536k")
+        for m in mounts:
+            _mount_one(r, bundle or os.path.dirname(root), m, in_userns, cgroup_binds)
+        _make_dev(r, in_userns, devices)
+    finally:
+        r.close()
+
+
+def finish(propagation: str) -> None:
+    """After the root switch: the bundle's rootfsPropagation on the new "/"
+    (shared or unbindable now make new peer groups of the container's own)."""
+    if propagation not in ("private", "rprivate", "slave", "rslave"):
+        sc.mount(None, "/", None, PROPAGATION[propagation])
 
 
 def switch_root(root: str) -> None:
@@ -178,7 +345,7 @@ def mask(paths) -> None:
     for p in paths:
         try:
             if os.path.isdir(p):
-                sc.mount("tmpfs", p, "tmpfs", sc.MS_RDONLY, "size=0")
+                sc.mount("tmpfs", p, "tmpfs", sc.MS_RDONLY)
             else:
                 sc.mount("/dev/null", p, None, sc.MS_BIND)
         except FileNotFoundError:

@@ -1,14 +1,16 @@
 """Seccomp: the OCI profile format and a default profile, through libseccomp.
 
-libseccomp (via pyseccomp) compiles a profile to classic BPF once, in the
-parent, and the bytes are cached; the child installs them with one seccomp()
-call just before exec, so a container start does not pay the compiler.
+libseccomp (via pyseccomp) compiles a profile to classic BPF in the parent,
+on every spawn (runc and crun compile theirs on every start too, so a timed
+start pays the same); the child installs the bytes with one seccomp() call
+just before exec.  DEFAULT_PROFILE is only for the isolation ladder's seccomp
+rung on a bundle without a profile: a bundle's own container gets exactly
+the filter its config.json asks for, or none.
 pyseccomp is imported only when seccomp is on, to keep `import runtime` light.
 """
 from __future__ import annotations
 
 import errno
-import json
 import os
 
 # In the spirit of Docker's default profile, written as a deny list: what a
@@ -78,9 +80,6 @@ def _action(ps, name: str, errno_ret: int | None) -> int:
             "SCMP_ACT_TRACE": ps.TRACE(errno_ret or 0)}[name]
 
 
-_compiled: dict[str, bytes] = {}
-
-
 class _Fd:
     def __init__(self, fd: int):
         self.fd = fd
@@ -90,11 +89,8 @@ class _Fd:
 
 
 def compile_bpf(profile: dict | None = None, warnings: list[str] | None = None) -> bytes:
-    """The profile as BPF bytes (DEFAULT_PROFILE when None); cached per profile."""
+    """The profile as BPF bytes (DEFAULT_PROFILE when None), compiled afresh."""
     profile = DEFAULT_PROFILE if profile is None else profile
-    key = json.dumps(profile, sort_keys=True)
-    if key in _compiled:
-        return _compiled[key]
     try:
         import pyseccomp as ps
     except (ImportError, OSError) as e:
@@ -111,7 +107,7 @@ def compile_bpf(profile: dict | None = None, warnings: list[str] | None = None) 
             except OSError:
                 pass  # libseccomp refuses an arch this host cannot run; harmless
     for rule in profile.get("syscalls") or []:
-        act = _action(ps, rule["action"], rule.get("errnoRet", profile.get("defaultErrnoRet")))
+        act = _action(ps, rule["action"], rule.get("errnoRet"))  # EPERM unless given (runc)
         if act == _action(ps, profile["defaultAction"], profile.get("defaultErrnoRet")):
             continue
         args = [ps.Arg(a["index"], OPS[a["op"]], a.get("value", 0), a.get("valueTwo", 0))
@@ -131,5 +127,4 @@ def compile_bpf(profile: dict | None = None, warnings: list[str] | None = None) 
             chunks.append(chunk)
     finally:
         os.close(fd)
-    _compiled[key] = bpf = b"".join(chunks)
-    return bpf
+    return b"".join(chunks)

@@ -27,8 +27,17 @@ def check_id(cid: str) -> str:
     return cid
 
 
+_root: Path | None = None
+
+
+def set_root(path: str) -> None:
+    """The CLI's --root (runc's flag): keep state files there instead."""
+    global _root
+    _root = Path(os.path.abspath(path))
+
+
 def root() -> Path:
-    return state_dir() / "containers"
+    return _root if _root is not None else state_dir() / "containers"
 
 
 def path(cid: str) -> Path:

@@ -61,6 +61,29 @@ PR_SET_SECCOMP = 22
 SECCOMP_MODE_FILTER = 2
 
 SYS_pivot_root = 155
+SYS_keyctl = 250
+SYS_close_range = 436
+SYS_openat2 = 437
+SYS_mount_setattr = 442
+KEYCTL_JOIN_SESSION_KEYRING = 1
+KEYCTL_SETPERM = 5
+CLOSE_RANGE_CLOEXEC = 1 << 2
+# <linux/openat2.h>
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_IN_ROOT = 0x10
+# <linux/mount.h>
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
+MOUNT_ATTR__ATIME = 0x70
+MOUNT_ATTR_RELATIME = 0x0
+MOUNT_ATTR_NOATIME = 0x10
+MOUNT_ATTR_STRICTATIME = 0x20
+MOUNT_ATTR_NODIRATIME = 0x80
+MOUNT_ATTR_NOSYMFOLLOW = 0x200000
 SYS_clone = 56
 SYS_capset = 126
 SYS_seccomp = 317
@@ -161,3 +184,43 @@ def seccomp_load_bpf(bpf: bytes) -> None:
     buf = ctypes.create_string_buffer(bpf, len(bpf))
     prog = _SockFprog(len(bpf) // 8, ctypes.cast(buf, ctypes.c_void_p))
     _check(_libc.syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, ctypes.byref(prog)), "seccomp")
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
+    """openat2(2): resolve `path` with the kernel's RESOLVE_* rules (Linux 5.6)."""
+    how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
+    return _check(_libc.syscall(SYS_openat2, dirfd, _b(path), ctypes.byref(how), ctypes.sizeof(how)),
+                  "openat2", path)
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def mount_setattr(path: str, attr_set: int, attr_clr: int, recursive: bool) -> None:
+    """mount_setattr(2) (Linux 5.12): change a mount's flags, with AT_RECURSIVE
+    on the whole subtree, which a MS_REMOUNT cannot."""
+    attr = _MountAttr(attr_set, attr_clr, 0, 0)
+    fl = AT_RECURSIVE if recursive else 0
+    _check(_libc.syscall(SYS_mount_setattr, -100, _b(path), fl, ctypes.byref(attr), ctypes.sizeof(attr)),
+           "mount_setattr", path)
+
+
+def close_range_cloexec(first: int) -> None:
+    """Mark every fd >= first close-on-exec (close_range(2), Linux 5.11)."""
+    _check(_libc.syscall(SYS_close_range, ctypes.c_uint(first), ctypes.c_uint(0xFFFFFFFF),
+                         ctypes.c_uint(CLOSE_RANGE_CLOEXEC)), "close_range", first)
+
+
+def join_session_keyring(name: str) -> int:
+    """A new session keyring for this process, so it never shares its caller's."""
+    return _check(_libc.syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, _b(name)), "keyctl", name)
+
+
+def keyring_setperm(key: int, perm: int) -> None:
+    _check(_libc.syscall(SYS_keyctl, KEYCTL_SETPERM, key, ctypes.c_uint32(perm)), "keyctl(SETPERM)", key)

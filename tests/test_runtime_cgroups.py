@@ -112,7 +112,7 @@ def test_v2_backend_writes_real_cgroup2_files(root):
     mount = _cgroup2_mount()
     v2 = cgroups.V2(mount)
     sleeper = subprocess.Popen(["sleep", "30"])
-    dirs = v2.create(f"cvbench-test-{os.getpid()}", cgroups.Limits())
+    dirs = v2.create(v2.leaf_dirs(f"cvbench-test-{os.getpid()}"), cgroups.Limits())
     try:
         assert dirs == [os.path.join(mount, "cvbench", f"cvbench-test-{os.getpid()}")]
         v2.add(dirs, sleeper.pid)
@@ -131,7 +131,7 @@ def test_v2_limits_need_their_controllers(root):
     if not missing:
         pytest.skip(f"cgroup2 at {v2.mount} has memory, cpu and pids: nothing is missing to test")
     with pytest.raises(EnvError, match="lacks the"):
-        v2.create(f"cvbench-test-{os.getpid()}", cgroups.Limits(
+        v2.create(v2.leaf_dirs(f"cvbench-test-{os.getpid()}"), cgroups.Limits(
             memory_bytes=MiB if "memory" in missing else None,
             pids_max=8 if "pids" in missing else None,
             cpu_weight=10 if "cpu" in missing else None))

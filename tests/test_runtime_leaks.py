@@ -45,11 +45,19 @@ def leftovers(tag: str, netns: set[str] = frozenset()) -> list[str]:
                 # a child of a killed owner that never reached exec still
                 # carries the owner's command line, tag included
                 in_cmdline = tag.encode() in f.read()
-            if (in_cgroup or in_cmdline) and pid != me:
+            if (in_cgroup or in_cmdline) and pid != me and not _reaping(pid):
                 found.append(f"process {pid}")
         except OSError:
             pass
     return found
+
+
+def _reaping(pid: str) -> bool:
+    """A zombie handed to pid 1 holds nothing but its pid until init reaps it
+    (this machine's init does so lazily); it still names its cgroup2 path."""
+    with open(f"/proc/{pid}/status") as f:
+        st = dict(line.split(":\t", 1) for line in f if ":\t" in line)
+    return st.get("State", "").startswith("Z") and st.get("PPid", "").strip() == "1"
 
 
 def veth_names() -> set[str]:
