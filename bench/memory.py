@@ -1,10 +1,18 @@
-"""Host-side memory of an instance: PSS of every host process it has, plus what
-its cgroup is charged.
+"""Host-side memory of an instance, under one definition for every backend.
 
-PSS (proportional set size) splits shared pages among the processes that map
-them, so summing it over an instance's processes neither double-counts the
-runtime's shared libraries nor hides them.  ``ru_maxrss`` is deliberately not
-used: for a VM it is the QEMU process's peak, not the memory the guest costs.
+Headline (``charged``): what the host's memory controller charges to the
+instance's own cgroup (a container's cgroup; the cvbench cgroup raw QEMU runs
+in; libvirt's machine cgroup), plus the PSS of the instance's processes that
+live outside that cgroup and exist only for it (``runc run``/``crun run`` in
+the foreground, runsc's parts left outside, a runtime CLI), plus, where the
+instance's supervisor is a process shared by several instances (the builtin
+runtime's supervisor is the harness itself), that process's PSS divided by the
+instances it supervises.  A page is counted once: processes inside the cgroup
+are already in its charge, and PSS splits the pages outside processes share.
+
+Second view: PSS (proportional set size) of every host process, split into the
+workload and the runtime/VMM part.  ``ru_maxrss`` is deliberately not used:
+for a VM it is the QEMU process's peak, not the memory the guest costs.
 """
 from __future__ import annotations
 
@@ -57,6 +65,62 @@ def cgroup_charged(dirs: list[str]) -> int | None:
                 except (OSError, ValueError):
                     return None
     return None
+
+
+def memory_dirs(dirs: list[str]) -> list[str]:
+    """The memory-controller folders among an instance's cgroup folders."""
+    return [d for d in dirs if os.path.exists(os.path.join(d, "memory.stat"))]
+
+
+def charged_bytes(d: str) -> tuple[int | None, str]:
+    """(bytes, file) the memory controller charges to cgroup folder ``d`` and its
+    children.  v1: memory.stat's total_rss + total_cache (+ total_swap), exact,
+    where memory.usage_in_bytes is fuzzy by per-CPU charge batches; v2:
+    memory.current (which, unlike v1, also holds kernel memory)."""
+    try:
+        return int(Path(d, "memory.current").read_text()), "memory.current"
+    except (OSError, ValueError):
+        pass
+    try:
+        stat = dict(ln.split() for ln in Path(d, "memory.stat").read_text().splitlines() if ln.strip())
+        keys = [k for k in ("total_rss", "total_cache", "total_swap") if k in stat]
+        if keys:
+            return sum(int(stat[k]) for k in keys), "memory.stat " + "+".join(keys)
+    except (OSError, ValueError):
+        pass
+    return None, ""
+
+
+def cgroup_tree_procs(dirs: list[str]) -> set[int]:
+    """Every process in these cgroup folders and their children."""
+    pids: set[int] = set()
+    for d in dirs:
+        for root, _subdirs, _files in os.walk(d):
+            pids.update(cgroup_procs([root]))
+    return pids
+
+
+def headline(pids: list[int], dirs: list[str], supervisor: dict | None = None) -> dict:
+    """The headline figure under the one definition (module docstring).
+
+    ``supervisor``: {"pid", "sharers", "what"} of a process outside the
+    instance that supervises ``sharers`` instances at once (its share is counted)."""
+    mdirs = memory_dirs(dirs)
+    # the outermost memory folder of the instance (a child folder is in its total)
+    top = min(mdirs, key=len) if mdirs else None
+    charged, source = charged_bytes(top) if top else (None, "")
+    inside = cgroup_tree_procs([top]) if top else set()
+    outside = {p: pss(p) for p in sorted(set(pids) - inside)}
+    rec = {"charged": (charged or 0) + sum(outside.values()), "cgroup_charged": charged,
+           "cgroup": top or "", "cgroup_source": source, "outside_pss": sum(outside.values()),
+           "outside": {str(p): {"exe": exe_name(p), "pss": v} for p, v in outside.items()},
+           "supervisor_share": 0}
+    if supervisor:
+        share = pss(supervisor["pid"]) // max(1, int(supervisor["sharers"]))
+        rec["supervisor_share"] = share
+        rec["supervisor"] = supervisor["what"]
+        rec["charged"] += share
+    return rec
 
 
 def split(pids: list[int], workload_pids: list[int], charged: int | None = None,

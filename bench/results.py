@@ -94,7 +94,11 @@ def write_run(out: Path, scenario: str, suite: pyperf.BenchmarkSuite, meta: dict
         with open(stage / "tidy.csv", "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=TIDY_COLUMNS)
             w.writeheader()
-            w.writerows(tidy_rows(suite, backend_accels(meta)))
+            accels = backend_accels(meta)
+            w.writerows(tidy_rows(suite, accels))
+            # values pyperf cannot hold (zeros), recorded by a scenario in meta.json
+            w.writerows({**r, "accel": accels.get(r.get("backend", ""), "")}
+                        for r in meta.get("tidy_extra_rows") or [])
         # Claim the name by the rename itself: two runs finishing in the same
         # second (or a concurrent harness) take -1, -2, ... instead of failing.
         for n in range(1000):

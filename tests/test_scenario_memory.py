@@ -43,3 +43,24 @@ def test_memory_splits_workload_and_overhead_and_fits_a_slope(root, image, tmp_p
     # the builtin container has a memory cgroup, and it is charged the touched memory
     assert tidy_values(tidy, metric="cgroup_charged", backend="builtin", variant="mem64")[0] > 48 * MiB
     assert {r["unit"] for r in tidy if r["metric"] == "pss_total"} == {"bytes"}
+    # one definition: the charged headline for every backend, its parts in meta.json
+    for b in BACKENDS:
+        for v in ("idle", "mem64"):
+            charged = tidy_values(tidy, metric="charged", backend=b, variant=v)
+            assert charged and charged[0] > 0, (b, v)
+            for r in meta["memory_records"][b][v]:
+                assert r["charged"] == (r["cgroup_charged"] or 0) + r["outside_pss"] + r["supervisor_share"]
+    # raw QEMU runs in a cvbench memory cgroup, which is charged its guest's RAM
+    assert "/cvbench-qemu-" in meta["memory_records"][VM]["idle"][0]["cgroup"]
+    assert tidy_values(tidy, metric="cgroup_charged", backend=VM, variant="mem64")[0] > 64 * MiB
+    assert meta["memory_records"][VM]["idle"][0]["vm"]["guest_ram_size"] == 128 * MiB
+    # the builtin runtime's supervisor is the harness: its share is counted and named
+    assert tidy_values(tidy, metric="supervisor_share", backend="builtin", variant="idle")[0] > 1 * MiB
+    assert "harness" in meta["memory_definitions"]["supervisor"]["builtin"]
+    # zeros are rows in tidy.csv, not gaps
+    assert tidy_values(tidy, metric="overhead", backend="host", variant="idle") == [0.0]
+    assert all(r["accel"] in ("kvm", "tcg") for r in tidy if r["backend"] == VM)
+    # the separate smaps_rollup reader agrees within 5% for one instance of each backend
+    for b in BACKENDS:
+        chk = meta["crosscheck"]["smaps"][b]
+        assert chk["within"] is True and abs(chk["ratio"] - 1) <= 0.05, chk

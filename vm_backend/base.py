@@ -250,6 +250,13 @@ class GuestVM:
             self.console.close()
         self._release()
 
+    def cgroup_dirs(self) -> list[str]:
+        """The memory cgroup the VMM runs in (libvirt's machine cgroup, or the
+        one raw QEMU gets), read from the running QEMU process."""
+        from .cgroup import of_pid
+        pids = self.host_pids()
+        return of_pid(pids[0]) if pids else []
+
     def memory(self) -> dict:
         from .memory import qemu_memory
         return qemu_memory(self.host_pids(), self.memory_mib * MiB)

@@ -106,3 +106,21 @@ def sweep() -> list[str]:
         if d.is_dir() and pid is not None and not alive(pid) and remove(str(d), 0.5):
             removed.append(f"cgroup {d}")
     return removed
+
+
+def of_pid(pid: int) -> list[str]:
+    """The memory cgroup folder a process is in (libvirt's machine cgroup for a
+    libvirt guest, ours for raw QEMU), from /proc/PID/cgroup."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    for ln in lines:
+        _, ctrls, path = ln.split(":", 2)
+        if "memory" in ctrls.split(",") and V1.is_dir():
+            return [str(V1) + path] if path != "/" else []     # the root is the whole host
+    for ln in lines:
+        if ln.startswith("0::") and memory_root() == V2 and ln[3:] != "/":
+            return [str(V2) + ln[3:]]
+    return []

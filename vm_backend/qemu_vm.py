@@ -209,9 +209,6 @@ class QemuVM(GuestVM):
     def host_pids(self) -> list[int]:
         return [self.proc.pid] if self.proc is not None and self.proc.poll() is None else []
 
-    def cgroup_dirs(self) -> list[str]:
-        return [self.cgroup] if self.cgroup else []
-
     def metadata(self) -> dict:
         from .versions import qemu_version
         khz, src = host_tsc()

@@ -53,6 +53,10 @@ class Instance:
     def host_pids(self) -> list[int]:
         raise NotImplementedError
 
+    def cgroup_dirs(self) -> list[str]:
+        """The instance's own cgroup folders (bench.memory.headline); none by default."""
+        return []
+
     def stop(self) -> None:
         raise NotImplementedError
 
@@ -176,6 +180,9 @@ class PopenInstance(Instance):
         from .. import memory
         pids = procs.descendants(self.proc.pid) + memory.cgroup_procs(self._cgroup_dirs())
         return sorted(set(pids))
+
+    def cgroup_dirs(self) -> list[str]:
+        return self._cgroup_dirs()
 
     def memory(self) -> dict:
         from .. import memory

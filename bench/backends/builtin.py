@@ -38,8 +38,15 @@ class BuiltinInstance(Instance):
             c.delete()
             raise
 
+    # Its supervisor is the process that called spawn(): the harness itself
+    # (bench.memory.headline counts that process's share).
+    supervised_in_process = True
+
     def host_pids(self) -> list[int]:
         return self.c.host_pids()
+
+    def cgroup_dirs(self) -> list[str]:
+        return self.c.cgroup_dirs()
 
     def memory(self) -> dict:
         from .. import memory

@@ -34,10 +34,19 @@ class VMInstance(Instance):
     def host_pids(self) -> list[int]:
         return self.vm.host_pids()
 
+    def cgroup_dirs(self) -> list[str]:
+        return self.vm.cgroup_dirs()
+
     def memory(self) -> dict:
+        """The PSS split: guest RAM (THP-rounded, guest kernel included) as the
+        workload part, QEMU's own memory as the VMM part; ``vm`` keeps the exact
+        guest-RAM figures (QEMU's mapping, libvirt's memoryStats)."""
+        from .. import memory
         m = self.vm.memory()
+        dirs = memory.memory_dirs(self.cgroup_dirs())
         return {"pss_total": m["pss_total"], "workload": m["guest_ram"],
-                "overhead": m["vmm_overhead"], "cgroup_charged": None,
+                "overhead": m["vmm_overhead"],
+                "cgroup_charged": memory.charged_bytes(dirs[0])[0] if dirs else None,
                 "vm": {k: v for k, v in m.items() if k not in ("pss_total",)}}
 
     def stop(self) -> None:
