@@ -5,6 +5,8 @@ SHELL := /bin/bash
 PY        := .venv/bin/python
 SCENARIO  ?= startup
 BACKENDS  ?=
+CONFIG    ?=
+STRICT    ?=
 FAST      ?=
 RIGOROUS  ?=
 RUN       ?=
@@ -16,7 +18,8 @@ METRIC    ?= ready
 BY        ?= date
 PYTEST_ARGS ?=
 
-bench_flags = $(if $(BACKENDS),--backends $(BACKENDS)) $(if $(FAST),--fast) $(if $(RIGOROUS),--rigorous)
+bench_flags = $(if $(BACKENDS),--backends $(BACKENDS)) $(if $(FAST),--fast) $(if $(RIGOROUS),--rigorous) \
+              $(if $(CONFIG),--config $(CONFIG)) $(if $(STRICT),--strict)
 
 .PHONY: help setup bench charts compare ci-bench baseline history test lint clean sweep check-venv
 
@@ -24,6 +27,7 @@ help: ## show this help
 	@echo "cvbench: containers versus VMs, measured"
 	@echo
 	@echo "  make bench SCENARIO=startup|memory|syscall|isolation|all [BACKENDS=a,b] [FAST=1|RIGOROUS=1]"
+	@echo "             [CONFIG=path/to/config.json] [STRICT=1: exit 1 if a cross-check is off by >10%]"
 	@echo "  make test"
 	@echo
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /  \1\t/' | expand -t 14

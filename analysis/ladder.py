@@ -1,5 +1,9 @@
 """The isolation ladder: what each mechanism adds, from a bare fork+exec to a VM.
 
+The floor is the host backend's fork+exec of the probe; the next step is the
+cvbench runtime itself with every mechanism off, so its own cost is visible
+rather than hidden in the floor; then the mechanisms, stacked.
+
 This is the one picture that explains containers: a container is a process
 plus a stack of kernel mechanisms, each with a price, and a VM is a different
 kind of thing altogether.  Steps are differences of medians with a bootstrap
@@ -18,6 +22,7 @@ from .charts import fmt_seconds
 from .load import Run
 
 TOPS = ["crun", "runc", "runsc", "qemu", "libvirt"]
+CONTAINER_TOPS = ("crun", "runc", "runsc")
 UNIT_LABEL = {"ready": "startup", "getppid": "getppid (null syscall)", "read_zero": "read of /dev/zero"}
 
 
@@ -31,6 +36,15 @@ class Rung:
     median: float = 0.0
     delta: float = 0.0  # added over the previous rung (steps only)
     ci: tuple[float, float] = (0.0, 0.0)
+
+
+def config_note(meta: dict) -> str:
+    """What the one config.json of the container rows has, in a few words."""
+    b = meta.get("bundle") or {}
+    if not b.get("namespaces"):
+        return "bundle config"
+    sc = "seccomp" if not str(b.get("seccomp", "")).startswith("no ") else "no seccomp"
+    return f"bundle: {len(b['namespaces'])} ns, {sc}, {len(b.get('capabilities') or [])} caps"
 
 
 def _mechs(variant: str) -> list[str]:
@@ -54,8 +68,13 @@ def _rungs(run: Run, metric: str) -> list[Rung]:
     order = [v for v in run.meta.get("ladder") or [] if v.startswith("cum:")]
     cum = order or sorted((v for v in by_variant if v.startswith("cum:")), key=lambda v: len(_mechs(v)))
     out: list[Rung] = []
+    host = df[(df.backend == "host") & (df.variant == "bare")]["value"].to_numpy()
+    if host.size:
+        out.append(Rung("bare process (fork+exec)", "bare", "host", host, "bare"))
     if "bare" in by_variant:
-        out.append(Rung("bare process", "bare", "builtin", by_variant["bare"], "bare"))
+        # With the host's floor below it, the runtime's own cost is a step of its own.
+        out.append(Rung("+ cvbench runtime itself", "bare", "builtin", by_variant["bare"], "step")
+                   if out else Rung("bare process", "bare", "builtin", by_variant["bare"], "bare"))
     prev: list[str] = []
     for v in cum:
         if v not in by_variant:
@@ -63,14 +82,16 @@ def _rungs(run: Run, metric: str) -> list[Rung]:
         added = [m for m in _mechs(v) if m not in prev] or _mechs(v)[-1:]
         out.append(Rung("+ " + " + ".join(added), v, "builtin", by_variant[v], "step"))
         prev = _mechs(v)
-    if len(out) > 1:
+    if any(r.variant.startswith("cum:") for r in out):
         out.append(Rung("= all mechanisms stacked", out[-1].variant, "builtin", out[-1].values, "total"))
+    cfg = config_note(run.meta)
     if "full" in by_variant:
-        out.append(Rung("cvbench runtime (its default config)", "full", "builtin", by_variant["full"], "top"))
+        out.append(Rung(f"cvbench runtime ({cfg})", "full", "builtin", by_variant["full"], "top"))
     for t in TOPS:
         g = df[(df.backend == t) & (df.variant == "top")]
         if len(g):
-            out.append(Rung(style.label(t), "top", t, g["value"].to_numpy(), "top"))
+            out.append(Rung(f"{style.label(t)} ({cfg})" if t in CONTAINER_TOPS else style.label(t),
+                            "top", t, g["value"].to_numpy(), "top"))
     for i, r in enumerate(out):
         r.median = float(np.median(r.values))
         if r.kind == "step" and i > 0:      # without a bare rung the first step has nothing before it
@@ -87,7 +108,7 @@ def waterfall(run: Run, st: str, out: Path, metric: str = "ready") -> list[Path]
     rs = rungs(run, metric)
     if len(rs) < 2:
         return []
-    containers = [r.median for r in rs if r.backend == "builtin"]
+    containers = [r.median for r in rs if r.backend in ("builtin", "host")]
     scale = max(containers) * 1.45
     # Real runtimes within 3x of the built-in ladder share its axis; a VM would squash it.
     near = [r.median for r in rs if r.kind == "top" and r.median < 3 * max(containers)]
@@ -196,7 +217,8 @@ def alone(run: Run, st: str, out: Path) -> list[Path]:
         ax.invert_yaxis()
         ax.axvline(0, color="#999999", lw=1)
         ax.margins(x=0.25)
-        ax.set_xlabel(f"added startup over a bare process ({fmt_seconds(float(np.median(bare)))}), ms, 95% CI")
+        ax.set_xlabel(f"added startup over the cvbench runtime with everything off "
+                      f"({fmt_seconds(float(np.median(bare)))}), ms, 95% CI")
         ax.grid(axis="x", alpha=0.3)
         style.titled(fig, "Each isolation mechanism on its own", run.meta, st)
         return style.save(fig, out, "isolation_alone")

@@ -35,9 +35,75 @@ def medians_table(run: Run) -> tuple[list[str], list[list[str]], list[str]]:
     return header, rows, noisy
 
 
-def caveats(run: Run, noisy: list[str]) -> list[str]:
+TOLERANCE = 0.10   # the harness's own (bench/crosscheck.py); meta records it per check
+SAME_CONFIG = ("builtin", "builtin-cli", "crun", "runc")   # one kernel, one bundle: same view inside
+
+
+def _fmt_check(c: dict, v) -> str:
+    if v is None:
+        return "-"
+    return fmt_value(v, "s") if c.get("unit") == "s" else f"{v:.4g} {c.get('unit', '')}"
+
+
+def crosscheck_rows(meta: dict) -> list[list[str]]:
+    """One row per independent cross-check recorded by the harness."""
+    rows = []
+    for c in meta.get("crosschecks") or []:
+        tol = c.get("tolerance", TOLERANCE)
+        verdict = ("not judged: " + str(c.get("error", "?"))[:120] if c.get("ratio") is None
+                   else "ok" if c.get("within") else f"OUTSIDE ±{tol:.0%}")
+        rows.append([c.get("check", "?"), c.get("backend", "?"), c.get("metric", "?"),
+                     _fmt_check(c, c.get("harness")), _fmt_check(c, c.get("tool")),
+                     "-" if c.get("ratio") is None else f"{c['ratio']:.3f}", verdict])
+    return rows
+
+
+def crosscheck_failures(meta: dict) -> list[str]:
+    """Cross-checks outside tolerance or not judged, one line each (the caller
+    of a ``--strict`` report exits 1 when this is not empty)."""
     out = []
+    for c in meta.get("crosschecks") or []:
+        what = f"{c.get('backend')} {c.get('metric')} against {c.get('check')}"
+        if c.get("ratio") is None:
+            out.append(f"cross-check not judged: {what} ({str(c.get('error', 'no value'))[:160]})")
+        elif not c.get("within"):
+            out.append(f"**cross-check outside ±{c.get('tolerance', TOLERANCE):.0%}**: {what}: harness "
+                       f"{_fmt_check(c, c['harness'])} / tool {_fmt_check(c, c['tool'])} = {c['ratio']:.2f}×; "
+                       "the harness's figure for this backend is not confirmed by an independent tool")
+    return out
+
+
+def isolation_mismatch(meta: dict) -> str:
+    """The observed isolation (from inside each instance) where backends that
+    read the same bundle on the same kernel disagree; '' when they agree."""
+    seen = {n: (info.get("observed") or {}) for n, info in (meta.get("backends") or {}).items()
+            if n in SAME_CONFIG and isinstance(info, dict) and info.get("observed")}
+    seen = {n: o for n, o in seen.items() if "error" not in o}
+    if len(seen) < 2:
+        return ""
+    keys = sorted({k for o in seen.values() for k in o})
+    diff = [k for k in keys if len({str(o.get(k)) for o in seen.values()}) > 1]
+    if not diff:
+        return ""
+    return ("**the container backends did not get the same isolation** (seen from inside): "
+            + "; ".join(f"{k}: " + ", ".join(f"{n}={o.get(k)}" for n, o in seen.items()) for k in diff))
+
+
+def caveats(run: Run, noisy: list[str]) -> list[str]:
     env, meta = run.env, run.meta
+    # First what makes a figure untrustworthy: failed cross-checks, unequal configs, gaps.
+    out = crosscheck_failures(meta)
+    mismatch = isolation_mismatch(meta)
+    if mismatch:
+        out.append(mismatch)
+    for name, info in (meta.get("backends") or {}).items():
+        if isinstance(info, dict) and info.get("failed"):
+            out.append(f"**backend {name} failed during the run** and is missing from the charts: "
+                       f"{str(info['failed'])[:300]}")
+    b = meta.get("bundle") or {}
+    if b.get("short"):
+        out.append(f"container backends read one config.json ({b.get('path', '?')}): {b['short']}; "
+                   f"{b.get('source', '')}.")
     accel = env.get("accel") or {}
     if accel.get("name") == "tcg":
         out.append(f"VM numbers are **TCG emulation, not KVM** ({accel.get('reason', 'no reason recorded')}). "
@@ -93,6 +159,10 @@ def write(run: Run, charts: list[Path], out: Path | None = None) -> tuple[Path, 
     pngs = [p for p in charts if p.suffix == ".png"]
     title = f"cvbench report: {run.label}"
     md = [f"# {title}", "", "## Caveats", ""] + [f"- {c}" for c in caveats(run, noisy)]
+    checks = crosscheck_rows(run.meta)
+    check_hdr = ["check", "backend", "metric", "harness", "tool", "ratio", "verdict"]
+    if checks:
+        md += ["", "## Cross-checks (independent tools, same run)", "", _md_table(check_hdr, checks)]
     md += ["", "## Environment", "", _md_table(["", ""], environment(run)), ""]
     md += ["## Medians and spreads", "", _md_table(header, rows), ""]
     md += ["## Charts", ""] + [f"![{p.stem}]({p.relative_to(out) if p.is_relative_to(out) else p})\n" for p in pngs]
@@ -117,7 +187,9 @@ def write(run: Run, charts: list[Path], out: Path | None = None) -> tuple[Path, 
                    for p in pngs)
     body = (f"<h1>{html.escape(title)}</h1><h2>Caveats</h2><ul>"
             + "".join(f"<li>{md_inline(c)}</li>" for c in caveats(run, noisy))
-            + f"</ul><h2>Environment</h2>{h_table(['', ''], environment(run))}"
+            + "</ul>"
+            + (f"<h2>Cross-checks (independent tools, same run)</h2>{h_table(check_hdr, checks)}" if checks else "")
+            + f"<h2>Environment</h2>{h_table(['', ''], environment(run))}"
             + f"<h2>Medians and spreads</h2>{h_table(header, rows)}<h2>Charts</h2>{imgs}")
     css = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
            "table{border-collapse:collapse;margin:1em 0;font-size:0.9em}td,th{border:1px solid #ccc;padding:3px 8px;"

@@ -77,12 +77,16 @@ def cmd_run(args) -> int:
     for n in names:
         harness.load_scenario(n)  # unknown scenario -> exit 2 before anything runs
     backends.parse(args.backends)   # unknown backend -> exit 2 before anything runs
+    if args.config:
+        from . import bundle
+        bundle.load_user_config(args.config)   # a bad file -> exit 2 before anything runs
     require_root("run")
     mode = "fast" if args.fast else "rigorous" if args.rigorous else "default"
     out = Path(args.out) if args.out else results_dir()
     status = 0
     for n in names:
         _, rc = harness.run(n, backend_spec=args.backends, mode=mode, quick=args.quick, out=out,
+                            config=args.config, strict=args.strict,
                             command=["python", "-m", "bench", *sys.argv[1:]] if args.argv is None
                             else ["python", "-m", "bench", *args.argv])
         status = max(status, rc)
@@ -100,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--fast", action="store_true", help="pyperf --fast: fewer processes and values")
     g.add_argument("--rigorous", action="store_true", help="pyperf --rigorous: more processes")
     s.add_argument("--out", help="results folder (default: results/ or $CVBENCH_RESULTS)")
+    s.add_argument("--config", metavar="CONFIG_JSON",
+                   help="an OCI config.json every container backend runs alike (default: the image's: "
+                        "runc spec + cgroup namespace + the default seccomp profile)")
+    s.add_argument("--strict", action="store_true",
+                   help="exit 1 when an independent cross-check (hyperfine, perf bench) is outside ±10%%")
     # Test knob: one pyperf process with one value per benchmark, one instance per
     # memory/syscall sample, smallest ladder.  Numbers from it are not for quoting;
     # meta.json records quick=true.

@@ -94,15 +94,55 @@ def _terminate(signum, frame):
     raise KeyboardInterrupt
 
 
+def observe_all(avail: dict, usable: list[str], scenario: str) -> None:
+    """Record, per process/container backend, the isolation an instance got as
+    seen from inside it (inside.observe); one extra spawn each, before timing."""
+    from . import inside
+    for n in usable:
+        b = registry.get(n)
+        if b.kind not in ("process", "container"):
+            continue
+        try:
+            avail[n]["observed"] = inside.observe(b)
+        except Exception as e:  # noqa: BLE001 - recorded, and the report says so
+            why = e.why if isinstance(e, CvbError) else f"{type(e).__name__}: {e}"
+            avail[n]["observed"] = {"error": why.splitlines()[0][:300]}
+            progress(f"[{scenario}] {n}: could not observe its isolation: {why.splitlines()[0]}")
+
+
+def bundle_meta() -> dict:
+    """Which config.json the container backends read, and what it asks for."""
+    import json
+
+    from . import bundle, image
+    img = image.load()
+    folder = bundle.active_bundle(img.bundle)
+    spec = json.loads(Path(folder, "config.json").read_text())
+    user = folder != img.bundle
+    return {"path": f"{folder}/config.json",
+            "source": "--config (user-supplied)" if user else
+            ("image default: runc spec + cgroup namespace + the default seccomp profile of "
+             f"{bundle.SECCOMP_PACKAGE} ({bundle.SECCOMP_SOURCE}), converted for this architecture"),
+            "read_by": "builtin, builtin-cli, crun, runc, runsc (runsc with --oci-seccomp)",
+            **bundle.describe(spec)}
+
+
 def run(scenario: str, *, backend_spec=None, mode: str = "default", quick: bool = False,
-        out: Path, command: list[str]) -> tuple[Path | None, int]:
-    """Run one scenario; returns (run folder, exit status)."""
+        out: Path, command: list[str], config: str | None = None,
+        strict: bool = False) -> tuple[Path | None, int]:
+    """Run one scenario; returns (run folder, exit status).
+
+    ``config``: a user's config.json for every container backend alike.
+    ``strict``: exit 1 when an independent cross-check is outside tolerance."""
     import pyperf
 
-    from . import env, results, sweep
+    from . import bundle, crosscheck, env, image, results, sweep
     mod = load_scenario(scenario)
     names = registry.parse(backend_spec)
     results.check_writable(out)
+    saved_bundle = os.environ.get(bundle.BUNDLE_ENV)
+    if config:
+        os.environ[bundle.BUNDLE_ENV] = str(bundle.write_user_bundle(config, image.load().rootfs))
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         removed = sweep.sweep_all()
@@ -121,6 +161,8 @@ def run(scenario: str, *, backend_spec=None, mode: str = "default", quick: bool 
                            "'python -m bench list' shows why; pick others with --backends")
         created = dt.datetime.now(dt.UTC)
         environment = env.collect()   # before measuring: the conditions the run starts in
+        observe_all(avail, usable, scenario)
+        bmeta = bundle_meta_safe(config)
         ctx = Context(scenario, mode, quick, usable)
         tasks = mod.plan(ctx)
         benches, failed = run_tasks(ctx, tasks)
@@ -135,6 +177,10 @@ def run(scenario: str, *, backend_spec=None, mode: str = "default", quick: bool 
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if saved_bundle is None:
+            os.environ.pop(bundle.BUNDLE_ENV, None)
+        else:
+            os.environ[bundle.BUNDLE_ENV] = saved_bundle
         # delete() keeps the shared cvbench parent cgroups for speed during the
         # run; the run leaves none behind once it is over.
         sweep.sweep_all(mine=True)
@@ -154,12 +200,40 @@ def run(scenario: str, *, backend_spec=None, mode: str = "default", quick: bool 
         "env": environment,
         "backends": avail,
         "isolation_order": ISOLATION_ORDER,
+        "bundle": bmeta,
         **ctx.meta,
     }
     folder = results.write_run(out, scenario, suite, meta)
     print(summary(suite, ctx.summary_metrics))
+    bad = crosscheck.outside(ctx.meta.get("crosschecks") or [])
+    for c in ctx.meta.get("crosschecks") or []:
+        print(crosscheck_line(c))
     print(f"results: {folder}")
-    return folder, (1 if failed else 0)
+    status = 1 if failed else 0
+    if bad:
+        progress(f"[{scenario}] {len(bad)} cross-check(s) outside ±{crosscheck.TOLERANCE:.0%} or not run"
+                 + ("; --strict: exit 1" if strict else "; --strict would make this exit 1"))
+        if strict:
+            status = 1
+    return folder, status
+
+
+def bundle_meta_safe(config: str | None) -> dict:
+    try:
+        return dict(bundle_meta(), user_config=config or "")
+    except Exception as e:  # noqa: BLE001 - metadata must not lose a finished run
+        return {"error": f"{type(e).__name__}: {e}", "user_config": config or ""}
+
+
+def crosscheck_line(c: dict) -> str:
+    """One human line per cross-check, for stdout."""
+    scale, unit = (1e3, "ms") if c.get("unit") == "s" else (1.0, c.get("unit", ""))
+    if c.get("ratio") is None:
+        return f"cross-check {c['check']} on {c['backend']} {c['metric']}: not judged ({c.get('error', '?')})"
+    verdict = "ok" if c["within"] else f"OUTSIDE ±{c['tolerance']:.0%}"
+    return (f"cross-check {c['check']} on {c['backend']} {c['metric']}: harness "
+            f"{c['harness'] * scale:.4g} {unit} / tool {c['tool'] * scale:.4g} {unit} = "
+            f"{c['ratio']:.3f} ({verdict})")
 
 
 def summary(suite, metrics: list[str] | None = None) -> str:

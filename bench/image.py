@@ -1,6 +1,9 @@
 """The shared guest image: one rootfs tree (busybox-static + the probe), emitted
 as an OCI bundle for the container runtimes and as an initramfs for VMs.
 
+The bundle's config.json is bench.bundle.default_config(): runc spec, the
+cgroup namespace and Podman's default seccomp profile, converted at build.
+
 Every backend runs the same probe bytes from the same tree; that identity is
 what makes the comparison fair, so the build is content-addressed: the output
 folder is named by a hash of every input, and nothing is rebuilt unless an
@@ -20,9 +23,8 @@ from pathlib import Path
 from common import manifest
 from common.errors import CvbError, EnvError
 from common.paths import ROOT, build_dir
-from runtime.spec import default_spec
 
-from . import cpio
+from . import bundle, cpio
 
 PROBE_SRC = ROOT / "scenarios" / "probe" / "probe.c"
 BUSYBOX = Path("/bin/busybox")
@@ -78,7 +80,8 @@ def input_hash() -> str:
     h = hashlib.sha256()
     for part in (PROBE_SRC.read_bytes(), BUSYBOX.read_bytes(), INIT.encode(),
                  Path(__file__).read_bytes(), Path(cpio.__file__).read_bytes(),
-                 json.dumps(default_spec(), sort_keys=True).encode(), " ".join(CC_FLAGS).encode()):
+                 Path(bundle.__file__).read_bytes(), bundle.source_digest(),
+                 json.dumps(bundle.default_config(), sort_keys=True).encode(), " ".join(CC_FLAGS).encode()):
         h.update(hashlib.sha256(part).digest())
     return h.hexdigest()[:16]
 
@@ -134,7 +137,7 @@ def build(log=print) -> Image:
         rootfs = staging / "bundle" / "rootfs"
         _populate(rootfs, staging / "probe")
         (staging / "bundle" / "config.json").write_text(
-            json.dumps(default_spec(["/probe", "ready"]), indent=2) + "\n")
+            json.dumps(bundle.default_config(["/probe", "ready"]), indent=2) + "\n")
         cpio.write(rootfs, staging / "initramfs.cpio",
                    {"dev/console": (stat.S_IFCHR | 0o600, 5, 1)})
         (staging / "done").write_text(digest + "\n")

@@ -55,11 +55,8 @@ def _flags_for(mode: str, plan: str, quick: bool) -> list[str]:
     p = plan_of(mode, plan)
     if quick:  # test knob: the smallest run pyperf accepts that still spawns workers
         return ["-p", "1", "-n", "1", "-w", "0", "-l", "1"]
-    flags = ["-p", str(p["processes"]), "-n", str(p["values"]), "-w", str(p["warmups"]),
-             "--min-time", str(p["min_time"])]
-    if plan == "vm":
-        flags += ["-l", "1"]  # a boot lasts seconds: calibrating loops would waste one
-    return flags
+    # -l 1: one spawn per value, for every backend (see worker.PLAN)
+    return ["-p", str(p["processes"]), "-n", str(p["values"]), "-w", str(p["warmups"]), "-l", "1"]
 
 
 class WorkerFailed(CvbError):
@@ -75,7 +72,7 @@ def run_worker(name: str, backend: str, probe_args: str, *, mode: str, plan: str
         side = Path(tmp, "sidecar.jsonl")
         cmd = [sys.executable, "-m", "bench.worker", "--quiet", "-o", str(out),
                *_flags_for(mode, plan, quick), "--timeout", str(int(timeout * 4 + 60)),
-               "--inherit-environ", "CVBENCH_BUILD,CVBENCH_RESULTS,CVBENCH_STATE,CVBENCH_SIDECAR",
+               "--inherit-environ", "CVBENCH_BUILD,CVBENCH_RESULTS,CVBENCH_STATE,CVBENCH_SIDECAR,CVBENCH_BUNDLE",
                "--backend", backend, "--probe-args", probe_args, "--plan", plan,
                "--instance-timeout", str(timeout)]
         if rung:
@@ -100,7 +97,7 @@ def run_worker(name: str, backend: str, probe_args: str, *, mode: str, plan: str
         p = plan_of(mode, plan)
         ready = _with_metadata(ready, {**(extra_md or {}), "cvbench_processes_planned": p["processes"],
                                        "cvbench_values_per_process": p["values"],
-                                       "cvbench_warmups": p["warmups"], "cvbench_min_time": p["min_time"],
+                                       "cvbench_warmups": p["warmups"], "cvbench_loops": 1,
                                        "cvbench_quick": int(quick)})
         result = [ready]
         if lifecycle_name:

@@ -1,9 +1,8 @@
 """``python -m bench.worker``: the pyperf program that times one backend.
 
 The harness starts this as pyperf's main process; pyperf then re-executes it
-as worker processes (warmups, several processes, calibrated loops).  Each loop
-is one instance: the time from just before the spawn to ``CVB READY`` is the
-benchmark value.  The same spawn's lifecycle time (to fully gone) is appended,
+as worker processes (warmups, several processes, one loop per value).  Each
+value is one instance: the time from just before the spawn to ``CVB READY``.  The same spawn's lifecycle time (to fully gone) is appended,
 per call, to a side file named by ``CVBENCH_SIDECAR``; the harness turns those
 into a second pyperf benchmark with exactly the same process/warmup/value
 structure, so one set of spawns gives both metrics.
@@ -21,17 +20,18 @@ import pyperf
 
 SIDECAR_ENV = "CVBENCH_SIDECAR"
 
-# Worker processes per mode's default; pyperf's --fast halves the processes and
-# --rigorous doubles them.  VMs boot in seconds under TCG, so they get fewer
-# processes and values than containers, no warmup boot and one boot per value
-# (recorded in the benchmark metadata).  min_time is pyperf's per-value target:
-# 50 ms of spawn->READY time per value is already an average over many spawns
-# of a millisecond-scale container; pyperf's 100 ms default is aimed at
-# microbenchmarks, where timer resolution matters, and doubles the run time.
+# One clock: every value is ONE spawn (pyperf loops=1, always), so n counts
+# spawns, an ECDF shows real starts and its tails, and CV, n and intervals
+# compare across backends.  Worker processes per mode's default; pyperf's
+# --fast halves the processes and --rigorous doubles them.  VMs boot in
+# seconds under TCG, so they get fewer processes and values than containers
+# and no warmup boot; under KVM (vm_kvm) a boot is short enough for pyperf's
+# defaults with a warmup.
 PLAN = {
-    "fast_path": {"processes": 20, "values": 3, "warmups": 1, "min_time": 0.05},
-    "vm": {"processes": 3, "values": 2, "warmups": 0, "min_time": 0.1},
-    "rung": {"processes": 6, "values": 3, "warmups": 1, "min_time": 0.05},
+    "fast_path": {"processes": 20, "values": 10, "warmups": 1},
+    "vm": {"processes": 3, "values": 2, "warmups": 0},
+    "vm_kvm": {"processes": 20, "values": 3, "warmups": 1},
+    "rung": {"processes": 6, "values": 10, "warmups": 1},
 }
 
 
@@ -71,15 +71,17 @@ def main() -> None:
         backend = backend.with_rung(args.rung)
     probe_args = args.probe_args.split()
     sidecar = os.environ.get(SIDECAR_ENV)
+    if args.worker:
+        backend.prepare_worker()   # once, before anything is timed (crun: setns)
 
     def time_func(loops: int) -> float:
-        ready = gone = 0.0
-        for _ in range(loops):
-            t = backend.run(probe_args, timeout=args.instance_timeout)
-            if t.rc != 0 or t.ready_s is None or t.gone_s is None:
-                raise backends.InstanceFailed(args.backend, f"instance ended with rc={t.rc}", t.console)
-            ready += t.ready_s
-            gone += t.gone_s
+        if loops != 1:
+            raise backends.InstanceFailed(args.backend, f"pyperf asked for {loops} loops per value; "
+                                          "cvbench times one spawn per value (-l 1)")
+        t = backend.run(probe_args, timeout=args.instance_timeout)
+        if t.rc != 0 or t.ready_s is None or t.gone_s is None:
+            raise backends.InstanceFailed(args.backend, f"instance ended with rc={t.rc}", t.console)
+        ready, gone = t.ready_s, t.gone_s
         if sidecar and args.worker:
             with open(sidecar, "a") as f:
                 f.write(json.dumps({"pid": os.getpid(), "loops": loops, "gone": gone}) + "\n")

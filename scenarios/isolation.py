@@ -1,7 +1,8 @@
 """isolation: the ladder, pricing each mechanism of cvbench's runtime in turn.
 
 Rungs, bottom to top:
-  bare                  plain fork+exec of the probe by the runtime
+  host (bare)           the host backend's fork+exec of the probe: a bare process
+  bare                  the cvbench runtime with every mechanism off: the runtime's own cost
   only:<mechanism>      bare + that one mechanism (+ what it strictly needs)
   cum:<m1>+...+<mk>     the first k mechanisms of Isolation.MECHANISMS, stacked
   full                  the builtin runtime as the startup scenario runs it
@@ -13,7 +14,7 @@ from __future__ import annotations
 from bench import estimate, inside, timing
 from bench.harness import Context, Task, progress
 
-DESCRIPTION = "the ladder: bare -> each mechanism alone -> cumulative -> full -> crun/runc/runsc/VM"
+DESCRIPTION = "the ladder: bare process -> runtime -> each mechanism -> full -> crun/runc/runsc/VM"
 
 OPS = ["getppid", "read_zero"]
 # mode -> (instances per rung for ops, --repeat, --min-ms)
@@ -54,6 +55,20 @@ def _rung_task(ctx: Context, variant: str, spec: str, n: int, repeat: int, min_m
     return Task(f"builtin rung {variant}", "builtin", est, run)
 
 
+def _host_task(ctx: Context, n: int, repeat: int, min_ms: int) -> Task:
+    """The floor: a bare fork+exec of the probe by the host backend, no runtime."""
+    def run():
+        benches = timing.run_worker("isolation.ready.host.bare", "host", "ready", mode=ctx.mode,
+                                    plan="rung", quick=ctx.quick, timeout=ctx.timeout,
+                                    extra_md={"cvbench_rung": "bare process"})
+        benches += inside.ops_benchmarks("isolation", ctx.backend("host"), "host", OPS, variant="bare",
+                                         instances=n, repeat=repeat, min_ms=min_ms, timeout=ctx.timeout,
+                                         md={"cvbench_rung": "bare process"}, progress=progress)
+        return benches
+    est = estimate.pyperf_task("host", timing.plan_of(ctx.mode, "rung")) + n * 0.3
+    return Task("host: bare process rung", "host", est, run)
+
+
 def _top_task(ctx: Context, b: str, n: int, repeat: int, min_ms: int) -> Task:
     vm = ctx.is_vm(b)
 
@@ -74,6 +89,8 @@ def plan(ctx: Context) -> list[Task]:
     n, repeat, min_ms = SIZES["quick" if ctx.quick else ctx.mode]
     tasks = []
     ladder = []
+    if "host" in ctx.backends:
+        tasks.append(_host_task(ctx, n, repeat, min_ms))
     if "builtin" in ctx.backends:
         for variant, spec in rungs(ctx.quick):
             ladder.append(variant)
@@ -81,10 +98,12 @@ def plan(ctx: Context) -> list[Task]:
     tops = [b for b in TOP if b in ctx.backends]
     for b in tops:
         tasks.append(_top_task(ctx, b, n, repeat, min_ms))
-    skipped = [b for b in ctx.backends if b not in TOP and b != "builtin"]
+    skipped = [b for b in ctx.backends if b not in TOP and b not in ("builtin", "host")]
     ctx.meta["ladder"] = ladder
     ctx.meta["ladder_top"] = tops   # backends whose variant is "top", in isolation order
-    ctx.meta["ladder_note"] = ("rungs are builtin variants, then the real runtimes and VMs as top "
-                               f"rungs; not on the ladder: {', '.join(skipped) or 'none'}")
+    ctx.meta["ladder_note"] = ("the floor is the host's bare fork+exec; then the cvbench runtime with "
+                               "everything off, then its mechanisms, then the real runtimes and VMs as "
+                               "top rungs (the runtimes on the same config.json as the cvbench runtime's "
+                               f"'full'); not on the ladder: {', '.join(skipped) or 'none'}")
     ctx.summary_metrics = ["ready", "getppid", "read_zero"]
     return tasks

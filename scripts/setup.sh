@@ -14,9 +14,11 @@ die() { echo "cvbench: setup: $*" >&2; exit 2; }
 [ "$(id -u)" -eq 0 ] || die "needs root (apt, libvirtd, /dev/kvm); run 'sudo make setup'"
 command -v apt-get >/dev/null || die "needs a Debian-like host with apt-get; install the packages listed in README.md by hand"
 
+# hyperfine cross-checks startup; golang-github-containers-common ships the default
+# seccomp profile (/usr/share/containers/seccomp.json) the image's config.json is made from.
 PACKAGES=(qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev
   pkg-config busybox-static cpio gcc libc6-dev crun runc runsc linux-perf libxml2-utils
-  iproute2 libseccomp2 python3-venv procps)
+  iproute2 libseccomp2 python3-venv procps util-linux hyperfine golang-github-containers-common)
 
 # 1. Debian packages.
 missing=()

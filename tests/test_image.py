@@ -96,7 +96,7 @@ def test_initramfs_boots_under_qemu_tcg_microvm(image):
     from vm_backend import QemuVM
 
     vm = QemuVM(image.kernel, image.initramfs, ["ops", "--min-ms", "5", "getppid"],
-                accel="tcg", timeout=120)
+                accel="tcg", timeout=120, machine="microvm")
     assert vm.machine.startswith("microvm")
     res = vm.run()
     assert res.probe.ready, res.console[-2000:]

@@ -1,6 +1,7 @@
 """The probe, run for real on the host, and the one parser for its output."""
 from __future__ import annotations
 
+import os
 import subprocess
 
 import pytest
@@ -56,10 +57,31 @@ def test_unknown_op_is_a_clear_error(image):
     (["ops", "--bogus", "1", "getppid"], "--bogus: unknown option"),
     (["mem", "lots"], "mem: needs a size in MiB"),
     (["frobnicate"], "frobnicate: unknown command"),
+    (["ops", "--cpu", "x", "getppid"], "--cpu: needs a CPU number"),
+    (["ops", "--pair", "0", "getppid"], "--pair: needs two CPU numbers"),
 ])
 def test_bad_arguments(image, args, needle):
     r = run(image, *args, check_rc=2)
     assert needle in r.stderr
+
+
+def test_self_reports_the_isolation_the_process_got(image):
+    out = probe.parse(run(image, "self").stdout)
+    with open("/proc/self/status") as f:
+        mine = dict(line.split(":\t", 1) for line in f.read().splitlines() if ":\t" in line)
+    assert out.values["Seccomp"] == mine["Seccomp"].strip() == "0"
+    assert out.values["CapEff"] == mine["CapEff"].strip()
+    assert out.values["ns_mnt"] == os.readlink("/proc/self/ns/mnt")
+
+
+def test_pinning_is_reported_and_a_missing_cpu_fails_the_run(image):
+    cpus = sorted(os.sched_getaffinity(0))
+    out = probe.parse(run(image, "ops", "--iters", "100", "--cpu", str(cpus[-1]), "--pair",
+                          f"{cpus[0]},{cpus[-1]}", "pipe_pingpong").stdout)
+    assert out.values["cpu"] == str(cpus[-1]) and out.values["pingpong"] == f"{cpus[0]},{cpus[-1]}"
+    assert out.ns_per_op("pipe_pingpong")[0] > 0
+    bad = probe.parse(run(image, "ops", "--iters", "10", "--cpu", "1000", "getppid", check_rc=1).stdout)
+    assert bad.errors and "cpu 1000" in bad.errors[0] and not bad.ops
 
 
 def test_mem_touches_and_exits(image):

@@ -1,4 +1,4 @@
-"""isolation, end to end: the (quick) ladder on builtin, with the VM as a top rung."""
+"""isolation, end to end: the (quick) ladder from the host's bare process through builtin, with the VM as a top rung."""
 from __future__ import annotations
 
 import pytest
@@ -23,7 +23,9 @@ def test_isolation_ladder_rungs_and_top(root, image, tmp_path):
             assert tidy_values(tidy, metric=metric, backend="builtin", variant=variant)
     for metric in ("ready", "getppid", "read_zero"):
         assert f"isolation.{metric}.{VM}.top" in got
-    # host is not a ladder rung (builtin's bare rung is the floor)
-    assert not [r for r in tidy if r["backend"] == "host"]
+    # the floor is the host's bare fork+exec; the runtime with everything off is the next rung
+    for metric in ("ready", "getppid", "read_zero"):
+        assert f"isolation.{metric}.host.bare" in got
+    assert {r["variant"] for r in tidy if r["backend"] == "host"} == {"bare"}
     assert suite.get_benchmark(f"isolation.ready.builtin.only:{first}").get_metadata()["cvbench_rung"] \
         == f"only:{first}"

@@ -16,6 +16,7 @@ from .base import Backend, Instance, InstanceFailed, Timings  # noqa: F401 - the
 REGISTRY = {
     "host": ("host", "Host"),
     "builtin": ("builtin", "Builtin"),
+    "builtin-cli": ("builtin_cli", "BuiltinCli"),
     "crun": ("crun", "Crun"),
     "runc": ("runc", "Runc"),
     "runsc": ("runsc", "Runsc"),

@@ -77,11 +77,29 @@ class Backend:
         from .. import image
         return image.load()
 
+    @property
+    def bundle(self) -> str:
+        """The bundle folder every container backend reads: the image's, or the
+        user's ``--config`` (bench.bundle); the same one for all of them."""
+        from .. import bundle
+        return bundle.active_bundle(self.img.bundle)
+
     def available(self) -> tuple[bool, str]:
         raise NotImplementedError
 
     def metadata(self) -> dict:
         return {}
+
+    def command_for(self, args: list[str]):
+        """(argv, wrapper, popen kwargs, cleanup) of the one process an
+        independent timer (hyperfine -N) can run for this backend: ``argv`` is
+        what is timed, ``wrapper`` what the timer itself runs under (crun's
+        masked namespace), ``cleanup()`` removes what the runs leave."""
+        raise NotImplementedError(f"{self.name}: no single command to cross-check")
+
+    def prepare_worker(self) -> None:
+        """Once per measuring worker process, before anything is timed (crun
+        enters its masked mount namespace here).  Most backends need nothing."""
 
     def run(self, args: list[str], timeout: float = 60.0) -> Timings:
         raise NotImplementedError

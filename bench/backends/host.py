@@ -30,6 +30,9 @@ class Host(Backend):
         # The owner pid lets a sweep kill probes orphaned by a killed harness.
         return {"PATH": "/bin:/usr/bin", "CVBENCH_OWNER": str(os.getpid())}
 
+    def command_for(self, args: list[str]):
+        return self._cmd(args), [], {"cwd": self.img.rootfs, "env": self._env()}, None
+
     def run(self, args: list[str], timeout: float = 60.0) -> Timings:
         return timed_popen(self.name, self._cmd(args), timeout, cwd=self.img.rootfs, env=self._env())
 

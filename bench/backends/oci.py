@@ -95,7 +95,7 @@ class OCIBackend(Backend):
     def metadata(self) -> dict:
         return {"binary": self.path, "version": self.version(),
                 "flags": " ".join(self.global_flags), "root": str(state_root(self.binary)),
-                "bundle": "image config.json, process.args and root.path (absolute) replaced"}
+                "bundle": f"{self.bundle}/config.json, process.args and root.path (absolute) replaced"}
 
     def _base(self) -> list[str]:
         return [self.path, "--root", str(state_root(self.binary)), *self.global_flags]
@@ -113,7 +113,7 @@ class OCIBackend(Backend):
 
     def _write_bundle(self, bundle: Path, args: list[str], cgpath: str) -> None:
         bundle.mkdir(parents=True, exist_ok=True)
-        spec = json.loads(Path(self.img.bundle, "config.json").read_text())
+        spec = json.loads(Path(self.bundle, "config.json").read_text())
         spec["process"]["args"] = ["/probe", *args]
         spec["process"]["terminal"] = False
         spec["root"]["path"] = os.path.realpath(self.img.rootfs)
@@ -138,6 +138,13 @@ class OCIBackend(Backend):
         if bundle is not None:
             shutil.rmtree(bundle, ignore_errors=True)
         remove_cgroups(cgpath)
+
+    def command_for(self, args: list[str]):
+        """``<rt> run`` on a prepared bundle; one id for every run of the timer
+        (a foreground run deletes its container on exit)."""
+        cid, bundle, cgpath = self._prepare(args)
+        return (self._run_cmd(cid, bundle), [], self.popen_kw(),
+                lambda: self.cleanup(cid, bundle, cgpath))
 
     def run(self, args: list[str], timeout: float = 60.0) -> Timings:
         cid, bundle, cgpath = self._prepare(args)

@@ -8,17 +8,23 @@
  * only sees what crosses it.
  *
  *   probe ready                       print READY and exit
- *   probe ops [--iters N] [--min-ms M] [--repeat R] OP...
+ *   probe ops [--iters N] [--min-ms M] [--repeat R] [--cpu C] [--pair A,B] OP...
+ *   probe self                        the isolation it got: Seccomp, CapEff, NoNewPrivs, ns ids
  *   probe mem MiB                     touch MiB of anonymous memory, then wait
  *   probe sleep S                     wait S seconds (S < 0: forever)
  *
  * Iteration counts calibrate themselves unless --iters is given: the same
  * command must finish in a sensible time both on bare metal (getppid ~80 ns)
  * and under gVisor's ptrace platform or TCG (~70 us), a 1000x range.
+ *
+ * --cpu C pins the probe to CPU C; --pair A,B puts pipe_pingpong's two ends on
+ * CPUs A and B (the parent on A, the child on B), so a context switch always
+ * crosses the same pair.  The affinity it got is printed as "CVB affinity".
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -33,6 +39,15 @@
 #define MAX_ITERS (1L << 30)
 
 static volatile uint64_t sink;
+static int pair_a = -1, pair_b = -1; /* pipe_pingpong's two CPUs, -1: not pinned */
+
+static int pin_to(int cpu)
+{
+	cpu_set_t set;
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	return sched_setaffinity(0, sizeof(set), &set);
+}
 
 static int64_t now_ns(void)
 {
@@ -121,19 +136,27 @@ static int op_pipe_pingpong(long n)
 	char c = 'x';
 	if (pipe(ab) < 0 || pipe(ba) < 0)
 		return -1;
+	cpu_set_t before;
+	int pinned = pair_a >= 0 && sched_getaffinity(0, sizeof(before), &before) == 0;
 	pid_t pid = fork();
 	if (pid < 0)
 		return -1;
 	if (pid == 0) {
+		if (pinned && pin_to(pair_b) < 0)
+			_exit(1);
 		for (long i = 0; i < n; i++)
 			if (read(ab[0], &c, 1) != 1 || write(ba[1], &c, 1) != 1)
 				_exit(1);
 		_exit(0);
 	}
 	int rc = 0;
+	if (pinned && pin_to(pair_a) < 0)
+		rc = -1;
 	for (long i = 0; i < n && rc == 0; i++)
 		if (write(ab[1], &c, 1) != 1 || read(ba[0], &c, 1) != 1)
 			rc = -1;
+	if (pinned)
+		sched_setaffinity(0, sizeof(before), &before);
 	close(ab[0]); close(ab[1]); close(ba[0]); close(ba[1]);
 	int status = 0;
 	waitpid(pid, &status, 0);
@@ -243,17 +266,45 @@ static int run_op(const struct op *op, long iters, long min_ms, long repeat)
 	return 0;
 }
 
+/* "A,B" -> two CPU numbers */
+static int parse_pair(const char *s, int *a, int *b)
+{
+	char *end;
+	long x = strtol(s, &end, 10);
+	if (end == s || *end != ',' || x < 0 || x >= CPU_SETSIZE)
+		return -1;
+	const char *t = end + 1;
+	long y = strtol(t, &end, 10);
+	if (end == t || *end || y < 0 || y >= CPU_SETSIZE)
+		return -1;
+	*a = (int)x;
+	*b = (int)y;
+	return 0;
+}
+
 static int cmd_ops(int argc, char **argv)
 {
-	long iters = 0, min_ms = 50, repeat = 1;
+	long iters = 0, min_ms = 50, repeat = 1, cpu = -1;
 	int i = 0, rc = 0;
 	for (; i < argc && strncmp(argv[i], "--", 2) == 0; i++) {
+		if (strcmp(argv[i], "--cpu") == 0) {
+			if (i + 1 >= argc || parse_long(argv[i + 1], &cpu) < 0 || cpu < 0 || cpu >= CPU_SETSIZE)
+				return fail(argv[i], "needs a CPU number");
+			i++;
+			continue;
+		}
+		if (strcmp(argv[i], "--pair") == 0) {
+			if (i + 1 >= argc || parse_pair(argv[i + 1], &pair_a, &pair_b) < 0)
+				return fail(argv[i], "needs two CPU numbers, e.g. --pair 0,1");
+			i++;
+			continue;
+		}
 		long *dst = strcmp(argv[i], "--iters") == 0	 ? &iters
 			    : strcmp(argv[i], "--min-ms") == 0 ? &min_ms
 			    : strcmp(argv[i], "--repeat") == 0 ? &repeat
 							       : NULL;
 		if (!dst)
-			return fail(argv[i], "unknown option; use --iters N, --min-ms M or --repeat R");
+			return fail(argv[i], "unknown option; use --iters N, --min-ms M, --repeat R, --cpu C or --pair A,B");
 		if (i + 1 >= argc || parse_long(argv[i + 1], dst) < 0 || *dst < 1)
 			return fail(argv[i], "needs a positive whole number");
 		i++;
@@ -268,6 +319,18 @@ static int cmd_ops(int argc, char **argv)
 			usage_ops(stderr);
 			return fail(argv[j], "unknown op");
 		}
+	/* Pin before measuring; a failure (a CPU this machine, VM or cpuset lacks)
+	 * is reported and the op fails rather than running unpinned unnoticed. */
+	if (cpu >= 0 && pin_to((int)cpu) < 0) {
+		printf("CVB op=affinity error=cpu %ld: %s\n", cpu, strerror(errno));
+		return 1;
+	}
+	char c1[24] = "unpinned", c2[48] = "unpinned";
+	if (cpu >= 0)
+		snprintf(c1, sizeof(c1), "%ld", cpu);
+	if (pair_a >= 0)
+		snprintf(c2, sizeof(c2), "%d,%d", pair_a, pair_b);
+	printf("CVB affinity cpu=%s pingpong=%s\n", c1, c2);
 	for (int j = i; j < argc && rc == 0; j++)
 		rc = run_op(find_op(argv[j]), iters, min_ms, repeat);
 	return rc;
@@ -312,6 +375,41 @@ static int cmd_sleep(int argc, char **argv)
 	return 0;
 }
 
+/* The isolation this process got, as the kernel shows it to the process
+ * itself: the same view in every runtime, so configs can be compared. */
+static int cmd_self(void)
+{
+	static const char *const keys[] = {"Seccomp:", "Seccomp_filters:", "CapEff:", "CapBnd:",
+					   "NoNewPrivs:"};
+	static const char *const ns[] = {"cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts"};
+	char line[256], out[1024] = "CVB self";
+	FILE *f = fopen("/proc/self/status", "r");
+	if (!f)
+		return fail("self", "cannot open /proc/self/status");
+	while (fgets(line, sizeof(line), f))
+		for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++)
+			if (strncmp(line, keys[k], strlen(keys[k])) == 0) {
+				char val[64] = "";
+				sscanf(line + strlen(keys[k]), "%63s", val);
+				size_t len = strlen(out);
+				snprintf(out + len, sizeof(out) - len, " %.*s=%s",
+					 (int)strlen(keys[k]) - 1, keys[k], val);
+			}
+	fclose(f);
+	printf("%s\n", out);
+	strcpy(out, "CVB self");
+	for (size_t k = 0; k < sizeof(ns) / sizeof(ns[0]); k++) {
+		char path[64], target[128];
+		snprintf(path, sizeof(path), "/proc/self/ns/%s", ns[k]);
+		ssize_t n = readlink(path, target, sizeof(target) - 1);
+		target[n > 0 ? n : 0] = 0;
+		size_t len = strlen(out);
+		snprintf(out + len, sizeof(out) - len, " ns_%s=%s", ns[k], n > 0 ? target : "none");
+	}
+	printf("%s\n", out);
+	return 0;
+}
+
 static void on_term(int sig)
 {
 	(void)sig;
@@ -343,8 +441,10 @@ int main(int argc, char **argv)
 		rc = cmd_mem(argc - 2, argv + 2);
 	else if (strcmp(cmd, "sleep") == 0)
 		rc = cmd_sleep(argc - 2, argv + 2);
+	else if (strcmp(cmd, "self") == 0)
+		rc = cmd_self();
 	else {
-		fprintf(stderr, "commands: ready | ops [--iters N] [--min-ms M] [--repeat R] OP... | mem MiB [S] | sleep S\n");
+		fprintf(stderr, "commands: ready | ops [--iters N] [--min-ms M] [--repeat R] [--cpu C] [--pair A,B] OP... | mem MiB [S] | sleep S | self\n");
 		rc = fail(cmd, "unknown command");
 	}
 	printf("CVB DONE rc=%d\n", rc);

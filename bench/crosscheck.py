@@ -1,0 +1,91 @@
+"""Independent tools check the harness's own numbers, in the same run.
+
+Startup: ``hyperfine -N`` (no shell) times the very command each backend runs
+(host: the probe; crun, runc, runsc: ``<rt> run`` on the same bundle) just
+before and just after the harness's own measurement, so both see the same
+machine.  hyperfine's wall time of that process is the harness's lifecycle
+(spawn to gone), so the ratio harness / hyperfine should be 1.
+
+Syscall: ``perf bench syscall basic`` against the probe's getppid (see
+scenarios/syscall.py).
+
+Every check becomes one record in meta.json's ``crosschecks`` list; the report
+prints the ratios and flags any outside +-TOLERANCE at the top, and
+``--strict`` turns such a run's exit status into 1.
+"""
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import statistics
+import subprocess
+import tempfile
+from pathlib import Path
+
+TOLERANCE = 0.10
+HYPERFINE_BACKENDS = ("host", "crun", "runc", "runsc")
+# hyperfine's own schedule: at least MIN_RUNS, then as many as fit in its 3 s
+# default budget, at most MAX_RUNS.
+WARMUP, MIN_RUNS, MAX_RUNS = 3, 20, 100
+
+
+def hyperfine(backend, args: list[str], timeout: float = 300.0, quick: bool = False) -> dict:
+    """One ``hyperfine -N`` window on ``backend``'s own command; median seconds.
+    ``quick`` (the test knob) runs the same path with a handful of runs."""
+    exe = shutil.which("hyperfine")
+    if not exe:
+        return {"error": "hyperfine not installed (apt-get install hyperfine; make setup does)"}
+    argv, wrapper, kw, cleanup = backend.command_for(args)
+    try:
+        with tempfile.TemporaryDirectory(prefix="cvbench-hyperfine-") as tmp:
+            out = Path(tmp, "hf.json")
+            warm, lo, hi = (1, 3, 5) if quick else (WARMUP, MIN_RUNS, MAX_RUNS)
+            cmd = [*wrapper, exe, "-N", "--style", "none", "--warmup", str(warm),
+                   "--min-runs", str(lo), "--max-runs", str(hi),
+                   "--export-json", str(out), shlex.join(argv)]
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+            if r.returncode != 0 or not out.exists():
+                tail = (r.stderr or r.stdout).strip()[-300:]
+                return {"error": f"hyperfine exited with {r.returncode}: {tail}"}
+            res = json.loads(out.read_text())["results"][0]
+    except subprocess.TimeoutExpired:
+        return {"error": f"hyperfine did not finish within {timeout:.0f} s"}
+    finally:
+        if cleanup is not None:
+            cleanup()
+    times = res.get("times") or []
+    return {"median_s": float(res["median"]), "runs": len(times),
+            "command": "hyperfine -N " + shlex.join(argv)}
+
+
+def judge(check: str, backend: str, metric: str, unit: str, harness: float | None,
+          tool: float | None, **extra) -> dict:
+    """One crosscheck record: the harness's figure over the tool's, within tolerance or not."""
+    rec = {"check": check, "backend": backend, "metric": metric, "unit": unit,
+           "harness": harness, "tool": tool, "tolerance": TOLERANCE, **extra}
+    if harness and tool and harness > 0 and tool > 0:
+        rec["ratio"] = harness / tool
+        rec["within"] = abs(rec["ratio"] - 1) <= TOLERANCE
+    else:
+        rec["ratio"] = None
+        rec["within"] = None   # not judged: the reason is in "error"
+    return rec
+
+
+def startup_record(backend: str, before: dict, after: dict, lifecycle_s: float | None) -> dict:
+    """hyperfine's two windows against the harness's lifecycle median."""
+    meds = [w["median_s"] for w in (before, after) if "median_s" in w]
+    errors = [w["error"] for w in (before, after) if "error" in w]
+    extra = {"tool_before": before.get("median_s"), "tool_after": after.get("median_s"),
+             "runs": [before.get("runs"), after.get("runs")],
+             "command": before.get("command") or after.get("command") or ""}
+    if errors:
+        extra["error"] = "; ".join(errors)
+    return judge("hyperfine -N", backend, "lifecycle", "s", lifecycle_s,
+                 statistics.mean(meds) if meds else None, **extra)
+
+
+def outside(records: list[dict]) -> list[dict]:
+    """Records judged and found outside the tolerance, or that could not be judged."""
+    return [r for r in records if r.get("within") is not True]
