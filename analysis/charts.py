@@ -125,38 +125,87 @@ def startup_ecdf(run: Run, st: str, out: Path) -> list[Path]:
         return style.save(fig, out, "startup_ecdf")
 
 
+HEADLINE_PARTS = [("cgroup_charged", "own cgroup's charge", None),
+                  ("outside_pss", "processes outside it (PSS)", "//"),
+                  ("supervisor_share", "shared supervisor's share", "xx")]
+VM_WORKLOAD = "guest RAM (THP-rounded, guest kernel included)"
+
+
+def memory_definition(run: Run) -> str:
+    """The one definition, as the chart prints it, with the builtin supervisor's case."""
+    defs = run.meta.get("memory_definitions") or {}
+    if "charged" not in defs:
+        return "older run: no charged headline recorded; PSS only"
+    sup = (defs.get("supervisor") or {}).get("builtin", "")
+    return ("Headline = memory controller's charge to the instance's own cgroup (container cgroup; "
+            "raw QEMU: a cvbench cgroup; libvirt: its machine cgroup) + PSS of its processes outside it"
+            + (f"; builtin's supervisor is {sup}" if sup else "") + ".")
+
+
 def memory_per_instance(run: Run, st: str, out: Path) -> list[Path]:
-    """Host-side PSS split into what the workload touched and what isolation costs."""
+    """Top: the headline per instance under one definition, in its parts.  Bottom:
+    the PSS split into what the workload touched and what isolation costs."""
     df = _select(run, "memory")
-    df = df[df.metric.isin(["workload", "overhead"])]
-    if df.empty:
+    split = df[df.metric.isin(["workload", "overhead"])]
+    if split.empty:
         return []
-    variants = [v for v in ("idle", "mem64") if v in set(df.variant)] or sorted(df.variant.unique())
-    backends = _ordered(run, df["backend"].unique())
+    has_head = "charged" in set(df.metric)
+    variants = [v for v in ("idle", "mem64") if v in set(split.variant)] or sorted(split.variant.unique())
+    backends = _ordered(run, split["backend"].unique())
     with style.styled(st):
-        fig, axes = style.figure(st, 1, len(variants), squeeze=False, sharey=True)
-        for ax, variant in zip(axes[0], variants, strict=True):
+        rows = 2 if has_head else 1
+        fig, axes = style.figure(st, rows, len(variants), squeeze=False, sharey="row")
+        x = np.arange(len(backends))
+        labels = [style.label(b).split(",")[0] for b in backends]   # short: ticks are rotated
+        for col, variant in enumerate(variants):
             med = df[df.variant == variant].groupby(["backend", "metric"])["value"].median() / 2**20
-            x = np.arange(len(backends))
+            if has_head:
+                ax, bottom = axes[0][col], np.zeros(len(backends))
+                for metric, what, hatch in HEADLINE_PARTS:
+                    vals = np.array([med.get((b, metric), 0.0) for b in backends])
+                    ax.bar(x, vals, bottom=bottom, color=[style.color(b) for b in backends],
+                           alpha=1.0 if hatch is None else 0.45, hatch=hatch, edgecolor="#555555",
+                           label=what)
+                    bottom += vals
+                for i, b in enumerate(backends):
+                    head = med.get((b, "charged"))
+                    if head is not None:
+                        ax.annotate(f"{head:.3g}", (i, head), xytext=(0, 4), textcoords="offset points",
+                                    ha="center", fontsize="small")
+                ax.set_xticks(x, [])
+                ax.set_title(f"{variant}: headline per instance, median")
+                ax.set_ylim(0, max(bottom.max(), 1e-3) * 1.3)
+            ax = axes[rows - 1][col]
             work = np.array([med.get((b, "workload"), 0.0) for b in backends])
             over = np.array([med.get((b, "overhead"), 0.0) for b in backends])
-            ax.bar(x, work, color="#dddddd", edgecolor="#999999", hatch="//", label="workload (probe's own pages)")
+            ax.bar(x, work, color="#dddddd", edgecolor="#999999", hatch="..",
+                   label="workload: probe's pages; VMs: " + VM_WORKLOAD)
             ax.bar(x, over, bottom=work, color=[style.color(b) for b in backends],
-                   label="runtime / VMM overhead")
+                   label="runtime / VMM (PSS)")
             for i, (w, o) in enumerate(zip(work, over, strict=True)):
                 ax.annotate(f"{w + o:.3g}", (i, w + o), xytext=(0, 4), textcoords="offset points",
                             ha="center", fontsize="small")
-            ax.set_xticks(x, [style.label(b) for b in backends], rotation=30, ha="right")
-            ax.set_title(f"{variant}: host PSS, median")
-            ax.margins(y=0.12)
-        axes[0][0].set_ylabel("MiB per instance")
-        handles, labels = axes[0][0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="outside lower center", ncols=2, frameon=False)
+            ax.set_xticks(x, labels, rotation=30, ha="right")
+            ax.set_title(f"{variant}: PSS split, median")
+            ax.set_ylim(0, max((work + over).max(), 1e-3) * 1.3)
+        fig.supylabel("MiB per instance", fontsize=style.STYLES[st]["font"])
+        from matplotlib.patches import Patch
+        handles = [Patch(facecolor="#888888", alpha=1.0 if h is None else 0.45, hatch=h, edgecolor="#555555",
+                         label=what) for _m, what, h in HEADLINE_PARTS] if has_head else []
+        handles += [Patch(facecolor="#dddddd", edgecolor="#999999", hatch="..",
+                          label="workload; VMs: " + VM_WORKLOAD),
+                    Patch(facecolor="#888888", label="runtime / VMM (PSS)")]
+        fig.legend(handles=handles, loc="outside lower center", ncols=2, frameon=False)
         notes = (run.meta.get("memory_notes") or {})
         undercounted = [f"{style.label(k.split('.')[1])}: {v.split(';')[0]}" for k, v in notes.items()
                         if k.startswith("pss_total.") and k.count(".") >= 1]
-        style.titled(fig, "Memory per instance: workload vs isolation overhead", run.meta, st,
-                     note="\n".join(undercounted))
+        zeros = sorted({f"{style.label(k.split('.')[1])} {k.split('.')[0]}" for k, v in notes.items()
+                        if v.startswith("0:") and k.split(".")[0] in ("workload", "overhead")})
+        note = [memory_definition(run)] + undercounted
+        if zeros:
+            note.append("Recorded as 0 (not missing): " + ", ".join(zeros))
+        style.titled(fig, "Memory per instance: one definition for every backend", run.meta, st,
+                     note="\n".join(note))
         return style.save(fig, out, "memory_per_instance")
 
 
@@ -180,12 +229,13 @@ def memory_density(run: Run, st: str, out: Path) -> list[Path]:
             ax.set_yscale("log")
             ax.yaxis.set_major_formatter(lambda v, _p: f"{v:g}")
         ax.set_xlabel("instances running at once")
-        ax.set_ylabel("total host memory, MiB (median)")
+        headline = "charged" in (run.meta.get("memory_definitions") or {})
+        ax.set_ylabel("total, MiB (median of the headline)" if headline else "total host PSS, MiB (median)")
         ks = sorted(df["variant"].str.extract(r"(\d+)", expand=False).dropna().astype(int).unique())
         ax.set_xticks(ks)
         ax.grid(alpha=0.3, which="both")
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, title="one more instance costs")
-        style.titled(fig, "Density: memory for N idle instances", run.meta, st)
+        style.titled(fig, "Density: memory for N idle instances", run.meta, st, note=memory_definition(run))
         return style.save(fig, out, "memory_density")
 
 
