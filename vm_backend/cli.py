@@ -1,4 +1,4 @@
-"""``python -m vm_backend run|detect|sweep``: one guest from the command line.
+"""``python -m vm_backend run|detect|sweep|trace-libvirt``: one guest from the command line.
 
 ``run`` prints the guest's CVB lines, then one JSON line with the timing points
 (seconds from spawn), the accelerator and its reason, so a shell user sees the
@@ -34,12 +34,16 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.choices["run"]
     run.add_argument("--vcpus", type=int, default=1)
     run.add_argument("--memory", type=int, default=128, metavar="MiB")
-    run.add_argument("--machine", help="machine type (libvirt: pc; raw QEMU: microvm where available)")
+    run.add_argument("--machine", help="machine type (pc, as libvirt; raw QEMU also microvm)")
     run.add_argument("--tb-cache", type=int, metavar="MiB", help="TCG translation cache size")
     run.add_argument("--timeout", type=float, default=60.0)
     run.add_argument("probe_args", nargs="*", help="after --: the probe's arguments, e.g. ops getppid")
     s = sub.add_parser("sweep")
     s.add_argument("--uri", default="qemu:///system")
+    s = sub.add_parser("trace-libvirt", help="where libvirt's time goes (libvirtd's debug log, one boot)")
+    s.add_argument("--uri", default="qemu:///system")
+    s.add_argument("--kernel")
+    s.add_argument("--initramfs")
     return p
 
 
@@ -73,6 +77,10 @@ def main(argv: list[str]) -> int:
         acc = detect_accel(kernel, initramfs, uri=None if a.qemu else a.uri,
                            force=None if a.accel == "auto" else a.accel)
         print(json.dumps({"accel": acc.name, "reason": acc.reason}))
+        return 0
+    if a.cmd == "trace-libvirt":
+        from .libvirt_trace import trace
+        print(json.dumps(trace(*_image_paths(a), uri=a.uri), indent=2))
         return 0
     from . import sweep
     for what in sweep(a.uri):

@@ -5,6 +5,16 @@ destroys it when the connection that made it closes, even if this process is
 SIGKILLed; the owner pid in its name and <metadata> lets sweep() catch the
 rest.  A transient domain disappears when it stops, so "Domain not found" on a
 lookup is the "gone" timing point, not an error.
+
+What libvirt adds over raw QEMU of the same configuration (``python -m
+vm_backend trace-libvirt`` reads it from libvirtd's debug log; one TCG boot
+on the 2-core development host): about 20 ms to start QEMU, 16 ms of cgroup
+setup, 44 ms waiting for QEMU's QMP monitor, then about 270 ms reading the
+guest CPU's features with roughly 400 ``qom-get`` QMP calls, a few ms more of
+QMP, and ``cont``: the guest starts about 0.37 s after createXML began.
+After poweroff, libvirtd kills QEMU at once and then waits for the pid to
+vanish; QEMU is a daemon whose parent is PID 1, so that wait is PID 1's
+reaping delay (about 1.9 s on a host whose PID 1 reaps orphans slowly).
 """
 from __future__ import annotations
 
