@@ -9,6 +9,7 @@ URI = "qemu:///system"
 class Libvirt(VMBackend):
     name = "libvirt"
     vm_class_name = "LibvirtVM"
+    label = "libvirt transient domain, machine pc"
 
     def check(self) -> None:
         from vm_backend.conn import open_conn

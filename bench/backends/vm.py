@@ -56,6 +56,7 @@ class VMInstance(Instance):
 class VMBackend(Backend):
     kind = "vm"
     vm_class_name = ""
+    label = ""
 
     def __init__(self):
         self._verdict = None
@@ -109,7 +110,8 @@ class VMBackend(Backend):
         vm.accel = self._accel()   # so the recorded command line is the one the boots use
         md = {k: v for k, v in vm.metadata().items() if v is not None}
         a = self.accel()
-        md.update({"accel": a["name"], "accel_reason": a["reason"], "memory_mib": MEMORY_MIB})
+        md.update({"accel": a["name"], "accel_reason": a["reason"], "memory_mib": MEMORY_MIB,
+                   "label": self.label})
         return md
 
     def run(self, args: list[str], timeout: float = 60.0) -> Timings:
