@@ -113,8 +113,8 @@ def run_bench(scenario: str, runs_dir: Path, backends: str | None, log=print) ->
 
 def ci_bench(*, backends: str | None = None, scenarios=CI_SCENARIOS, runs_dir: Path | None = None,
              folder: Path | None = None, markdown_path: str | None = None, save_missing: bool = False,
-             alpha: float = stats.ALPHA, threshold: float = stats.THRESHOLD, test: str = "mannwhitney",
-             record: int = 0, adjust: str = "holm", log=print) -> int:
+             alpha: float = stats.ALPHA, threshold: float = stats.THRESHOLD, test: str = "permutation",
+             record: int = 0, adjust: str = "holm", drift="auto", log=print) -> int:
     """Exit 0 when nothing regressed, 1 on a regression, 2 without a baseline.
     ``record`` > 0 instead runs each scenario that many times and saves them as the baseline."""
     runs_dir = runs_dir or results_dir() / "ci"
@@ -145,7 +145,8 @@ def ci_bench(*, backends: str | None = None, scenarios=CI_SCENARIOS, runs_dir: P
                                f"add it: 'python -m analysis baseline save {r.path}'")
             pairs.append((base[s], r, s))
     # Bonferroni across the scenarios, Holm within each (see compare.compare_scenarios).
-    results = compare.compare_scenarios(pairs, alpha=alpha, threshold=threshold, test=test, adjust=adjust)
+    results = compare.compare_scenarios(pairs, alpha=alpha, threshold=threshold, test=test, adjust=adjust,
+                                        drift=drift)
     for res in results:
         log(compare.table(res))
     if markdown_path:

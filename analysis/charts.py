@@ -47,15 +47,6 @@ def _ordered(run: Run, backends) -> list[str]:
     return [b for b in order if b in present]
 
 
-def _missing_backends(run: Run) -> list[str]:
-    out = []
-    for name, info in (run.meta.get("backends") or {}).items():
-        if not info.get("available", True):
-            reason = str(info.get("reason") or "not available")
-            out.append(f"{style.label(name)}: {reason[:70]}")
-    return out
-
-
 def startup_median(run: Run, st: str, out: Path) -> list[Path]:
     """Median ready and lifecycle time with 95% CI, weakest isolation at the top."""
     df = _select(run, "startup")
@@ -63,22 +54,26 @@ def startup_median(run: Run, st: str, out: Path) -> list[Path]:
         return []
     backends = _ordered(run, df["backend"].unique())
     metrics = [m for m in ("ready", "lifecycle") if m in set(df["metric"])]
-    summ = {(b, m): stats.summarize(df[(df.backend == b) & (df.metric == m)]["value"])
-            for b in backends for m in metrics}
+    summ = {(b, m): stats.summarize(g["value"], g["process"])
+            for b in backends for m in metrics for g in [df[(df.backend == b) & (df.metric == m)]]}
     summ = {k: v for k, v in summ.items() if v["n"]}
     with style.styled(st):
         fig, ax = style.figure(st)
         marker = {"ready": ("o", "to CVB READY"), "lifecycle": ("D", "spawn to gone (lifecycle)")}
         offset = {"ready": -0.17, "lifecycle": 0.17} if len(metrics) > 1 else {metrics[0]: 0.0}
+        small = False
         for (b, m), s in summ.items():
             y = backends.index(b) + offset[m]
             filled = m == "ready"
-            ax.errorbar(s["median"], y, xerr=[[s["median"] - s["ci_low"]], [s["ci_high"] - s["median"]]],
-                        fmt=marker[m][0], color=style.color(b), mfc=style.color(b) if filled else "white",
-                        ms=9, capsize=4, lw=2)
-            ax.annotate(fmt_seconds(s["median"]), (s["ci_high"], y), xytext=(8, 0), textcoords="offset points",
-                        va="center", fontsize="small", color="#333333")
-        vals = [s["ci_high"] for s in summ.values()] + [s["ci_low"] for s in summ.values()]
+            has_ci = bool(np.isfinite(s["ci_low"]))
+            small |= not has_ci
+            err = [[s["median"] - s["ci_low"]], [s["ci_high"] - s["median"]]] if has_ci else None
+            ax.errorbar(s["median"], y, xerr=err, fmt=marker[m][0], color=style.color(b),
+                        mfc=style.color(b) if filled else "white", ms=9, capsize=4, lw=2)
+            text = fmt_seconds(s["median"]) + ("" if has_ci else f" (n={s['k']}: no CI)")
+            ax.annotate(text, (s["ci_high"] if has_ci else s["median"], y), xytext=(8, 0),
+                        textcoords="offset points", va="center", fontsize="small", color="#333333")
+        vals = [v for s in summ.values() for v in (s["ci_high"], s["ci_low"], s["median"]) if np.isfinite(v)]
         if style.log_if_wide(vals):
             ax.set_xscale("log")
             ax.set_xlim(min(vals) / 1.6, max(vals) * 4)
@@ -87,16 +82,13 @@ def startup_median(run: Run, st: str, out: Path) -> list[Path]:
         seconds_axis(ax.xaxis)      # "10 ms", not raw seconds, on either scale
         ax.set_yticks(range(len(backends)), [style.label(b) for b in backends])
         ax.invert_yaxis()
-        ax.set_xlabel("spawn to ready or gone (median, 95% bootstrap CI)")
+        ax.set_xlabel("spawn to ready or gone " + (f"(median; 95% CI only with ≥{stats.MIN_N} processes)"
+                                                    if small else "(median, 95% CI)"))
         for m in metrics:
             ax.plot([], [], marker[m][0], color="#333333", mfc="#333333" if m == "ready" else "white",
                     label=marker[m][1])
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         ax.grid(axis="x", alpha=0.3, which="both")
-        missing = _missing_backends(run)
-        if missing:
-            ax.text(0.01, 0.01, "not measured:\n" + "\n".join(missing), transform=ax.transAxes, ha="left",
-                    va="bottom", fontsize="x-small", color="#777777")
         style.titled(fig, "Startup time, weakest to strongest isolation", run.meta, st)
         return style.save(fig, out, "startup_median")
 
@@ -239,33 +231,91 @@ def memory_density(run: Run, st: str, out: Path) -> list[Path]:
         return style.save(fig, out, "memory_density")
 
 
+def host_is_guest(env: dict) -> bool:
+    """Whether the benchmark host is itself a VM (then cpuid traps even on the host)."""
+    text = " ".join(str(x) for x in (env.get("nested_virt"), (env.get("accel") or {}).get("reason"),
+                                      env.get("hypervisor")) if x)
+    return bool(env.get("hypervisor")) or "PVM" in text or "under a hypervisor" in text
+
+
+def backend_caption(run: Run, backend: str) -> str:
+    """The legend name, with what changes a number's meaning: gVisor's platform
+    (read from the run's runsc metadata) and a VM's accelerator."""
+    md = ((run.meta.get("backends") or {}).get(backend) or {}).get("metadata") or {}
+    name = style.label(backend)
+    if backend == "runsc":
+        return f"{name}, platform {md.get('platform') or 'not recorded'}"
+    accel = style.vm_accels(run.meta).get(backend)
+    return f"{name}, {accel.upper()}" if accel else name
+
+
+def syscall_notes(run: Run, ops: list[str], backends: list[str]) -> tuple[dict[str, str], list[str]]:
+    """Row labels and footnotes for the ops whose meaning depends on where they run."""
+    labels, notes = {op: op for op in ops}, []
+    accels = set(style.vm_accels(run.meta).get(b, "") for b in backends) - {""}
+    if "clock_gettime" in ops:
+        if "runsc" in backends:
+            labels["clock_gettime"] = "clock_gettime ‡"
+            notes.append("‡ clock_gettime is the vDSO, a no-kernel control, everywhere but under gVisor, "
+                         "where it crosses the Sentry like a real syscall")
+        else:
+            labels["clock_gettime"] = "clock_gettime (vDSO control)"
+    if "cpuid" in ops:
+        labels["cpuid"] = "cpuid †"
+        how = {"kvm": "a VM exit under KVM", "tcg": "emulated by QEMU under TCG"}
+        parts = [how.get(a, f"{a} in the VM") for a in sorted(accels)] or ["a VM exit under KVM, emulated under TCG"]
+        guest = ("; this host is itself a guest, so cpuid traps to its hypervisor on the host and in every "
+                 "container too" if host_is_guest(run.env) else "; on bare metal it never leaves the CPU")
+        notes.append("† cpuid is " + " and ".join(parts) + guest)
+    return labels, notes
+
+
 def syscall_ops(run: Run, st: str, out: Path) -> list[Path]:
-    """ns per operation grouped by op, one colour per backend, log axis when wide."""
+    """ns per operation: one row per op, one dot per backend (median), log axis.
+    The 95% cluster-bootstrap interval is drawn where a backend has >= stats.MIN_N
+    probe instances; with fewer, each instance's own median is drawn as a small
+    dot instead, so the spread is visible but no interval is claimed."""
     df = _select(run, "syscall")
     if df.empty:
         return []
     ops = list(dict.fromkeys(df["metric"]))
     backends = _ordered(run, df["backend"].unique())
+    labels, notes = syscall_notes(run, ops, backends)
+    step = 0.8 / max(1, len(backends))
+    small = False
     with style.styled(st):
         fig, ax = style.figure(st)
-        width = 0.8 / len(backends)
         for j, b in enumerate(backends):
-            meds, lo, hi = [], [], []
-            for op in ops:
-                s = stats.summarize(df[(df.backend == b) & (df.metric == op)]["value"])
-                meds.append(s.get("median", np.nan))
-                lo.append(s.get("median", np.nan) - s.get("ci_low", np.nan))
-                hi.append(s.get("ci_high", np.nan) - s.get("median", np.nan))
-            x = np.arange(len(ops)) + (j - (len(backends) - 1) / 2) * width
-            ax.bar(x, meds, width, yerr=[lo, hi], capsize=2, color=style.color(b), label=style.label(b))
+            for i, op in enumerate(ops):
+                g = df[(df.backend == b) & (df.metric == op)]
+                if g.empty:
+                    continue
+                s = stats.summarize(g["value"], g["process"])
+                y = i + (j - (len(backends) - 1) / 2) * step
+                if np.isfinite(s["ci_low"]):
+                    ax.errorbar(s["median"], y, xerr=[[s["median"] - s["ci_low"]], [s["ci_high"] - s["median"]]],
+                                fmt="o", color=style.color(b), ms=8, capsize=3, lw=1.8)
+                else:
+                    small = True
+                    per = g.groupby("process")["value"].median()
+                    ax.plot(per.to_numpy(), [y] * len(per), "|", color=style.color(b), ms=9, mew=1.5, alpha=0.8)
+                    ax.plot(s["median"], y, "o", color=style.color(b), ms=8)
+        for b in backends:
+            ax.plot([], [], "o", color=style.color(b), label=backend_caption(run, b))
         if style.log_if_wide(df.groupby(["metric", "backend"])["value"].median()):
-            ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(lambda v, _p: fmt_ns(v))
-        ax.set_xticks(range(len(ops)), ops, rotation=20 if len(ops) > 5 else 0)
-        ax.set_ylabel("time per operation (median, 95% CI)")
-        ax.grid(axis="y", alpha=0.3, which="both")
+            ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(lambda v, _p: fmt_ns(v))
+        ax.set_yticks(range(len(ops)), [labels[o] for o in ops])
+        ax.set_ylim(len(ops) - 0.5, -0.5)
+        for i in range(len(ops) - 1):
+            ax.axhline(i + 0.5, color="#dddddd", lw=0.8)
+        if small:
+            ax.plot([], [], "|", color="#555555", ms=9, mew=1.5, label=f"one instance ({stats.TOO_SMALL} for a CI)")
+        ax.set_xlabel("time per operation, median" + (", 95% CI" if not small else "")
+                      + (", log scale" if ax.get_xscale() == "log" else ""))
+        ax.grid(axis="x", alpha=0.3, which="both")
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-        style.titled(fig, "Kernel crossings: cost per operation", run.meta, st)
+        style.titled(fig, "Kernel crossings: cost per operation", run.meta, st, note="\n".join(notes))
         return style.save(fig, out, "syscall_ops")
 
 

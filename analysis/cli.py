@@ -1,6 +1,6 @@
 """Subcommands of ``python -m analysis``.
 
-Exit status follows DESIGN.md: 0 ok (or no regression), 1 a regression was
+Exit status follows docs/architecture.md: 0 ok (or no regression), 1 a regression was
 found, 2 bad input (missing or damaged files, runs that cannot be compared).
 """
 from __future__ import annotations
@@ -41,11 +41,28 @@ def _gate_options(p: argparse.ArgumentParser) -> None:
                    help=f"significance level a change must beat (default {stats.ALPHA})")
     p.add_argument("--threshold", type=_fraction, default=stats.THRESHOLD,
                    help=f"smallest relative change that counts, e.g. 5%% or 0.05 (default {stats.THRESHOLD:.0%})")
-    p.add_argument("--test", choices=stats.TESTS, default="mannwhitney",
-                   help="Mann-Whitney U (default) or a permutation test on the log ratio of medians")
+    p.add_argument("--test", choices=stats.TESTS, default="permutation",
+                   help="permutation test swapping whole worker processes, on the log ratio of medians "
+                        "(default), or Mann-Whitney U on per-process medians")
     p.add_argument("--adjust", choices=("holm", "none"), default="holm",
                    help="multiple-comparison correction of p over the metrics of one comparison (default holm)")
     p.add_argument("--markdown", metavar="FILE", help="also write the verdict as Markdown (for a CI comment)")
+    _calibration_option(p)
+
+
+def _calibration_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--calibration", metavar="FILE|none", default="auto",
+                   help="run-to-run drift measured by 'calibrate' (default: results/calibration/<host-class>.json "
+                        "if it exists; 'none' judges on the within-run test alone)")
+
+
+def _drift(a):
+    if a.calibration == "auto":
+        return "auto"
+    if a.calibration == "none":
+        return None
+    from . import calibrate
+    return calibrate.read(a.calibration)
 
 
 def _latest(path):
@@ -72,7 +89,7 @@ def cmd_report(a) -> int:
 def cmd_compare(a) -> int:
     from . import compare
     results = compare.run(a.base, _latest(a.new), markdown_path=a.markdown, alpha=a.alpha, threshold=a.threshold,
-                          test=a.test, force=a.force, adjust=a.adjust, as_json_out=a.json)
+                          test=a.test, force=a.force, adjust=a.adjust, as_json_out=a.json, drift=_drift(a))
     return max(r.exit_status for r in results)
 
 
@@ -80,10 +97,17 @@ def cmd_history(a) -> int:
     from . import history
     table, files = history.history(a.runs or None, a.metric, scenario=a.scenario, backend=a.backend,
                                    variant=a.variant, by=a.by, st=a.style, out=a.out,
-                                   alpha=a.alpha, threshold=a.threshold)
+                                   alpha=a.alpha, threshold=a.threshold, drift=_drift(a))
     print(history.format_table(table))
     for f in files:
         print(f"wrote {f}")
+    return 0
+
+
+def cmd_calibrate(a) -> int:
+    from . import calibrate
+    calibrate.run(a.runs, save_to=a.out, no_save=a.no_save, as_json=a.json, shift=a.shift, alpha=a.alpha,
+                  threshold=a.threshold, test=a.test)
     return 0
 
 
@@ -93,7 +117,7 @@ def cmd_ci_bench(a) -> int:
     return baseline.ci_bench(backends=a.backends, scenarios=scenarios, folder=a.baselines,
                              runs_dir=a.runs_dir, markdown_path=a.markdown, save_missing=a.save_missing,
                              alpha=a.alpha, threshold=a.threshold, test=a.test, record=a.record,
-                             adjust=a.adjust)
+                             adjust=a.adjust, drift=_drift(a))
 
 
 def cmd_baseline(a) -> int:
@@ -150,7 +174,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="folder for the chart (default results/history)")
     s.add_argument("--alpha", type=_prob, default=stats.ALPHA)
     s.add_argument("--threshold", type=_fraction, default=stats.THRESHOLD)
+    _calibration_option(s)
     s.set_defaults(func=cmd_history)
+
+    s = sub.add_parser(
+        "calibrate", help="false alarms on real A/A runs and power for an injected shift; saves the drift",
+        description="Judge consecutive runs of the same code as A/A pairs (a 'regression' between them is a "
+                    "false alarm), and the same pairs with the second run's values times 1+SHIFT (power). "
+                    "Each pair is judged with a drift model fitted on the other pairs. The drift of all pairs is "
+                    "saved as results/calibration/<host-class>.json, which compare and history then use: a "
+                    "change inside it is 'inconclusive'. Example: run 'python -m bench run startup --fast "
+                    "--out /tmp/aa' 21 times, then 'python -m analysis calibrate /tmp/aa'.")
+    s.add_argument("runs", nargs="+", help="run folders, or results roots holding runs/ (at least 4 runs)")
+    s.add_argument("--shift", type=_fraction, default=0.05, help="injected slowdown for power (default 5%%)")
+    s.add_argument("--alpha", type=_prob, default=stats.ALPHA)
+    s.add_argument("--threshold", type=_fraction, default=stats.THRESHOLD)
+    s.add_argument("--test", choices=stats.TESTS, default="permutation")
+    s.add_argument("--out", type=Path, help="folder for the calibration file (default results/calibration)")
+    s.add_argument("--no-save", action="store_true", help="measure only; keep the saved calibration")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.set_defaults(func=cmd_calibrate)
 
     s = sub.add_parser("ci-bench", help="fast startup+syscall runs compared with results/baselines/<host-class>.json")
     s.add_argument("--backends", help="comma-separated backends to run (default: the harness's choice)")

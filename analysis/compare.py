@@ -2,8 +2,11 @@
 by backend, with a verdict a CI job can act on.
 
 It refuses to compare what is not comparable (other scenario, accelerator or
-host class) unless forced, and then says so on every output, because a TCG
-baseline against a KVM run would "find" a 20x improvement.
+host class, or VM rows whose accelerators differ) unless forced, and then says
+so on every output, because a TCG baseline against a KVM run would "find" a
+20x improvement.  Values are resampled by worker process (stats.py), and
+where ``calibrate`` has measured this host class's run-to-run drift, a change
+inside that drift is "inconclusive", not a regression.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import pandas as pd
 
 from common.errors import CvbError
 
-from . import stats
+from . import calibrate, stats
 from .load import KEY, Run, host_class, load_baseline, load_run, resolve
 
 
@@ -58,11 +61,30 @@ def open_pair(base_path: str | os.PathLike, new_path: str | os.PathLike) -> list
     return [(base[s], new[s], s) for s in common]
 
 
+def accel_refusals(base: Run, new: Run) -> list[str]:
+    """kvm and tcg never meet in one comparison: not inside one run's VM rows,
+    and not between the two runs' rows of one VM backend."""
+    out = []
+    per = {}
+    for side, run in (("base", base), ("new", new)):
+        present = set(run.tidy["backend"])
+        acc = {b: a for b, (a, _why) in run.backend_accel().items() if b in present}
+        per[side] = acc
+        kinds = {k for a in acc.values() for k in a.split(",") if k and k != "unknown"}
+        if len(kinds) > 1:
+            out.append(f"{side} run mixes accelerators ({', '.join(f'{b}={a}' for b, a in sorted(acc.items()))})")
+    for b in sorted(set(per["base"]) & set(per["new"])):
+        if per["base"][b] != per["new"][b]:
+            out.append(f"{b}: accelerators differ (base {per['base'][b]}, new {per['new'][b]})")
+    return out
+
+
 def check_comparable(base: Run, new: Run, force: bool = False) -> list[str]:
     """Refusals (raised unless forced) and warnings, as lines for the output."""
     notes, refusals = [], []
     if base.accel != new.accel:
         refusals.append(f"accelerators differ (base {base.accel}, new {new.accel})")
+    refusals += accel_refusals(base, new)
     hb, hn = host_class(base.env), host_class(new.env)
     if hb != hn:
         refusals.append(f"host classes differ (base {hb}, new {hn})")
@@ -95,10 +117,27 @@ def noise_floor(group: pd.DataFrame, repeat: pd.Series | None) -> float:
     return float(meds.max() / meds.min() - 1.0)
 
 
+def clusters(run: Run, group: pd.DataFrame) -> pd.Series:
+    """The worker process of each value; a baseline's repeated runs never share one."""
+    proc = group["process"].astype(str)
+    if run.repeat is not None:
+        proc = run.repeat.loc[group.index].astype(str) + ":" + proc
+    return proc
+
+
 def compare_runs(base: Run, new: Run, *, alpha: float = stats.ALPHA, threshold: float = stats.THRESHOLD,
-                 test: str = "mannwhitney", force: bool = False, scenarios: list[str] | None = None,
-                 n_boot: int = stats.N_BOOT, adjust: str = "holm") -> Result:
+                 test: str = "permutation", force: bool = False, scenarios: list[str] | None = None,
+                 n_boot: int = stats.N_BOOT, adjust: str = "holm", drift: dict | str | None = "auto",
+                 detect: bool = True) -> Result:
+    """``drift``: {key: stats.Drift} from ``calibrate``, None for none, or "auto"
+    to use the saved calibration of the new run's host class if there is one."""
     notes = check_comparable(base, new, force)
+    if drift == "auto":
+        drift, where = calibrate.load_for(host_class(new.env))
+        notes.append(f"run-to-run drift from {where}" if drift else
+                     "uncalibrated: this host class's run-to-run drift is unknown, so a verdict rests on the "
+                     "within-run test alone; run 'python -m analysis calibrate' on A/A runs of this machine")
+    drift = drift or {}
     b, n = base.tidy, new.tidy
     if scenarios:
         b, n = b[b["scenario"].isin(scenarios)], n[n["scenario"].isin(scenarios)]
@@ -115,17 +154,21 @@ def compare_runs(base: Run, new: Run, *, alpha: float = stats.ALPHA, threshold: 
                            "the runs come from incompatible cvbench versions; re-run the baseline")
         floor = noise_floor(gb[key], base.repeat)
         c = stats.compare_samples(gb[key]["value"], gn[key]["value"], alpha=alpha,
-                                  threshold=max(threshold, floor), test=test, n_boot=n_boot)
+                                  threshold=max(threshold, floor), test=test, n_boot=n_boot,
+                                  base_clusters=clusters(base, gb[key]), new_clusters=clusters(new, gn[key]),
+                                  drift=drift.get(key))
         rows.append(dict(zip(KEY, key, strict=True)) | {"unit": ub.pop(), "floor": floor, "detectable": math.nan}
                     | vars(c))
     # Holm adjusts over the finite p-values only (stats.holm), so that is the m its first step uses.
     m = max(1, sum(r["p"] is not None and math.isfinite(r["p"]) for r in rows)) if adjust == "holm" and len(rows) > 1 else 1
-    for r in rows:
+    for r in rows if detect else []:
         key = tuple(r[k] for k in KEY)
         # Holm's first step tests the smallest p at alpha/m: the bound for a slowdown in this metric alone,
-        # with the same test the gate uses.
-        r["detectable"] = stats.detectable_change(gb[key]["value"], alpha=alpha / m,
-                                                  threshold=max(threshold, r["floor"]), test=test)
+        # with the same test the gate uses, and no smaller than the drift it must stand out from.
+        within = stats.detectable_change(gb[key]["value"], alpha=alpha / m, threshold=max(threshold, r["floor"]),
+                                         test=test, clusters=clusters(base, gb[key]))
+        d = drift.get(key)
+        r["detectable"] = max(within, d.detectable(alpha / m)) if d else within
     if not rows:
         raise CvbError("compare", f"{base.label} and {new.label} have no metric, backend and variant in common",
                        "run the new pass with the baseline's backends (--backends)")
@@ -134,11 +177,16 @@ def compare_runs(base: Run, new: Run, *, alpha: float = stats.ALPHA, threshold: 
     df["p_raw"] = df["p"]
     if adjust == "holm" and len(df) > 1:
         df["p"] = stats.holm(df["p_raw"])
+        # max(p, p_drift) is a valid p for "no change" too; Holm over it keeps the table's rate.
+        gate = stats.holm(df[["p_raw", "p_drift"]].max(axis=1, skipna=True))
+        df["p_drift"] = [g if math.isfinite(d) else math.nan for g, d in zip(gate, df["p_drift"], strict=True)]
         for i, r in df.iterrows():
             if r["note"].startswith("too few") or pd.isna(r["p"]):
                 continue
+            d = drift.get(tuple(r[k] for k in KEY))
             df.loc[i, ["verdict", "note"]] = stats.decide(r["change"], r["ci_low"], r["ci_high"], r["p"], alpha,
-                                                          max(threshold, r["floor"]))
+                                                          max(threshold, r["floor"]), r["p_drift"],
+                                                          d.detectable(alpha) if d else 0.0)
         notes.append(f"p is Holm-adjusted over the {len(df)} metrics compared, so the false-alarm rate "
                      f"holds for the whole table (--adjust none for per-metric p)")
     order = new.isolation_order
@@ -154,8 +202,12 @@ def compare_runs(base: Run, new: Run, *, alpha: float = stats.ALPHA, threshold: 
                      "values or too much noise; use default or --rigorous mode and a quiet machine")
     starved = df[df["note"].str.startswith("too few")] if len(df) else df
     if len(starved):
-        notes.append(f"{len(starved)} of {len(df)} comparisons have too few values to ever reach p<{alpha:g}; "
-                     "use the default or --rigorous mode for a gate that can fire")
+        notes.append(f"{len(starved)} of {len(df)} comparisons have too few worker processes to ever reach "
+                     f"p<{alpha:g} (inconclusive); use the default or --rigorous mode for a gate that can fire")
+    drifting = df[df["note"].str.contains("run-to-run drift")] if len(df) else df
+    if len(drifting):
+        notes.append(f"{len(drifting)} change(s) beat the within-run test but not this machine's measured "
+                     "run-to-run drift: inconclusive, not regressions")
     return Result(base, new, df, notes, alpha, threshold, adjust if len(df) > 1 else "none")
 
 
@@ -175,10 +227,13 @@ def fmt_value(v: float, unit: str) -> str:
 
 def _cells(r, with_floor: bool = False) -> list[str]:
     name = ".".join(x for x in (r.metric, r.backend, r.variant) if x)
-    ci = "-" if math.isnan(r.ci_low) else f"[{r.ci_low:+.1%}, {r.ci_high:+.1%}]"
+    # The gate may use an interval from 5 processes, but a table never prints one from fewer than MIN_N.
+    small = math.isnan(r.ci_low) or min(r.k_base, r.k_new) < stats.MIN_N
+    ci = stats.TOO_SMALL if small else f"[{r.ci_low:+.1%}, {r.ci_high:+.1%}]"
     p = "-" if math.isnan(r.p) else f"{r.p:.2g}"
     cells = [r.scenario, name, fmt_value(r.median_base, r.unit), fmt_value(r.median_new, r.unit),
-             "-" if math.isnan(r.change) else f"{r.change:+.1%}", ci, p, f"{r.n_base}/{r.n_new}", r.verdict]
+             "-" if math.isnan(r.change) else f"{r.change:+.1%}", ci, p,
+             "-" if math.isnan(r.p_drift) else f"{r.p_drift:.2g}", f"{r.k_base}/{r.k_new}", r.verdict]
     if with_floor:
         cells.insert(-1, f"{r.floor:.0%}" if r.floor else "-")
     cells.insert(-1, "never" if math.isinf(r.detectable) else f"≥{r.detectable:+.0%}")
@@ -191,7 +246,8 @@ def has_floor(result: Result) -> bool:
 
 def header(result: Result) -> list[str]:
     p = "p (Holm)" if result.adjust == "holm" else "p"
-    cols = ["scenario", "metric", "base", "new", "change", f"{1 - result.alpha:.0%} CI", p, "n", "verdict"]
+    cols = ["scenario", "metric", "base", "new", "change", f"{(1 - result.alpha) * 100:g}% CI", p, "p drift",
+            "processes", "verdict"]
     if has_floor(result):
         cols.insert(-1, "noise floor")
     cols.insert(-1, "detects")
@@ -212,8 +268,10 @@ def summary_line(result: Result) -> str:
     limit = f"max({result.threshold:.0%}, noise floor)" if has_floor(result) else f"{result.threshold:.0%}"
     return (f"verdict: {'REGRESSION' if result.exit_status else 'ok'} — "
             f"{counts.get('regression', 0)} regression(s), {counts.get('improvement', 0)} improvement(s), "
-            f"{counts.get('no change', 0)} no change (rule: p<{result.alpha:g}, |change|>{limit} "
-            f"and the {(1 - result.alpha) * 100:g}% interval excluding 0)")
+            f"{counts.get('inconclusive', 0)} inconclusive, {counts.get('no change', 0)} no change "
+            f"(rule: p<{result.alpha:g} permuting whole processes, |change|>{limit}, "
+            f"the {(1 - result.alpha) * 100:g}% cluster-bootstrap interval excluding 0, "
+            f"and beyond the calibrated run-to-run drift)")
 
 
 def markdown(result: Result) -> str:

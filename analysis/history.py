@@ -1,8 +1,11 @@
 """One metric across many runs, by date or git revision, with step changes marked.
 
 A step is a pair of consecutive runs of one series (backend + variant) whose
-comparison gives a verdict under the same rule as the regression gate, so the
-history chart and ``compare`` never disagree about what counts as a change.
+comparison gives a verdict from the function the regression gate uses
+(stats.compare_samples, whole worker processes resampled, the host class's
+calibrated drift when there is one), so the history chart and ``compare``
+never disagree about what counts as a change.  Runs of another host class or
+accelerator start a new series: no step is judged across them.
 """
 from __future__ import annotations
 
@@ -15,36 +18,59 @@ import pandas as pd
 from common.errors import CvbError
 from common.paths import results_dir
 
-from . import stats, style
+from . import calibrate, stats, style
 from .charts import seconds_axis
 from .load import DEFAULT_ORDER, load_runs
 
+MAX_SERIES = 8
 
-def steps(df: pd.DataFrame, *, alpha: float = stats.ALPHA, threshold: float = stats.THRESHOLD) -> pd.DataFrame:
-    """Median per run and series, with the verdict against the series' previous run."""
+
+def steps(df: pd.DataFrame, *, alpha: float = stats.ALPHA, threshold: float = stats.THRESHOLD,
+          drift: dict | str | None = "auto") -> pd.DataFrame:
+    """Median per run and series, with the verdict against the series' previous run.
+    ``drift`` as in compare.compare_runs: "auto" loads each host class's calibration."""
     rows = []
-    for (backend, variant), g in df.groupby(["backend", "variant"]):
+    cache: dict[str, dict] = {}
+
+    def drift_for(hc: str, key: tuple):
+        if drift is None:
+            return None
+        if drift != "auto":
+            return drift.get(key)
+        if hc not in cache:
+            cache[hc] = calibrate.load_for(hc)[0] or {}
+        return cache[hc].get(key)
+
+    for (scenario, metric, backend, variant), g in df.groupby(["scenario", "metric", "backend", "variant"]):
         prev = None
         for run_id, r in sorted(g.groupby("run_id"), key=lambda kv: (kv[1]["date"].iloc[0], kv[0])):
-            vals = r["value"].to_numpy()
-            s = stats.summarize(vals)
+            vals, procs = r["value"].to_numpy(), r["process"].to_numpy()
+            s = stats.summarize(vals, procs)
             verdict, change = "", np.nan
-            if prev is not None:
-                c = stats.compare_samples(prev, vals, alpha=alpha, threshold=threshold, n_boot=500)
+            hc, accel = r["host_class"].iloc[0], r["accel"].iloc[0]
+            if prev is not None and prev[2:] == (hc, accel):
+                c = stats.compare_samples(prev[0], vals, alpha=alpha, threshold=threshold, n_boot=500,
+                                          base_clusters=prev[1], new_clusters=procs,
+                                          drift=drift_for(hc, (scenario, metric, backend, variant)))
                 verdict, change = c.verdict, c.change
-            rows.append({"backend": backend, "variant": variant, "run_id": run_id, "date": r["date"].iloc[0],
+            elif prev is not None:
+                verdict = "new series"
+            rows.append({"scenario": scenario, "backend": backend, "variant": variant, "run_id": run_id,
+                         "date": r["date"].iloc[0],
                          "git_rev": r["git_rev"].iloc[0], "host_class": r["host_class"].iloc[0],
                          "accel": r["accel"].iloc[0], "unit": r["unit"].iloc[0], "n": s["n"],
                          "median": s["median"], "ci_low": s["ci_low"], "ci_high": s["ci_high"],
                          "change": change, "verdict": verdict})
-            prev = vals
+            prev = (vals, procs, hc, accel)
     return pd.DataFrame(rows)
 
 
 def history(paths: list[str | os.PathLike] | None, metric: str, *, scenario: str | None = None,
             backend: str | None = None, variant: str | None = None, by: str = "date", st: str = "talk",
             out: str | os.PathLike | None = None, alpha: float = stats.ALPHA,
-            threshold: float = stats.THRESHOLD) -> tuple[pd.DataFrame, list[Path]]:
+            threshold: float = stats.THRESHOLD, drift: dict | str | None = "auto") -> tuple[pd.DataFrame, list[Path]]:
+    """The table of every series' steps and one chart per scenario holding ``metric``
+    (``ready`` is in startup and in isolation: both are drawn unless --scenario picks one)."""
     df = load_runs(paths)
     sel = df[df["metric"] == metric]
     for col, want in (("scenario", scenario), ("backend", backend), ("variant", variant)):
@@ -54,15 +80,14 @@ def history(paths: list[str | os.PathLike] | None, metric: str, *, scenario: str
         known = ", ".join(sorted(df["metric"].unique()))
         raise CvbError("history", f"no values for metric {metric!r} with those filters",
                        f"pick one of: {known}")
-    if sel["scenario"].nunique() > 1:
-        raise CvbError("history", f"metric {metric!r} appears in scenarios {', '.join(sorted(sel.scenario.unique()))}",
-                       "choose one with --scenario")
-    table = steps(sel, alpha=alpha, threshold=threshold)
+    table = steps(sel, alpha=alpha, threshold=threshold, drift=drift)
     folder = Path(out) if out else results_dir() / "history"
-    newest = sel.sort_values("date").iloc[-1]
-    meta = {"env": {"cpu_model": newest["cpu_model"], "kernel": newest["kernel"], "cpu_count": newest["cpu_count"],
-                    "accel": {"name": newest["accel"]}}}
-    files = _chart(table, metric, by, st, folder, meta, sel["scenario"].iloc[0])
+    files = []
+    for scen, part in table.groupby("scenario"):
+        newest = sel[sel["scenario"] == scen].sort_values("date").iloc[-1]
+        meta = {"env": {"cpu_model": newest["cpu_model"], "kernel": newest["kernel"],
+                        "cpu_count": newest["cpu_count"], "accel": {"name": newest["accel"]}}}
+        files += _chart(part, metric, by, st, folder, meta, scen)
     return table, files
 
 
@@ -89,10 +114,16 @@ def _chart(table: pd.DataFrame, metric: str, by: str, st: str, folder: Path, met
         fig, ax = style.figure(st)
         groups = sorted(table.groupby(["backend", "variant"]),
                         key=lambda kv: (DEFAULT_ORDER.index(kv[0][0]) if kv[0][0] in DEFAULT_ORDER else 99, kv[0]))
+        hidden = 0
+        if len(groups) > MAX_SERIES:
+            # The isolation ladder has a series per rung: keep its ends, the rest via --variant.
+            keep = [g for g in groups if g[0][1] in ("", "bare", "full", "top")]
+            hidden, groups = len(groups) - len(keep), keep[:MAX_SERIES]
         for (backend, variant), g in groups:
             x = [pos[r] for r in g["run_id"]]
             y = g["median"].to_numpy() * scale
-            err = [y - g["ci_low"].to_numpy() * scale, g["ci_high"].to_numpy() * scale - y]
+            # No interval below stats.MIN_N processes: a bare dot, and the y label says so.
+            err = np.nan_to_num([y - g["ci_low"].to_numpy() * scale, g["ci_high"].to_numpy() * scale - y])
             name = style.label(backend) + (f" {variant}" if variant else "")
             ax.errorbar(x, y, yerr=err, fmt="o-", color=style.color(backend), lw=2, ms=7, capsize=3, label=name)
             for xi, yi, v in zip(x, y, g["verdict"], strict=True):
@@ -111,12 +142,15 @@ def _chart(table: pd.DataFrame, metric: str, by: str, st: str, folder: Path, met
             ax.yaxis.set_major_formatter(lambda v, _p: f"{v:g}")
         if seconds:
             seconds_axis(ax.yaxis)
-        ax.set_ylabel(f"{metric}{', ' + unit_name if unit_name else ''} (median, 95% CI)")
+        small = " where ≥10 processes" if table["ci_low"].isna().any() else ""
+        ax.set_ylabel(f"{metric}{', ' + unit_name if unit_name else ''} (median, 95% CI{small})")
         ax.grid(alpha=0.3, which="both")
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize="small")
         hosts = table["host_class"].unique()
         if len(hosts) > 1:
             ax.set_title(f"mixed host classes: {', '.join(hosts)}", fontsize="small", color=style.UP)
+        elif hidden:
+            ax.set_title(f"{hidden} more series (ladder rungs): pick one with --variant", fontsize="small")
         style.titled(fig, f"{scenario}.{metric} across {table['run_id'].nunique()} runs", meta, st)
         return style.save(fig, folder, f"history_{scenario}_{metric}")
 
@@ -127,7 +161,11 @@ def format_table(table: pd.DataFrame) -> str:
     for r in table.itertuples():
         ch = "" if pd.isna(r.change) else f"{r.change:+.1%}"
         mark = {"regression": "▲ regression", "improvement": "▼ improvement"}.get(r.verdict, r.verdict)
-        series = r.backend + (f".{r.variant}" if r.variant else "")
+        series = f"{r.scenario}.{r.backend}" + (f".{r.variant}" if r.variant else "")
         lines.append(f"{str(r.date)[:19]}  {str(r.git_rev)[:8]:8}  {series:24}  "
                      f"{fmt_value(r.median, r.unit):>12}  {ch:>7}  {mark}")
+    counts = table["verdict"].value_counts()
+    if counts.get("inconclusive", 0):
+        lines.append(f"{counts['inconclusive']} step(s) inconclusive: inside the calibrated run-to-run drift, "
+                     "or too few processes to judge")
     return "\n".join(lines)

@@ -19,6 +19,8 @@ from common.paths import results_dir
 
 TIDY_COLUMNS = ["scenario", "metric", "backend", "variant", "value", "unit", "process", "run"]
 KEY = ["scenario", "metric", "backend", "variant"]
+OPTIONAL_COLUMNS = ["accel"]     # per-row accelerator of VM backends (newer runs); kept when present
+VM_BACKENDS = ("qemu", "qemu-microvm", "libvirt")
 ENV_COLUMNS = ["run_id", "host", "host_class", "kernel", "cpu_model", "cpu_count", "accel", "git_rev", "date", "mode"]
 DEFAULT_ORDER = ["host", "builtin", "crun", "runc", "runsc", "qemu", "libvirt"]
 
@@ -38,6 +40,30 @@ class Run:
     @property
     def accel(self) -> str:
         return (self.env.get("accel") or {}).get("name", "unknown")
+
+    def backend_accel(self) -> dict[str, tuple[str, str]]:
+        """VM backend -> (accelerator, why): meta.json backends.<name>.accel
+        ({"accel", "why"}), else its metadata's accel, else the tidy.csv accel
+        column, else (older runs) the run's one env accelerator."""
+        out: dict[str, tuple[str, str]] = {}
+        infos = self.meta.get("backends") or {}
+        present = set(self.tidy["backend"])
+        col = self.tidy[self.tidy["accel"] != ""] if "accel" in self.tidy.columns else None
+        env = self.env.get("accel") or {}
+        for name in sorted(present | {b for b, i in infos.items() if isinstance(i, dict) and i.get("accel")}):
+            info = infos.get(name) if isinstance(infos.get(name), dict) else {}
+            rec, md = info.get("accel"), info.get("metadata") or {}
+            if isinstance(rec, dict) and rec.get("accel"):
+                out[name] = (str(rec["accel"]), str(rec.get("why") or rec.get("reason") or ""))
+            elif isinstance(rec, str) and rec:
+                out[name] = (rec, str(info.get("accel_why") or md.get("accel_reason") or ""))
+            elif md.get("accel"):
+                out[name] = (str(md["accel"]), str(md.get("accel_reason") or ""))
+            elif col is not None and name in set(col["backend"]):
+                out[name] = (",".join(sorted(set(col[col["backend"] == name]["accel"]))), "tidy.csv accel column")
+            elif name in VM_BACKENDS and name in present:
+                out[name] = (str(env.get("name", "unknown")), str(env.get("reason", "")) + " (run-wide record)")
+        return out
 
     @property
     def scenarios(self) -> list[str]:
@@ -103,7 +129,7 @@ def check_tidy(df: pd.DataFrame, where: str) -> pd.DataFrame:
                        f"tidy.csv must have the columns {','.join(TIDY_COLUMNS)}")
     if df.empty:
         raise CvbError(where, "has no rows", "the run recorded no values; re-run the scenario")
-    df = df[TIDY_COLUMNS].copy()
+    df = df[TIDY_COLUMNS + [c for c in OPTIONAL_COLUMNS if c in df.columns]].copy()
     values = pd.to_numeric(df["value"], errors="coerce")
     bad = values.isna() | ~values.apply(lambda v: pd.notna(v) and abs(v) != float("inf"))
     if bad.any():
@@ -111,8 +137,9 @@ def check_tidy(df: pd.DataFrame, where: str) -> pd.DataFrame:
         raise CvbError(where, f"line {row}: value {df['value'].iloc[row - 2]!r} is not a finite number",
                        "re-run the scenario; the file is damaged")
     df["value"] = values.astype(float)
-    for col in ("scenario", "metric", "backend", "variant", "unit"):
-        df[col] = df[col].fillna("").astype(str)
+    for col in ("scenario", "metric", "backend", "variant", "unit", *OPTIONAL_COLUMNS):
+        if col in df.columns:
+            df[col] = df[col].fillna("").astype(str)
     return df
 
 
@@ -182,7 +209,10 @@ def frame(run: Run) -> pd.DataFrame:
     """The run's values with its environment columns attached."""
     df = run.tidy.copy()
     for k, v in env_columns(run).items():
-        df[k] = v
+        if k == "accel" and "accel" in df.columns:       # a VM row's own accelerator wins
+            df[k] = df[k].where(df[k] != "", v)
+        else:
+            df[k] = v
     return df
 
 

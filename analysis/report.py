@@ -26,9 +26,9 @@ def medians_table(run: Run) -> tuple[list[str], list[list[str]], list[str]]:
     rows, noisy = [], []
     for key, g in df.sort_values(["scenario", "metric", "_o", "variant"]).groupby(KEY, sort=False):
         unit = g["unit"].iloc[0]
-        s = stats.summarize(g["value"])
+        s = stats.summarize(g["value"], g["process"])
         rows.append([*key, str(s["n"]), fmt_value(s["median"], unit),
-                     f"{fmt_value(s['ci_low'], unit)} – {fmt_value(s['ci_high'], unit)}",
+                     stats.ci_text(s, lambda v, u=unit: fmt_value(v, u)),
                      f"{fmt_value(s['q1'], unit)} – {fmt_value(s['q3'], unit)}", f"{s['cv']:.1%}"])
         if s["cv"] > NOISY_CV:
             noisy.append(f"{'.'.join(k for k in key[1:] if k)} (CV {s['cv']:.0%})")
@@ -68,7 +68,7 @@ def crosscheck_failures(meta: dict) -> list[str]:
             out.append(f"cross-check not judged: {what} ({str(c.get('error', 'no value'))[:160]})")
         elif not c.get("within"):
             out.append(f"**cross-check outside ±{c.get('tolerance', TOLERANCE):.0%}**: {what}: harness "
-                       f"{_fmt_check(c, c['harness'])} / tool {_fmt_check(c, c['tool'])} = {c['ratio']:.2f}×; "
+                       f"{_fmt_check(c, c['harness'])} / tool {_fmt_check(c, c['tool'])} = {c['ratio']:.3f}×; "
                        "the harness's figure for this backend is not confirmed by an independent tool")
     return out
 

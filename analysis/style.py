@@ -29,13 +29,16 @@ BACKEND_COLORS = {
     "runsc": "#CC79A7",
     "qemu": "#E69F00",
     "libvirt": "#D55E00",
+    "qemu-microvm": "#8C6D00",
+    "builtin-cli": "#004B75",
 }
 _EXTRA = ["#8c564b", "#bcbd22", "#17becf", "#393b79", "#637939", "#843c39"]
 UP, DOWN, NEUTRAL = "#D55E00", "#009E73", "#7f7f7f"
 
 BACKEND_LABELS = {
     "host": "host process", "builtin": "cvbench runtime", "crun": "crun", "runc": "runc",
-    "runsc": "gVisor (runsc)", "qemu": "QEMU VM", "libvirt": "libvirt VM",
+    "runsc": "gVisor (runsc)", "qemu": "QEMU VM", "libvirt": "libvirt VM", "qemu-microvm": "QEMU microvm",
+    "builtin-cli": "cvbench runtime CLI",
 }
 
 STYLES = {
@@ -79,20 +82,67 @@ def kernel_release(text) -> str:
     return next((w for w in words if any(c.isdigit() for c in w) and "." in w), words[0] if words else "?")
 
 
+VM_BACKENDS = ("qemu", "qemu-microvm", "libvirt")
+
+
+def vm_accels(meta: dict) -> dict[str, str]:
+    """Measured VM backend -> its accelerator: meta.json backends.<name>.accel
+    ({"accel": "kvm"|"tcg", "why": ...}), or its metadata's accel, or (older
+    runs) the run's one env accelerator."""
+    env_accel = (meta.get("env", {}).get("accel") or {}).get("name", "unknown")
+    out = {}
+    for name, info in (meta.get("backends") or {}).items():
+        if not isinstance(info, dict) or not info.get("available", True):
+            continue
+        rec, md = info.get("accel"), info.get("metadata") or {}
+        if isinstance(rec, dict) and rec.get("accel"):
+            out[name] = str(rec["accel"])
+        elif isinstance(rec, str) and rec:
+            out[name] = rec
+        elif md.get("accel"):
+            out[name] = str(md["accel"])
+        elif name in VM_BACKENDS:
+            out[name] = env_accel
+    return out
+
+
+def gaps(meta: dict, width: int = 60) -> list[str]:
+    """Backends that were not measured (unavailable) or failed mid-run, with why."""
+    out = []
+    for name, info in (meta.get("backends") or {}).items():
+        if not isinstance(info, dict):
+            continue
+        if not info.get("available", True):
+            out.append(f"{label(name)} unavailable ({str(info.get('reason') or 'no reason recorded')[:width]})")
+        elif info.get("failed"):
+            out.append(f"{label(name)} failed ({str(info['failed']).splitlines()[0][:width]})")
+    return out
+
+
 def subtitle(meta: dict) -> str:
+    """CPU, cores, kernel and mode; then each VM row's accelerator; then every
+    backend that is missing from the chart and why (a gap is never silent)."""
     env = meta.get("env", {})
-    accel = (env.get("accel") or {}).get("name", "unknown")
     parts = [env.get("cpu_model") or "unknown CPU", f"{env.get('cpu_count', '?')} cores",
-             f"kernel {kernel_release(env.get('kernel'))}", f"accel {accel}"]
+             f"kernel {kernel_release(env.get('kernel'))}"]
     mode = meta.get("mode")
     if mode:
         parts.append(f"{mode} mode")
-    line = " · ".join(str(p) for p in parts)
-    if accel == "tcg":
-        line += "\nVMs: TCG emulation, not KVM"
     if meta.get("synthetic"):
-        line += " · SYNTHETIC TEST DATA"
-    return line
+        parts.append("SYNTHETIC TEST DATA")
+    lines = [" · ".join(str(p) for p in parts)]
+    vms = vm_accels(meta)
+    if vms:
+        line = "VMs: " + ", ".join(f"{label(b)} {a.upper()}" for b, a in sorted(vms.items()))
+        if "tcg" in vms.values():
+            line += " — TCG emulation, not KVM"
+        lines.append(line)
+    else:
+        lines.append(f"no VM rows · host accelerator {(env.get('accel') or {}).get('name', 'unknown')}")
+    missing = gaps(meta)
+    if missing:
+        lines.append("not shown: " + "; ".join(missing))
+    return "\n".join(lines)
 
 
 def titled(fig, title: str, meta: dict, style: str, note: str = "") -> None:
@@ -100,7 +150,8 @@ def titled(fig, title: str, meta: dict, style: str, note: str = "") -> None:
     Blank title lines reserve the subtitle's room, so constrained_layout keeps the axes clear of it."""
     s = STYLES[style]
     width = 130 if style == "talk" else 120
-    sub = subtitle(meta) + "".join("\n" + "\n".join(textwrap.wrap(line, width)) for line in note.splitlines())
+    lines = subtitle(meta).splitlines() + note.splitlines()
+    sub = "\n".join("\n".join(textwrap.wrap(line, width)) for line in lines if line.strip())
     n_sub = sub.count("\n") + 1
     blank = math.ceil((n_sub * 1.3 * s["sub"] + 0.3 * s["title"]) / (1.2 * s["title"]))
     fig.suptitle(title + "\n" * blank + "\u200b", fontsize=s["title"], fontweight="bold")

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 ORDER = ["host", "builtin", "crun", "runc", "runsc", "qemu", "libvirt"]
-# Typical medians from PLATFORM.md, only to give the charts realistic shapes.
+# Typical medians measured on the development machines (docs/architecture.md), only to give the charts realistic shapes.
 STARTUP_S = {"host": 0.0006, "builtin": 0.004, "crun": 0.0065, "runc": 0.019, "runsc": 0.12,
              "qemu": 1.5, "libvirt": 2.4}
 SYSCALL_NS = {"getppid": 78, "clock_gettime": 16, "read_zero": 105}
@@ -96,9 +96,13 @@ PYPERF_UNIT = {"s": "second", "ns": "second", "bytes": "byte", "bytes_per_instan
 def write_run(root: str | os.PathLike, scenario: str, *, backends: list[str] | None = None, n: int = 20,
               seed: int = 0, scale: float = 1.0, sigma: float = 0.08, accel: str = "tcg",
               host: str = "testhost", cpu: str | None = None, created: datetime | None = None,
-              git_rev: str = "0000000", mode: str = "fast", processes: int = 2, rows=None) -> Path:
+              git_rev: str = "0000000", mode: str = "fast", processes: int | None = None, rows=None,
+              backend_meta: dict | None = None, tidy_accel: dict | None = None) -> Path:
     """Write results/runs/<id>/ under ``root``; returns the run folder.  ``rows``
-    overrides the generated values: [(metric, backend, variant, unit, values)]."""
+    overrides the generated values: [(metric, backend, variant, unit, values)].
+    Values come from ``processes`` worker processes (default: two values each, as
+    pyperf's --fast gives); ``backend_meta`` adds to meta.json's backends records,
+    ``tidy_accel`` ({backend: accel}) adds tidy.csv's accel column."""
     import pyperf  # lazy: only writers of synthetic runs need it
 
     backends = backends or ["host", "builtin", "crun", "runc", "runsc", "libvirt"]
@@ -113,19 +117,22 @@ def write_run(root: str | os.PathLike, scenario: str, *, backends: list[str] | N
     benches, tidy = [], []
     for metric, backend, variant, unit, values in data:
         name = ".".join(x for x in (scenario, metric, backend, variant) if x)
-        per = np.array_split(np.asarray(values, dtype=float), max(1, min(processes, len(values))))
+        k = processes if processes else max(1, len(values) // 2)
+        per = np.array_split(np.asarray(values, dtype=float), max(1, min(k, len(values))))
         runs = []
         for p, chunk in enumerate(per):
             stored = [float(v) * (1e-9 if unit == "ns" else 1) for v in chunk]
             runs.append(pyperf.Run(stored, metadata={"name": name, "unit": PYPERF_UNIT[unit]},
                                    collect_metadata=False))
-            tidy += [(scenario, metric, backend, variant, repr(float(v)), unit, p, r) for r, v in enumerate(chunk)]
+            tidy += [(scenario, metric, backend, variant, repr(float(v)), unit, p, r)
+                     + ((tidy_accel.get(backend, ""),) if tidy_accel is not None else ()) for r, v in enumerate(chunk)]
         benches.append(pyperf.Benchmark(runs))
     suite = pyperf.BenchmarkSuite(benches)
     suite.dump(str(folder / "suite.json"), replace=True)
     with open(folder / "tidy.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["scenario", "metric", "backend", "variant", "value", "unit", "process", "run"])
+        w.writerow(["scenario", "metric", "backend", "variant", "value", "unit", "process", "run"]
+                   + (["accel"] if tidy_accel is not None else []))
         w.writerows(tidy)
     meta = {"scenario": scenario, "run_id": run_id, "created_utc": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "command": ["python", "-m", "analysis.synth"], "mode": mode, "env": e, "synthetic": True,
@@ -134,6 +141,8 @@ def write_run(root: str | os.PathLike, scenario: str, *, backends: list[str] | N
             "isolation_order": ORDER,
             "ladder": ["bare"] + ["cum:" + "+".join(LADDER[:i]) for i in range(1, len(LADDER) + 1)]
             if scenario == "isolation" else []}
+    for b, extra in (backend_meta or {}).items():
+        meta["backends"].setdefault(b, {"available": True, "reason": "", "metadata": {}}).update(extra)
     (folder / "meta.json").write_text(json.dumps(meta, indent=2))
     latest = Path(root) / "latest"
     if latest.is_symlink() or latest.exists():
