@@ -41,7 +41,7 @@ def hyperfine(backend, args: list[str], timeout: float = 300.0, quick: bool = Fa
         with tempfile.TemporaryDirectory(prefix="cvbench-hyperfine-") as tmp:
             out = Path(tmp, "hf.json")
             warm, lo, hi = (1, 3, 5) if quick else (WARMUP, MIN_RUNS, MAX_RUNS)
-            cmd = [*wrapper, exe, "-N", "--style", "none", "--warmup", str(warm),
+            cmd = [*wrapper, exe, "-N", "--output", "pipe", "--style", "none", "--warmup", str(warm),
                    "--min-runs", str(lo), "--max-runs", str(hi),
                    "--export-json", str(out), shlex.join(argv)]
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)

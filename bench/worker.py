@@ -23,15 +23,21 @@ SIDECAR_ENV = "CVBENCH_SIDECAR"
 # One clock: every value is ONE spawn (pyperf loops=1, always), so n counts
 # spawns, an ECDF shows real starts and its tails, and CV, n and intervals
 # compare across backends.  Worker processes per mode's default; pyperf's
-# --fast halves the processes and --rigorous doubles them.  VMs boot in
-# seconds under TCG, so they get fewer processes and values than containers
-# and no warmup boot; under KVM (vm_kvm) a boot is short enough for pyperf's
-# defaults with a warmup.
+# --fast halves the processes and --rigorous doubles them.
+#
+# Millisecond spawns get several warmup spawns per worker: measured here on a
+# busy 2-core machine, the first ~5-10 spawns of a freshly started Python
+# worker took 2-4 ms where later ones took 0.6-0.9 ms (the worker has just
+# burnt CPU on its imports, so the scheduler does not let it preempt other
+# work on wakeup for a while); hyperfine's process never pays that.  VMs boot
+# in seconds under TCG, so they get fewer processes and values than
+# containers and no warmup boot; under KVM (vm_kvm) a boot is short enough for
+# pyperf's defaults with a warmup.
 PLAN = {
-    "fast_path": {"processes": 20, "values": 10, "warmups": 1},
+    "fast_path": {"processes": 10, "values": 20, "warmups": 5},
     "vm": {"processes": 3, "values": 2, "warmups": 0},
     "vm_kvm": {"processes": 20, "values": 3, "warmups": 1},
-    "rung": {"processes": 6, "values": 10, "warmups": 1},
+    "rung": {"processes": 4, "values": 15, "warmups": 3},
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import select
 import signal
 import subprocess
 import tempfile
@@ -112,12 +113,32 @@ def seconds(t0_ns: int, t_ns: int | None) -> float | None:
     return None if t_ns is None else (t_ns - t0_ns) / 1e9
 
 
+def _wait_exit(proc: subprocess.Popen, timeout: float) -> int | None:
+    """Exit status, or None if ``proc`` is still running after ``timeout``.
+
+    Blocks on a pidfd, which wakes the moment the process exits.  Not
+    ``Popen.wait(timeout=...)``: that polls with sleeps of 0.5, 1, 2, ... ms,
+    which added 0.5-3.5 ms to about half of the host's 0.6 ms lifecycles and
+    put the harness 2-6x off hyperfine's figure for the same command."""
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):   # no pidfd (kernel < 5.3) or already reaped
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+    try:
+        select.select([fd], [], [], max(timeout, 0.0))
+    finally:
+        os.close(fd)
+    return proc.poll()
+
+
 def reap(proc: subprocess.Popen, deadline: float) -> int:
     """Wait for ``proc`` until ``deadline``; TERM then KILL it past that."""
-    try:
-        return proc.wait(timeout=max(deadline - time.monotonic(), 0.01))
-    except subprocess.TimeoutExpired:
-        pass
+    rc = _wait_exit(proc, max(deadline - time.monotonic(), 0.01))
+    if rc is not None:
+        return rc
     for sig, grace in ((signal.SIGTERM, 2.0), (signal.SIGKILL, 5.0)):
         try:
             proc.send_signal(sig)
