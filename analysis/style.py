@@ -36,7 +36,7 @@ _EXTRA = ["#8c564b", "#bcbd22", "#17becf", "#393b79", "#637939", "#843c39"]
 UP, DOWN, NEUTRAL = "#D55E00", "#009E73", "#7f7f7f"
 
 BACKEND_LABELS = {
-    "host": "host process", "builtin": "cvbench runtime", "crun": "crun", "runc": "runc",
+    "host": "host process", "builtin": "cvbench runtime, in-process library call (no interpreter start)", "crun": "crun", "runc": "runc",
     "runsc": "gVisor (runsc)", "qemu": "QEMU VM", "libvirt": "libvirt VM", "qemu-microvm": "QEMU microvm",
     "builtin-cli": "cvbench runtime CLI",
 }
