@@ -90,6 +90,14 @@ def write_run(out: Path, scenario: str, suite: pyperf.BenchmarkSuite, meta: dict
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir()
     try:
+        # The environment in pyperf's own metadata too, so `python -m pyperf show --metadata` users see it.
+        env, accels = meta.get("env") or {}, backend_accels(meta)
+        for bench in suite.get_benchmarks():
+            backend = split_name(bench.get_name())[2]
+            bench.update_metadata({k: " ".join(str(v).split())[:300] for k, v in {
+                "cvbench_accel": accels.get(backend) or (env.get("accel") or {}).get("name"),
+                "cvbench_accel_scope": "this VM backend" if accels.get(backend) else "host (run-wide)",
+                "cvbench_kernel": env.get("kernel"), "cvbench_cpu": env.get("cpu_model")}.items() if v})
         suite.dump(str(stage / "suite.json"))
         with open(stage / "tidy.csv", "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=TIDY_COLUMNS)
