@@ -129,9 +129,14 @@ def memory_definition(run: Run) -> str:
     if "charged" not in defs:
         return "older run: no charged headline recorded; PSS only"
     sup = (defs.get("supervisor") or {}).get("builtin", "")
-    return ("Headline = memory controller's charge to the instance's own cgroup (container cgroup; "
-            "raw QEMU: a cvbench cgroup; libvirt: its machine cgroup) + PSS of its processes outside it"
-            + (f"; builtin's supervisor is {sup}" if sup else "") + ".")
+    return ("Headline = memory controller's charge to the instance's own cgroup (a container's; raw QEMU: "
+            "a cvbench cgroup; libvirt: its machine cgroup) + PSS of its processes outside it"
+            + (f"; builtin's supervisor is {sup.split(':')[0]}, its PSS shared by the live instances"
+               if sup else "") + ".")
+
+
+def _mib(v: float) -> str:
+    return f"{v:.3g}" if v >= 10 else f"{v:.2g}"
 
 
 def memory_per_instance(run: Run, st: str, out: Path) -> list[Path]:
@@ -162,7 +167,7 @@ def memory_per_instance(run: Run, st: str, out: Path) -> list[Path]:
                 for i, b in enumerate(backends):
                     head = med.get((b, "charged"))
                     if head is not None:
-                        ax.annotate(f"{head:.3g}", (i, head), xytext=(0, 4), textcoords="offset points",
+                        ax.annotate(_mib(head), (i, head), xytext=(0, 4), textcoords="offset points",
                                     ha="center", fontsize="small")
                 ax.set_xticks(x, [])
                 ax.set_title(f"{variant}: headline per instance, median")
@@ -175,7 +180,7 @@ def memory_per_instance(run: Run, st: str, out: Path) -> list[Path]:
             ax.bar(x, over, bottom=work, color=[style.color(b) for b in backends],
                    label="runtime / VMM (PSS)")
             for i, (w, o) in enumerate(zip(work, over, strict=True)):
-                ax.annotate(f"{w + o:.3g}", (i, w + o), xytext=(0, 4), textcoords="offset points",
+                ax.annotate(_mib(w + o), (i, w + o), xytext=(0, 4), textcoords="offset points",
                             ha="center", fontsize="small")
             ax.set_xticks(x, labels, rotation=30, ha="right")
             ax.set_title(f"{variant}: PSS split, median")
@@ -191,7 +196,7 @@ def memory_per_instance(run: Run, st: str, out: Path) -> list[Path]:
         notes = (run.meta.get("memory_notes") or {})
         undercounted = [f"{style.label(k.split('.')[1])}: {v.split(';')[0]}" for k, v in notes.items()
                         if k.startswith("pss_total.") and k.count(".") >= 1]
-        zeros = sorted({f"{style.label(k.split('.')[1])} {k.split('.')[0]}" for k, v in notes.items()
+        zeros = sorted({f"{style.label(k.split('.')[1]).split(',')[0]} {k.split('.')[0]}" for k, v in notes.items()
                         if v.startswith("0:") and k.split(".")[0] in ("workload", "overhead")})
         note = [memory_definition(run)] + undercounted
         if zeros:
@@ -214,9 +219,9 @@ def memory_density(run: Run, st: str, out: Path) -> list[Path]:
             d = df[df.backend == b].copy()
             d["k"] = d["variant"].str.extract(r"(\d+)", expand=False).astype(float)
             med = d.groupby("k")["value"].median() / 2**20
-            extra = f": {slope[b] / 2**20:.3g} MiB/instance" if b in slope.index else ""
+            extra = f": {_mib(slope[b] / 2**20)} MiB/instance" if b in slope.index else ""
             ax.plot(med.index, med.to_numpy(), "o-", color=style.color(b), lw=2.5, ms=8,
-                    label=f"{style.label(b)}{extra}")
+                    label=f"{style.label(b).split(',')[0]}{extra}")
         if style.log_if_wide(df["value"]):
             ax.set_yscale("log")
             ax.yaxis.set_major_formatter(lambda v, _p: f"{v:g}")
@@ -229,45 +234,6 @@ def memory_density(run: Run, st: str, out: Path) -> list[Path]:
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, title="one more instance costs")
         style.titled(fig, "Density: memory for N idle instances", run.meta, st, note=memory_definition(run))
         return style.save(fig, out, "memory_density")
-
-
-def host_is_guest(env: dict) -> bool:
-    """Whether the benchmark host is itself a VM (then cpuid traps even on the host)."""
-    text = " ".join(str(x) for x in (env.get("nested_virt"), (env.get("accel") or {}).get("reason"),
-                                      env.get("hypervisor")) if x)
-    return bool(env.get("hypervisor")) or "PVM" in text or "under a hypervisor" in text
-
-
-def backend_caption(run: Run, backend: str) -> str:
-    """The legend name, with what changes a number's meaning: gVisor's platform
-    (read from the run's runsc metadata) and a VM's accelerator."""
-    md = ((run.meta.get("backends") or {}).get(backend) or {}).get("metadata") or {}
-    name = style.label(backend)
-    if backend == "runsc":
-        return f"{name}, platform {md.get('platform') or 'not recorded'}"
-    accel = style.vm_accels(run.meta).get(backend)
-    return f"{name}, {accel.upper()}" if accel else name
-
-
-def syscall_notes(run: Run, ops: list[str], backends: list[str]) -> tuple[dict[str, str], list[str]]:
-    """Row labels and footnotes for the ops whose meaning depends on where they run."""
-    labels, notes = {op: op for op in ops}, []
-    accels = set(style.vm_accels(run.meta).get(b, "") for b in backends) - {""}
-    if "clock_gettime" in ops:
-        if "runsc" in backends:
-            labels["clock_gettime"] = "clock_gettime ‡"
-            notes.append("‡ clock_gettime is the vDSO, a no-kernel control, everywhere but under gVisor, "
-                         "where it crosses the Sentry like a real syscall")
-        else:
-            labels["clock_gettime"] = "clock_gettime (vDSO control)"
-    if "cpuid" in ops:
-        labels["cpuid"] = "cpuid †"
-        how = {"kvm": "a VM exit under KVM", "tcg": "emulated by QEMU under TCG"}
-        parts = [how.get(a, f"{a} in the VM") for a in sorted(accels)] or ["a VM exit under KVM, emulated under TCG"]
-        guest = ("; this host is itself a guest, so cpuid traps to its hypervisor on the host and in every "
-                 "container too" if host_is_guest(run.env) else "; on bare metal it never leaves the CPU")
-        notes.append("† cpuid is " + " and ".join(parts) + guest)
-    return labels, notes
 
 
 def syscall_ops(run: Run, st: str, out: Path) -> list[Path]:
