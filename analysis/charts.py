@@ -4,6 +4,7 @@ no data for it, so ``charts`` can render whatever a run contains.
 """
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,11 @@ def fmt_ns(v: float) -> str:
 def seconds_axis(axis) -> None:
     """Tick labels a slide can use: "10 ms", not "10^-2"."""
     axis.set_major_formatter(lambda v, _p: fmt_seconds(v) if v > 0 else "0")
+
+
+def wrapped(text: str, width: int = 24) -> str:
+    """A long backend name on several short lines, so the axes keep their width on a slide."""
+    return "\n".join(textwrap.wrap(text, width)) or text
 
 
 def _select(run: Run, scenario: str, metric: str | None = None, variant: str | None = None):
@@ -80,7 +86,7 @@ def startup_median(run: Run, st: str, out: Path) -> list[Path]:
         else:
             ax.set_xlim(0, max(vals) * 1.25)
         seconds_axis(ax.xaxis)      # "10 ms", not raw seconds, on either scale
-        ax.set_yticks(range(len(backends)), [style.label(b) for b in backends])
+        ax.set_yticks(range(len(backends)), [wrapped(style.label(b)) for b in backends])
         ax.invert_yaxis()
         ax.set_xlabel("spawn to ready or gone " + (f"(median; 95% CI only with ≥{stats.MIN_N} processes)"
                                                     if small else "(median, 95% CI)"))
@@ -236,6 +242,45 @@ def memory_density(run: Run, st: str, out: Path) -> list[Path]:
         return style.save(fig, out, "memory_density")
 
 
+def host_is_guest(env: dict) -> bool:
+    """Whether the benchmark host is itself a VM (then cpuid traps even on the host)."""
+    text = " ".join(str(x) for x in (env.get("nested_virt"), (env.get("accel") or {}).get("reason"),
+                                      env.get("hypervisor")) if x)
+    return bool(env.get("hypervisor")) or "PVM" in text or "under a hypervisor" in text
+
+
+def backend_caption(run: Run, backend: str) -> str:
+    """The legend name, with what changes a number's meaning: gVisor's platform
+    (read from the run's runsc metadata) and a VM's accelerator."""
+    md = ((run.meta.get("backends") or {}).get(backend) or {}).get("metadata") or {}
+    name = style.label(backend)
+    if backend == "runsc":
+        return f"{name}, platform {md.get('platform') or 'not recorded'}"
+    accel = style.vm_accels(run.meta).get(backend)
+    return f"{name}, {accel.upper()}" if accel else name
+
+
+def syscall_notes(run: Run, ops: list[str], backends: list[str]) -> tuple[dict[str, str], list[str]]:
+    """Row labels and footnotes for the ops whose meaning depends on where they run."""
+    labels, notes = {op: op for op in ops}, []
+    accels = set(style.vm_accels(run.meta).get(b, "") for b in backends) - {""}
+    if "clock_gettime" in ops:
+        if "runsc" in backends:
+            labels["clock_gettime"] = "clock_gettime ‡"
+            notes.append("‡ clock_gettime is the vDSO, a no-kernel control, everywhere but under gVisor, "
+                         "where it crosses the Sentry like a real syscall")
+        else:
+            labels["clock_gettime"] = "clock_gettime (vDSO control)"
+    if "cpuid" in ops:
+        labels["cpuid"] = "cpuid †"
+        how = {"kvm": "a VM exit under KVM", "tcg": "emulated by QEMU under TCG"}
+        parts = [how.get(a, f"{a} in the VM") for a in sorted(accels)] or ["a VM exit under KVM, emulated under TCG"]
+        guest = ("; this host is itself a guest, so cpuid traps to its hypervisor on the host and in every "
+                 "container too" if host_is_guest(run.env) else "; on bare metal it never leaves the CPU")
+        notes.append("† cpuid is " + " and ".join(parts) + guest)
+    return labels, notes
+
+
 def syscall_ops(run: Run, st: str, out: Path) -> list[Path]:
     """ns per operation: one row per op, one dot per backend (median), log axis.
     The 95% cluster-bootstrap interval is drawn where a backend has >= stats.MIN_N
@@ -267,7 +312,7 @@ def syscall_ops(run: Run, st: str, out: Path) -> list[Path]:
                     ax.plot(per.to_numpy(), [y] * len(per), "|", color=style.color(b), ms=9, mew=1.5, alpha=0.8)
                     ax.plot(s["median"], y, "o", color=style.color(b), ms=8)
         for b in backends:
-            ax.plot([], [], "o", color=style.color(b), label=backend_caption(run, b))
+            ax.plot([], [], "o", color=style.color(b), label=wrapped(backend_caption(run, b), 30))
         if style.log_if_wide(df.groupby(["metric", "backend"])["value"].median()):
             ax.set_xscale("log")
         ax.xaxis.set_major_formatter(lambda v, _p: fmt_ns(v))
