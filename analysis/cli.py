@@ -72,7 +72,16 @@ def _latest(path):
 def cmd_charts(a) -> int:
     from .render import render
     render(_latest(a.run), a.style, a.out)
-    return 0
+    return _strict(a)
+
+
+def _strict(a) -> int:
+    """--strict: exit 1 when the run's own cross-checks (hyperfine, perf bench) are off by >10%."""
+    if not getattr(a, "strict", False):
+        return 0
+    from . import report
+    from .load import load_run
+    return report.strict_status(load_run(_latest(a.run)))
 
 
 def cmd_report(a) -> int:
@@ -83,7 +92,7 @@ def cmd_report(a) -> int:
     pngs = sorted(charts_dir.glob("*.png")) if charts_dir.is_dir() else []
     for f in report.write(run, pngs, Path(a.out) if a.out else None):
         print(f"wrote {f}")
-    return 0
+    return _strict(a)
 
 
 def cmd_compare(a) -> int:
@@ -150,11 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--style", choices=("talk", "paper"), default="talk",
                    help="talk: 16:9 slide, large type (default); paper: column width, 300 dpi")
     s.add_argument("--out", help="write charts/ and the report here instead of into the run folder")
+    s.add_argument("--strict", action="store_true", help="exit 1 when a cross-check is outside ±10%%")
     s.set_defaults(func=cmd_charts)
 
     s = sub.add_parser("report", help="report.md and report.html from a run and its existing charts")
     s.add_argument("run", nargs="?", default=None, help="run folder (default results/latest)")
     s.add_argument("--out", help="folder holding charts/ and receiving the report (default: the run)")
+    s.add_argument("--strict", action="store_true", help="exit 1 when a cross-check is outside ±10%%")
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("compare", help="regression verdict: exit 1 on a regression")

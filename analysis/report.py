@@ -73,6 +73,16 @@ def crosscheck_failures(meta: dict) -> list[str]:
     return out
 
 
+def strict_status(run: Run) -> int:
+    """``--strict``: 1 (with one stderr line per check) when a cross-check of the
+    run is outside tolerance or could not be judged, else 0."""
+    import sys
+    bad = crosscheck_failures(run.meta)
+    for line in bad:
+        print(f"cvbench: strict: {line.replace('**', '')}", file=sys.stderr)
+    return 1 if bad else 0
+
+
 def isolation_mismatch(meta: dict) -> str:
     """The observed isolation (from inside each instance) where backends that
     read the same bundle on the same kernel disagree; '' when they agree."""

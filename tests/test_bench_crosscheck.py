@@ -93,3 +93,14 @@ def test_crun_worker_enters_the_masked_namespace_once(root, image):
     assert r.stdout.split() == ["ok", str(ROOT)]
     # the harness itself keeps the host's view: other backends must not see the mask
     assert crun.masked and "nsenter" in " ".join(backends.get("crun")._base())
+
+
+def test_the_report_puts_failed_cross_checks_first_and_prints_every_ratio():
+    from analysis import report
+    ok = crosscheck.judge("perf bench syscall basic", "host", "getppid", "ns", 80.0, 79.0)
+    off = crosscheck.judge("hyperfine -N", "crun", "lifecycle", "s", 0.0155, 0.0118)
+    meta = {"crosschecks": [ok, off]}
+    [line] = report.crosscheck_failures(meta)
+    assert "crun lifecycle against hyperfine -N" in line and "1.314×" in line
+    rows = report.crosscheck_rows(meta)
+    assert [r[-1] for r in rows] == ["ok", "OUTSIDE ±10%"] and rows[0][5] == "1.013"
