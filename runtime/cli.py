@@ -161,6 +161,8 @@ def cmd_run(a) -> int:
         else:
             box["c"].kill(sig)
     old = {sig: signal.signal(sig, forward) for sig in FORWARDED}
+    # a signal the caller blocked would never reach us, so never be forwarded
+    mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
     try:
         c = box["c"] = spawn(a.bundle, a.args or None, isolation_from_args(a), name=a.id,
                              stdout=1, stderr=2, ignore_unsupported=a.ignore_unsupported,
@@ -175,6 +177,7 @@ def cmd_run(a) -> int:
         finally:
             c.delete()
     finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         for sig, handler in old.items():
             signal.signal(sig, handler)
 
