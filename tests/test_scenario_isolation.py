@@ -29,3 +29,10 @@ def test_isolation_ladder_rungs_and_top(root, image, tmp_path):
     assert {r["variant"] for r in tidy if r["backend"] == "host"} == {"bare"}
     assert suite.get_benchmark(f"isolation.ready.builtin.only:{first}").get_metadata()["cvbench_rung"] \
         == f"only:{first}"
+    # the chart's ladder: bare process, then the runtime's own cost as a step, then mechanisms
+    from analysis import ladder
+    from analysis.load import load_run
+    rs = ladder.rungs(load_run(tmp_path / "latest"), "ready")
+    assert [(r.name, r.backend, r.kind) for r in rs[:2]] == [
+        ("bare process (fork+exec)", "host", "bare"), ("+ cvbench runtime itself", "builtin", "step")]
+    assert rs[1].delta == rs[1].median - rs[0].median

@@ -23,3 +23,14 @@ def test_startup_writes_a_pyperf_suite_for_every_backend(root, image, tmp_path):
     assert bench.get_metadata()["cvbench_pyperf_plan"] == "vm"
     assert meta["backends"][VM]["metadata"]["accel"] == meta["env"]["accel"]["name"]
     assert "[startup]" in r.stderr and "ETA" in r.stderr
+    # one clock: every value is one spawn
+    for bench in suite.get_benchmarks():
+        assert {run.get_metadata()["loops"] for run in bench.get_runs()} == {1}, bench.get_name()
+    # the isolation each got, seen from inside; the config they read
+    assert meta["backends"]["host"]["observed"]["own_namespaces"] == []
+    assert meta["backends"]["builtin"]["observed"]["Seccomp"] == "2"
+    assert "cgroup" in meta["bundle"]["namespaces"] and meta["bundle"]["seccomp"].startswith("seccomp")
+    # hyperfine timed the host's own command in the same run, and the ratio is printed
+    [hf] = [c for c in meta["crosschecks"] if c["backend"] == "host"]
+    assert hf["check"] == "hyperfine -N" and hf["tool"] > 0 and hf["ratio"] > 0
+    assert "cross-check hyperfine -N on host lifecycle" in r.stdout
