@@ -9,7 +9,7 @@ pair is judged with a drift model fitted on the *other* pairs only (pairs that
 share a run with it are left out too), so the false-alarm count is not
 flattered by having seen its own data.
 
-The drift of all pairs is then saved as ``results/calibration/<host-class>.json``;
+The drift of all pairs is then saved as ``results/baselines/calibration/<host-class>.json``;
 ``compare`` and ``history`` load it for runs of that host class, and a change
 that beats the within-run test but not this drift is "inconclusive".
 """
@@ -37,7 +37,7 @@ TARGET_POWER = 0.90            # an injected shift caught in at least 90% of tri
 
 
 def calibration_dir() -> Path:
-    return results_dir() / "calibration"
+    return results_dir() / "baselines" / "calibration"     # tracked by git, like the baselines
 
 
 def path_for(hc: str, folder: Path | None = None) -> Path:

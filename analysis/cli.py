@@ -52,7 +52,7 @@ def _gate_options(p: argparse.ArgumentParser) -> None:
 
 def _calibration_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibration", metavar="FILE|none", default="auto",
-                   help="run-to-run drift measured by 'calibrate' (default: results/calibration/<host-class>.json "
+                   help="run-to-run drift measured by 'calibrate' (default: results/baselines/calibration/<host-class>.json "
                         "if it exists; 'none' judges on the within-run test alone)")
 
 
@@ -193,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Judge consecutive runs of the same code as A/A pairs (a 'regression' between them is a "
                     "false alarm), and the same pairs with the second run's values times 1+SHIFT (power). "
                     "Each pair is judged with a drift model fitted on the other pairs. The drift of all pairs is "
-                    "saved as results/calibration/<host-class>.json, which compare and history then use: a "
+                    "saved as results/baselines/calibration/<host-class>.json, which compare and history then use: a "
                     "change inside it is 'inconclusive'. Example: run 'python -m bench run startup --fast "
                     "--out /tmp/aa' 21 times, then 'python -m analysis calibrate /tmp/aa'.")
     s.add_argument("runs", nargs="+", help="run folders, or results roots holding runs/ (at least 4 runs)")
@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--alpha", type=_prob, default=stats.ALPHA)
     s.add_argument("--threshold", type=_fraction, default=stats.THRESHOLD)
     s.add_argument("--test", choices=stats.TESTS, default="permutation")
-    s.add_argument("--out", type=Path, help="folder for the calibration file (default results/calibration)")
+    s.add_argument("--out", type=Path, help="folder for the calibration file (default results/baselines/calibration)")
     s.add_argument("--no-save", action="store_true", help="measure only; keep the saved calibration")
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(func=cmd_calibrate)

@@ -272,7 +272,7 @@ def test_calibrate_counts_false_alarms_and_power_and_compare_uses_it(tmp_path, c
     raw, cal = int(m.group(1)), int(m.group(2))
     assert raw >= 3 and cal <= 1, out            # 15% drift fools the within-run test, not the calibrated gate
     assert "power: an injected +5% shift" in out and "target met: no" in out
-    [saved] = (tmp_path / "results" / "calibration").glob("*.json")
+    [saved] = (tmp_path / "results" / "baselines" / "calibration").glob("*.json")
     doc = json.loads(saved.read_text())
     assert doc["pairs"] == 8 and doc["false_cal"] == cal and len(doc["metrics"]) == 4
     # compare now finds the calibration by host class: a 10% change inside the drift is inconclusive,
