@@ -124,3 +124,20 @@ def test_a_user_config_reaches_every_container_backend_alike(root, image, tmp_pa
         assert o["own_namespaces"] == ["cgroup", "ipc", "mnt", "net", "pid"], (name, o)
     assert os.path.realpath(json.loads((folder / "config.json").read_text())["root"]["path"]) \
         == os.path.realpath(image.rootfs)
+
+
+def test_bench_run_config_runs_the_users_config_on_every_container_backend(root, image, tmp_path):
+    usable(["builtin", "crun"])
+    spec = json.loads(Path(image.bundle, "config.json").read_text())
+    del spec["linux"]["seccomp"]
+    cfg = tmp_path / "no-seccomp.json"
+    cfg.write_text(json.dumps(spec))
+    r = subprocess.run([sys.executable, "-m", "bench", "run", "startup", "--backends", "builtin,crun", "--fast",
+                        "--quick", "--config", str(cfg), "--out", str(tmp_path / "out")], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    meta = json.loads((tmp_path / "out" / "latest" / "meta.json").read_text())
+    assert meta["bundle"]["user_config"] == str(cfg) and meta["bundle"]["seccomp"] == "no seccomp"
+    for b in ("builtin", "crun"):
+        assert meta["backends"][b]["observed"]["Seccomp"] == "0", meta["backends"][b]
+    assert bundle.BUNDLE_ENV not in os.environ
