@@ -19,7 +19,7 @@ from common.errors import CvbError
 from common.paths import results_dir
 
 from . import calibrate, stats, style
-from .charts import seconds_axis
+from .charts import seconds_axis, wrapped
 from .load import DEFAULT_ORDER, load_runs
 
 MAX_SERIES = 8
@@ -84,9 +84,13 @@ def history(paths: list[str | os.PathLike] | None, metric: str, *, scenario: str
     folder = Path(out) if out else results_dir() / "history"
     files = []
     for scen, part in table.groupby("scenario"):
-        newest = sel[sel["scenario"] == scen].sort_values("date").iloc[-1]
+        rows = sel[sel["scenario"] == scen].sort_values("date")
+        newest = rows.iloc[-1]
+        # Each VM series' accelerator(s) across the runs drawn, for the subtitle.
+        vms = rows[rows["backend"].isin(style.VM_BACKENDS)].groupby("backend")["accel"].unique()
         meta = {"env": {"cpu_model": newest["cpu_model"], "kernel": newest["kernel"],
-                        "cpu_count": newest["cpu_count"], "accel": {"name": newest["accel"]}}}
+                        "cpu_count": newest["cpu_count"], "accel": {"name": newest["accel"]}},
+                "backends": {b: {"accel": {"accel": "+".join(sorted(map(str, a)))}} for b, a in vms.items()}}
         files += _chart(part, metric, by, st, folder, meta, scen)
     return table, files
 
@@ -118,13 +122,13 @@ def _chart(table: pd.DataFrame, metric: str, by: str, st: str, folder: Path, met
         if len(groups) > MAX_SERIES:
             # The isolation ladder has a series per rung: keep its ends, the rest via --variant.
             keep = [g for g in groups if g[0][1] in ("", "bare", "full", "top")]
-            hidden, groups = len(groups) - len(keep), keep[:MAX_SERIES]
+            hidden, groups = len(groups) - len(keep), keep
         for (backend, variant), g in groups:
             x = [pos[r] for r in g["run_id"]]
             y = g["median"].to_numpy() * scale
             # No interval below stats.MIN_N processes: a bare dot, and the y label says so.
             err = np.nan_to_num([y - g["ci_low"].to_numpy() * scale, g["ci_high"].to_numpy() * scale - y])
-            name = style.label(backend) + (f" {variant}" if variant else "")
+            name = wrapped(style.label(backend) + (f" {variant}" if variant else ""), 30)
             ax.errorbar(x, y, yerr=err, fmt="o-", color=style.color(backend), lw=2, ms=7, capsize=3, label=name)
             for xi, yi, v in zip(x, y, g["verdict"], strict=True):
                 if v in ("regression", "improvement"):

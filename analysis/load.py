@@ -22,7 +22,7 @@ KEY = ["scenario", "metric", "backend", "variant"]
 OPTIONAL_COLUMNS = ["accel"]     # per-row accelerator of VM backends (newer runs); kept when present
 VM_BACKENDS = ("qemu", "qemu-microvm", "libvirt")
 ENV_COLUMNS = ["run_id", "host", "host_class", "kernel", "cpu_model", "cpu_count", "accel", "git_rev", "date", "mode"]
-DEFAULT_ORDER = ["host", "builtin", "crun", "runc", "runsc", "qemu", "libvirt"]
+DEFAULT_ORDER = ["host", "builtin", "builtin-cli", "crun", "runc", "runsc", "qemu-microvm", "qemu", "libvirt"]
 
 
 @dataclass
