@@ -1,4 +1,4 @@
-"""``python -m analysis``: charts, report, compare, history, ci-bench, baseline."""
+"""``python -m analysis``: charts, report, compare, history, calibrate, ci-bench, baseline."""
 import sys
 
 from common.errors import run_cli

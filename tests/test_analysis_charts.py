@@ -164,3 +164,40 @@ def test_ladder_without_a_bare_rung_has_no_wrapped_first_step(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert ladder.waterfall(run, "talk", tmp_path)
+
+
+def test_subtitle_names_each_vm_accelerator_and_every_gap(tmp_path):
+    """Every chart's subtitle: each VM row's own accelerator (meta.json
+    backends.<name>.accel, else the run-wide one for older runs), and each
+    backend that was unavailable or failed mid-run."""
+    synth.STARTUP_S.setdefault("qemu-microvm", 1.4)
+    folder = synth.write_run(tmp_path, "startup", n=20, seed=3, backends=["host", "qemu-microvm", "libvirt"],
+                             backend_meta={"qemu-microvm": {"accel": {"accel": "kvm", "why": "test"}},
+                                           "libvirt": {"accel": {"accel": "tcg", "why": "test"}},
+                                           "runsc": {"available": True, "failed": "timeout after 60 s\nmore"},
+                                           "runc": {"available": False, "reason": "runc not installed"}})
+    _, files, _ = render_strict(folder)
+    svg = next(p for p in files if p.name == "startup_median.svg").read_text()
+    for text in ("VMs: libvirt VM TCG, QEMU microvm KVM", "TCG emulation, not KVM", "QEMU VM unavailable (not requested)",
+                 "runc unavailable (runc not installed)", "gVisor (runsc) failed (timeout after 60 s)"):
+        assert text in svg, text
+    old = load.load_run(synth.write_run(tmp_path / "old", "startup", n=10, seed=1, backends=["host", "libvirt"]))
+    assert style.vm_accels(old.meta) == {"libvirt": "tcg"}           # no per-backend record: the run-wide one
+
+
+def test_syscall_chart_says_what_cpuid_and_clock_gettime_mean_here(tmp_path):
+    import numpy as np
+    rng = np.random.default_rng(2)
+    rows = [(op, b, "", "ns", synth.lognormal(rng, ns, 6)) for b in ("host", "runsc", "libvirt")
+            for op, ns in (("getppid", 80), ("clock_gettime", 16), ("cpuid", 4000))]
+    folder = synth.write_run(tmp_path, "syscall", rows=rows, processes=6,
+                             backend_meta={"runsc": {"metadata": {"platform": "systrap"}},
+                                           "libvirt": {"accel": {"accel": "tcg", "why": "test"}}})
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["env"]["nested_virt"] = "cpu has no vmx/svm; kvm_pvm loaded (PVM host)"
+    (folder / "meta.json").write_text(json.dumps(meta))
+    _, files, _ = render_strict(folder)
+    svg = next(p for p in files if p.name == "syscall_ops.svg").read_text()
+    assert "cpuid is emulated by QEMU under TCG; this host is itself a guest" in svg
+    assert "under gVisor, where it crosses the Sentry" in svg
+    assert "systrap" in svg and "ptrace" not in svg and "n too small for a CI" in svg
