@@ -7,12 +7,13 @@ sync pipe instead of raising.
 """
 from __future__ import annotations
 
+import errno
 import os
 import resource
 import select
 import signal
 
-from . import capabilities, cgroups, namespaces, rootfs
+from . import capabilities, cgroups, hooks, namespaces, rootfs
 from . import syscalls as sc
 from .plan import Plan
 
@@ -87,6 +88,8 @@ def init(p: Plan, status_w: int, go_r: int) -> None:
         # never the caller's session keyring (runc: "_ses.<id>", user search added)
         key = sc.join_session_keyring(f"_ses.{p.cid}")
         sc.keyring_setperm(key, 0x3f130000 | (0x8 if iso.userns else 0x80000))
+    if p.chroot:
+        os.chroot(p.root)
     if iso.mountns:
         if iso.pivot_root:
             binds = []
@@ -95,6 +98,8 @@ def init(p: Plan, status_w: int, go_r: int) -> None:
             rootfs.prepare(p.root, cfg.mounts if iso.follow_bundle else [],
                            propagation=cfg.propagation, in_userns=iso.userns, cgroup_binds=binds,
                            bundle=cfg.bundle, devices=cfg.linux_devices if iso.follow_bundle else ())
+            if p.hooks.get("createContainer"):
+                hooks.run(cfg, ("createContainer",), p.cid, "creating", os.getpid())
             rootfs.switch_root(p.root)
             for key, value in p.sysctl.items():  # before /proc/sys turns read-only
                 with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
@@ -145,11 +150,18 @@ def init(p: Plan, status_w: int, go_r: int) -> None:
         sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
     os.chdir(p.cwd)
     if p.fifo is not None:
+        try:  # can we open it at all?  Fail now, while `create` still listens
+            os.close(os.open(f"/proc/self/fd/{p.fifo}", os.O_WRONLY | os.O_NONBLOCK))
+        except OSError as e:
+            if e.errno != errno.ENXIO:  # ENXIO: no reader yet, as it should be
+                raise
         send(status_w, "C")
         os.close(status_w)
         fd = os.open(f"/proc/self/fd/{p.fifo}", os.O_WRONLY)  # blocks until `start` opens it
         os.write(fd, b"0")
         os.close(fd)
+    if p.hooks.get("startContainer"):  # inside the container, its paths
+        hooks.run(cfg, ("startContainer",), p.cid, "created", os.getpid())
     os.umask(0o022 if cfg.umask is None else cfg.umask)
     clean_exec_state(p.preserve_fds)
     os.execve(p.exe, p.argv, p.env)

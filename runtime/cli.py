@@ -210,6 +210,17 @@ def cmd_start(a) -> int:
                        f"see 'python -m runtime state {a.id}'", status=EXIT_FAILED)
     rec["status"] = "running"
     state.write(a.id, rec)
+    from . import config, hooks
+    try:
+        cfg = config.load(rec["bundle"])
+    except CvbError:
+        return 0  # the bundle is gone; nothing left to run
+    if cfg.hooks.get("poststart"):
+        try:
+            hooks.run(cfg, ("poststart",), a.id, "running", rec["pid"])
+        except CvbError:
+            os.kill(rec["pid"], signal.SIGKILL)  # runc destroys a container whose poststart failed
+            raise
     return 0
 
 
@@ -239,6 +250,13 @@ def cmd_delete(a) -> int:
         raise CvbError(f"container {a.id}", f"is {st}", "kill it first, or use delete --force",
                        status=EXIT_FAILED)
     remove_container(a.id, rec)
+    from . import config, hooks
+    try:
+        cfg = config.load(rec.get("bundle", ""))
+    except CvbError:
+        return 0
+    for w in hooks.poststop(cfg, a.id):
+        log("warning", w)
     return 0
 
 

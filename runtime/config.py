@@ -20,7 +20,7 @@ CAP_SETS = ("bounding", "effective", "inheritable", "permitted", "ambient")
 
 # Per object: (fields applied, fields known but not applied).
 _KNOWN = {
-    "": ({"ociVersion", "process", "root", "hostname", "mounts", "linux", "annotations"},
+    "": ({"ociVersion", "process", "root", "hostname", "mounts", "linux", "annotations", "hooks"},
          {"domainname"}),
     "process": ({"terminal", "user", "args", "env", "cwd", "capabilities", "rlimits",
                  "noNewPrivileges", "apparmorProfile", "selinuxLabel", "oomScoreAdj"},

@@ -30,7 +30,7 @@ from common.errors import CvbError, require_root
 from common.naming import unique
 from common.procs import descendants
 
-from . import cgroups, namespaces, state
+from . import cgroups, hooks, namespaces, state
 from . import syscalls as sc
 from .child import child
 from .isolation import Isolation
@@ -88,6 +88,7 @@ class Container:
         self._net = None
         self._deleted = False
         self._owner_pid = os.getpid()
+        self._cfg = None  # the parsed config.json, for the poststop hooks
 
     def save_state(self, status: str, bundle: str, detached: bool = False) -> None:
         """The full state record (the CLI's `state` reads it).  A detached
@@ -177,6 +178,8 @@ class Container:
             self._pidfd = None
         if errors:
             raise errors[0]
+        if self._cfg is not None and self._cfg.hooks.get("poststop"):
+            self.warnings.extend(hooks.poststop(self._cfg, self.id))
         state.remove(self.id)
         self._deleted = True
         _live.discard(self)
@@ -219,6 +222,8 @@ def spawn(bundle, args: list[str] | None = None, iso: Isolation | None = None, *
              preserve_fds=preserve_fds)
     c = Container(cid)
     c.warnings = p.cfg.warnings
+    if p.hooks:
+        c._cfg = p.cfg
     be = cgroups.backend() if p.limits is not None else None
     planned_cg = be.leaf_dirs(cid, p.limits.path) if be else []
     p.cgroup_dirs = planned_cg
@@ -234,6 +239,7 @@ def spawn(bundle, args: list[str] | None = None, iso: Isolation | None = None, *
         if detached:
             path = str(state.fifo(cid))
             os.mkfifo(path, 0o622)
+            os.chmod(path, 0o622)  # not the caller's umask: a userns init writes it as "other"
             # An O_PATH fd survives pivot_root; the init reopens it through
             # /proc/self/fd, as runc does with its exec.fifo.
             p.fifo = os.open(path, os.O_PATH | os.O_CLOEXEC)
@@ -276,6 +282,8 @@ def spawn(bundle, args: list[str] | None = None, iso: Isolation | None = None, *
         _parent_sync(c, p, status_r, go_w)
         # the pid on record: `state` never shows a live container with pid 0
         c.save_state("created" if detached else "running", p.cfg.bundle, detached=detached)
+        if not detached and p.hooks.get("poststart"):
+            hooks.run(p.cfg, ("poststart",), cid, "running", c.pid)
         return c
     except BaseException:
         c.delete()
@@ -325,7 +333,13 @@ def _parent_sync(c: Container, p: Plan, status_r: int, go_w: int) -> None:
             if msg != b"U\n":
                 return _failed(c, msg)
             if p.uid_map:
-                namespaces.write_id_maps(c.pid, p.uid_map, p.gid_map)
+                try:
+                    namespaces.write_id_maps(c.pid, p.uid_map, p.gid_map)
+                except OSError as e:
+                    raise CvbError("linux.uidMappings/gidMappings", f"the kernel refused them ({e.strerror})",
+                                   "give mappings of host ids that exist and do not overlap") from None
+            if p.hooks.get("prestart") or p.hooks.get("createRuntime"):
+                hooks.run(p.cfg, ("prestart", "createRuntime"), c.id, "creating", c.pid)
             if p.iso.netns and p.iso.network == "veth":
                 from . import network
                 c._net = network.Veth.new(c.id)

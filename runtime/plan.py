@@ -51,6 +51,8 @@ class Plan:
     cgroup_dirs: list[str] = field(default_factory=list)
     keyring: bool = False    # join a new session keyring (runc's "_ses.<id>")
     preserve_fds: int = 0    # fds 3..3+N-1 stay open across exec (runc --preserve-fds)
+    hooks: dict = field(default_factory=dict)  # config.json's hooks (when following the bundle)
+    chroot: bool = False     # no mount namespace in config.json: chroot in the inherited one
 
     @property
     def double_fork(self) -> bool:
@@ -63,7 +65,8 @@ class Plan:
         its uid/gid maps or its veth, or to be in its cgroup before cloning
         the init.  Otherwise it runs straight on to exec."""
         return (self.iso.userns or (self.iso.netns and self.iso.network == "veth")
-                or (self.double_fork and self.parent_join))
+                or (self.double_fork and self.parent_join)
+                or bool(self.hooks.get("prestart") or self.hooks.get("createRuntime")))
 
     @property
     def parent_join(self) -> bool:
@@ -142,16 +145,30 @@ def plan(bundle, args, iso: Isolation, cid: str, detached: bool = False, *,
     if missing:
         raise CvbError("namespaces", f"this kernel has no {', '.join(missing)}",
                        "switch that mechanism off, or use a newer kernel")
+    chroot = False
+    if iso.follow_bundle and iso.pivot_root and not (iso.mountns or "mountns" in ns_join):
+        # no mount namespace listed: the runtime's own is inherited (runtime-spec),
+        # and the root is changed with chroot.  Anything that mounts would then
+        # change the host's mount table, so it is refused, as runc does.
+        for fld, v in (("mounts", cfg.mounts), ("linux.maskedPaths", cfg.masked_paths),
+                       ("linux.readonlyPaths", cfg.readonly_paths), ("root.readonly", cfg.root_readonly)):
+            if v:
+                raise CvbError(fld, "needs a mount namespace of the container's own (without one it "
+                               "would change the host's mounts)",
+                               "add {\"type\": \"mount\"} to linux.namespaces, or remove it")
+        iso, chroot = iso.replace(pivot_root=False), True
     if iso.pivot_root and not (iso.mountns or "mountns" in ns_join):
         raise CvbError("isolation", "pivot_root needs a mount namespace", "switch mountns on")
     argv = list(args) if args else list(cfg.args)
     env = dict(e.split("=", 1) for e in cfg.env if "=" in e)
     if "HOME" not in env:
         env["HOME"] = home(cfg.root, cfg.uid)
-    p = Plan(cid=cid, root=cfg.root, exe=_resolve_exe(cfg.root, argv[0], env, iso.pivot_root),
-             argv=argv, env=env, cwd=cfg.cwd if iso.pivot_root else os.path.join(cfg.root, cfg.cwd.lstrip("/")),
+    inside = iso.pivot_root or chroot
+    p = Plan(cid=cid, root=cfg.root, exe=_resolve_exe(cfg.root, argv[0], env, inside),
+             argv=argv, env=env, cwd=cfg.cwd if inside else os.path.join(cfg.root, cfg.cwd.lstrip("/")),
              ns_new=ns_new, ns_join=ns_join, iso=iso, cfg=cfg, detached=detached,
-             keyring=iso.follow_bundle, preserve_fds=preserve_fds)
+             keyring=iso.follow_bundle, preserve_fds=preserve_fds,
+             hooks=cfg.hooks if iso.follow_bundle else {}, chroot=chroot)
     if iso.caps:
         p.caps = capabilities.plan(cfg.caps)
     # The bundle's filter, or none when it has none; only the ladder's seccomp
@@ -167,7 +184,7 @@ def plan(bundle, args, iso: Isolation, cid: str, detached: bool = False, *,
             cpu_period_us=iso.cpu_period_us or cfg.cpu_period,
             cpu_weight=iso.cpu_weight or (cgroups.shares_to_weight(cfg.cpu_shares) if cfg.cpu_shares else None),
             pids_max=iso.pids_max or (cfg.pids_limit if cfg.pids_limit else None),
-            devices=device_rules(cfg.devices, cfg.linux_devices) if iso.follow_bundle and cfg.devices
+            devices=device_rules(cfg.devices) if iso.follow_bundle and cfg.devices
             else None,
             path=cfg.cgroups_path if iso.follow_bundle else None)
         if p.limits.devices is not None and cgroups.backend().version == "v2":
@@ -191,17 +208,17 @@ DEFAULT_DEVICES = ["c *:* m", "b *:* m", "c 1:3 rwm", "c 1:8 rwm", "c 1:7 rwm", 
                    "c 1:5 rwm", "c 1:9 rwm", "c 136:* rwm", "c 5:2 rwm", "c 10:200 rwm"]
 
 
-def device_rules(devices: list[dict], nodes=()) -> list[tuple[bool, str]]:
+def device_rules(devices: list[dict]) -> list[tuple[bool, str]]:
     """OCI linux.resources.devices as v1 devices.allow/deny lines, in order,
-    then runc's defaults and the linux.devices nodes (runc allows those too)."""
+    then runc's defaults.  A linux.devices node is not allowed by itself: the
+    bundle's rules decide, as in runc (allowing it would give more than runc)."""
     out = []
     for d in devices:
         t = d.get("type", "a")
         rule = "a" if t == "a" and d.get("major") is None and d.get("minor") is None else \
             f"{t} {'*' if d.get('major') is None else d['major']}:{'*' if d.get('minor') is None else d['minor']} {d.get('access', 'rwm')}"
         out.append((d["allow"], rule))
-    out += [(True, r) for r in DEFAULT_DEVICES]
-    return out + [(True, f"{d['type']} {d['major']}:{d['minor']} rwm") for d in nodes if d["type"] in "cb"]
+    return out + [(True, r) for r in DEFAULT_DEVICES]
 
 
 def _check_sysctl(sysctl: dict[str, str], iso: Isolation) -> dict[str, str]:

@@ -219,7 +219,10 @@ def test_symlinked_mount_destination_stays_inside(runners, image, tmp_path):
     """A rootfs whose /mnt is a symlink to a host path, with a mount at /mnt/t:
     the mountpoint must be made inside the rootfs, never on the host."""
     rootfs = tmp_path / "rootfs"
-    shutil.copytree(image.rootfs, rootfs, symlinks=True)
+    shutil.copytree(image.rootfs, rootfs, symlinks=True,  # regular files only: never read a device
+                    ignore=lambda d, names: [n for n in names if not (os.path.isdir(os.path.join(d, n))
+                                                                       or os.path.isfile(os.path.join(d, n))
+                                                                       or os.path.islink(os.path.join(d, n)))])
     host = tmp_path / "host-target"
     host.mkdir()
     if (rootfs / "mnt").exists():
@@ -283,22 +286,22 @@ def test_recursive_readonly_and_nosymfollow(runners, image, tmp_path):
     from runtime import syscalls as sc
     sc.mount("tmpfs", str(data / "sub"), "tmpfs", 0, "size=64k")
     try:
-        script = ("for f in /data/x /data/sub/x; do touch $f 2>&1 | sed 's/.*: //'; echo \"$f done\"; done; "
-                  "awk '$5 ~ /^\\/data/ {print $5, $6}' /proc/self/mountinfo")
+        script = ("for f in /mnt/x /mnt/sub/x; do touch $f 2>&1 | sed 's/.*: //'; echo \"$f done\"; done; "
+                  "awk '$5 ~ /^\\/mnt/ {print $5, $6}' /proc/self/mountinfo")
         b = make_bundle(tmp_path, image.rootfs, ["sh", "-c", script],
-                        edit=lambda c: c["mounts"].append({"destination": "/data", "type": "bind",
+                        edit=lambda c: c["mounts"].append({"destination": "/mnt", "type": "bind",
                                                            "source": str(data),
                                                            "options": ["rbind", "rro", "nosymfollow"]}))
         res = _run_all(runners, b, "rro")
     finally:
         sc.umount2(str(data / "sub"), sc.MNT_DETACH)
     _like(res, "rro + nosymfollow")
-    assert "/data/sub ro" in res["cvbench"][1] and "nosymfollow" in res["cvbench"][1]
+    assert "/mnt/sub ro" in res["cvbench"][1] and "nosymfollow" in res["cvbench"][1]
 
 
 def test_unknown_bind_option_is_an_error(runners, image, tmp_path):
     b = make_bundle(tmp_path, image.rootfs, ["true"],
-                    edit=lambda c: c["mounts"].append({"destination": "/data", "type": "bind",
+                    edit=lambda c: c["mounts"].append({"destination": "/mnt", "type": "bind",
                                                        "source": str(tmp_path), "options": ["rbind", "frobnicate"]}))
     rc, _, err = runners["cvbench"].run(b, f"cvbench-badopt-{os.getpid()}", _fd_on_host_root())
     assert rc != 0 and "frobnicate" in err, err
@@ -378,3 +381,78 @@ def test_library_container_state_shows_its_pid(root, image):
                             capture_output=True, text=True, timeout=30)
         rec = json.loads(st.stdout)
         assert rec["status"] == "running" and rec["pid"] == c.pid
+
+
+HOOKS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
+
+
+def test_hooks_run_with_the_state_on_stdin(runners, image, tmp_path):
+    """All six hook kinds run, each with the state JSON on stdin (id, pid,
+    bundle); startContainer runs inside the container; a failing
+    createRuntime hook fails the start with nothing left behind."""
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def edit(c):
+        c["hooks"] = {k: [{"path": "/bin/sh", "args": ["sh", "-c", f"cat > {out}/{k}"]}] for k in HOOKS}
+        # inside the container, the rootfs's own sh writes into its own /dev/shm
+        c["hooks"]["startContainer"] = [{"path": "/bin/sh", "args": ["sh", "-c", "cat > /dev/shm/s; echo in"]}]
+        c["process"]["args"] = ["sh", "-c", "grep -c '\"status\"' /dev/shm/s"]
+    b = make_bundle(tmp_path, image.rootfs, [], edit=edit)
+    fd = _fd_on_host_root()
+    seen = {}
+    try:
+        for name in ("runc", "cvbench"):
+            for f in out.iterdir():
+                f.unlink()
+            cid = f"cvbench-hook-{os.getpid()}-{name}"
+            rc, stdout, err = runners[name].run(b, cid, fd)
+            states = {f.name: json.loads(f.read_text()) for f in out.iterdir()}
+            assert all(s["id"] == cid and s["bundle"] == str(b) for s in states.values()), states
+            seen[name] = (rc, stdout, sorted(states))
+        b2 = make_bundle(tmp_path, image.rootfs, ["true"],
+                         edit=lambda c: c.__setitem__("hooks", {"createRuntime": [{"path": "/bin/false"}]}))
+        bad = {n: runners[n].run(b2, f"cvbench-hookf-{os.getpid()}-{n}", fd)[0] for n in ("runc", "cvbench")}
+    finally:
+        os.close(fd)
+    assert seen["cvbench"] == seen["runc"] == (0, "1\n", sorted(set(HOOKS) - {"startContainer"})), seen
+    assert bad["cvbench"] != 0 and bad["runc"] != 0
+    assert not any(runners["cvbench"].root.glob("*")), "state left behind"
+
+
+@pytest.mark.parametrize("cgpath", ["/cvbench-cgtest-{pid}/{name}", "cvbench-cgtest-{pid}/{name}"],
+                         ids=["absolute", "relative"])
+def test_cgroups_path_devices_and_oom_score(runners, image, tmp_path, cgpath):
+    """linux.cgroupsPath (absolute: from each hierarchy's root; relative: from
+    the caller's cgroup), a linux.devices node allowed in the device cgroup,
+    and oomScoreAdj, as runc applies them."""
+    from runtime import cgroups
+    script = ("cat /proc/self/oom_score_adj; stat -c '%A %t:%T %u:%g' /dev/fuse; "
+              "head -c0 /dev/fuse && echo fuse-opens; grep -c . /sys/fs/cgroup/devices/devices.list; "
+              "echo up; sleep 0.3")
+    fd = _fd_on_host_root()
+    res, where = {}, {}
+    try:
+        for name in ("runc", "cvbench"):
+            path = cgpath.format(pid=os.getpid(), name=name)
+
+            def edit(c, path=path):
+                c["process"]["oomScoreAdj"] = 123
+                c["linux"]["cgroupsPath"] = path
+                c["linux"]["devices"] = [{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229,
+                                          "fileMode": 0o640, "uid": 0, "gid": 0}]
+            b = make_bundle(tmp_path, image.rootfs, ["sh", "-c", script], edit=edit)
+            p = runners[name].popen(["run", "-b", str(b), f"cvbench-cgp-{os.getpid()}-{name}"], fd)
+            lines = []
+            while not lines or lines[-1] not in ("up\n", ""):
+                lines.append(p.stdout.readline().decode())
+            mem = [d for d in cgroups.backend().leaf_dirs("x", path) if "/memory/" in d][0]
+            where[name] = os.path.isdir(mem)
+            rest, err = p.communicate(timeout=30)
+            res[name] = (p.returncode, "".join(lines) + rest.decode())
+            assert not os.path.isdir(mem), f"{name} left {mem}"
+    finally:
+        os.close(fd)
+    assert res["cvbench"] == res["runc"], res
+    assert res["cvbench"][1].startswith("123\ncrw-r----- a:e5 0:0\n"), res
+    assert where == {"runc": True, "cvbench": True}, where
