@@ -147,11 +147,26 @@ def runners(root, tmp_path_factory) -> dict[str, Runner]:
     return _available(tmp_path_factory.mktemp("conformance"))
 
 
-@pytest.fixture(scope="module")
-def battery(runners, image, tmp_path_factory) -> dict[str, dict[str, str]]:
-    """The battery's output under every runtime here, from one hostile caller."""
+def image_config(c: dict) -> None:
+    """Replace the runc spec document by the image's own config.json (runc spec
+    + cgroup namespace + the containers' default seccomp profile), keeping
+    only the battery's args and the rootfs path."""
+    args, rootfs = c["process"]["args"], c["root"]["path"]
+    from bench import image as image_mod
+    c.clear()
+    c.update(json.loads(Path(image_mod.load().bundle, "config.json").read_text()))
+    c["process"]["args"], c["root"]["path"] = args, rootfs
+
+
+BUNDLES = {"runc-spec": None, "image": image_config}
+
+
+@pytest.fixture(scope="module", params=list(BUNDLES))
+def battery(request, runners, image, tmp_path_factory) -> dict[str, dict[str, str]]:
+    """The battery's output under every runtime here, from one hostile caller,
+    on the unchanged runc spec bundle and on the image's own bundle."""
     tmp = tmp_path_factory.mktemp("battery")
-    b = make_bundle(tmp, image.rootfs, ["sh", "-c", BATTERY])
+    b = make_bundle(tmp, image.rootfs, ["sh", "-c", BATTERY], edit=BUNDLES[request.param])
     fd = _fd_on_host_root()
     out = {}
     try:
@@ -200,6 +215,13 @@ def test_no_leak_from_the_hostile_caller(battery):
     assert ours["status.Groups"].strip() == ""
     assert ours["status.SigIgn"].strip() == ours["status.SigBlk"].strip() == "0" * 16
     assert ours["umask"] == "0022" and ours["home"] == "/root"
+
+
+def test_seccomp_only_when_the_bundle_asks(battery):
+    """No filter the bundle does not ask for; the image's profile is loaded
+    (one filter, mode 2) exactly as runc loads it."""
+    want = "0" if battery["runc"]["ns.cgroup"] == "host" else "2"
+    assert battery["cvbench"]["status.Seccomp"].strip() == want
 
 
 # ---- checks made from the host, under every runtime -------------------------
