@@ -25,6 +25,7 @@ import platform
 from pathlib import Path
 
 from common.errors import CvbError, EnvError
+from common.naming import PREFIX
 from common.paths import state_dir
 
 SECCOMP_SOURCE = Path("/usr/share/containers/seccomp.json")
@@ -179,14 +180,16 @@ def load_user_config(path: str) -> dict:
 def write_user_bundle(path: str, rootfs: str) -> Path:
     """The user's config.json in a cvbench bundle folder whose root is the image's rootfs.
 
-    Named by the config's content, so workers and a rerun find the same folder."""
+    Named like the OCI backends' per-run bundles (``cvbench-b<owner pid>-...``),
+    so the harness's end-of-run sweep removes it, and a later sweep does if the
+    harness was killed."""
     spec = load_user_config(path)
     spec["root"]["path"] = os.path.realpath(rootfs)
     spec["process"]["args"] = ["/probe", "ready"]
     spec["process"]["terminal"] = False
     text = json.dumps(spec, indent=2) + "\n"
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]
-    folder = state_dir() / "bench" / "user-bundles" / f"cvbench-config-{digest}"
+    folder = state_dir() / "bench" / "bundles" / f"{PREFIX}-b{os.getpid()}-config-{digest}"
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / ".config.json.tmp"
     tmp.write_text(text)

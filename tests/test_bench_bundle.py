@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -118,12 +119,15 @@ def test_a_user_config_reaches_every_container_backend_alike(root, image, tmp_pa
     cfg.write_text(json.dumps(spec))
     folder = bundle.write_user_bundle(str(cfg), image.rootfs)
     monkeypatch.setenv(bundle.BUNDLE_ENV, str(folder))
-    seen = {b.name: inside.observe(b) for b in usable(SAME)}
+    try:
+        seen = {b.name: inside.observe(b) for b in usable(SAME)}
+        written = json.loads((folder / "config.json").read_text())
+    finally:
+        shutil.rmtree(folder)
     for name, o in seen.items():
         assert o["Seccomp"] == "0", (name, o)
         assert o["own_namespaces"] == ["cgroup", "ipc", "mnt", "net", "pid"], (name, o)
-    assert os.path.realpath(json.loads((folder / "config.json").read_text())["root"]["path"]) \
-        == os.path.realpath(image.rootfs)
+    assert os.path.realpath(written["root"]["path"]) == os.path.realpath(image.rootfs)
 
 
 def test_bench_run_config_runs_the_users_config_on_every_container_backend(root, image, tmp_path):
@@ -141,3 +145,5 @@ def test_bench_run_config_runs_the_users_config_on_every_container_backend(root,
     for b in ("builtin", "crun"):
         assert meta["backends"][b]["observed"]["Seccomp"] == "0", meta["backends"][b]
     assert bundle.BUNDLE_ENV not in os.environ
+    # the run's copy of the config is gone with the run
+    assert not list((bundle.state_dir() / "bench" / "bundles").glob("cvbench-b*-config-*"))
