@@ -7,17 +7,20 @@
 Where each mechanism lives (crun's src/libcrun layout, in Python):
 
     namespaces.py    pid, mount, uts, ipc, net, user (uid/gid maps), cgroup, time; join by path
-    rootfs.py        bundle mounts, minimal /dev, /proc, pivot_root (chroot fallback),
-                     masked and read-only paths, read-only root
+    rootfs.py        bundle mounts resolved inside the root (openat2), minimal /dev and
+                     linux.devices, /proc, pivot_root (chroot fallback), masked and
+                     read-only paths, read-only root, recursive options (mount_setattr)
     cgroups.py       v1 and v2 behind one interface: memory, cpu quota/period/weight, pids,
                      the v1 device allow-list
     capabilities.py  bounding/effective/permitted/inheritable/ambient sets, no_new_privs
-    seccomp.py       OCI profiles and a Docker-like default, compiled once by libseccomp
+    seccomp.py       OCI profiles (and the ladder rung's default), compiled per spawn by libseccomp
+    hooks.py         the six OCI hook kinds, state JSON on stdin, runc's failure semantics
     network.py       none, loopback, or a veth pair into a cvbench-made netns (pyroute2)
     lsm.py           AppArmor/SELinux: reported, never faked
     config.py        config.json reader (errors name the JSON path; unknown fields warn)
     plan.py          config + Isolation resolved before the fork
-    child.py         what runs between fork and exec
+    child.py         what runs between fork and exec (ends with fds, signals and mask
+                     reset: nothing of the caller's reaches the container)
     container.py     spawn/wait/kill/delete and the timestamps; state.py, cleanup.py: state
                      files under /run/cvbench and sweep(); cli.py: `python -m runtime`
     isolation.py     the Isolation toggles and the ladder
