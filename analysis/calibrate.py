@@ -78,6 +78,23 @@ def log_ratios(a: Run, b: Run) -> dict[tuple, float]:
     return {k: float(v) for k, v in r.items() if math.isfinite(v)}
 
 
+def load_avg(run: Run) -> list[float]:
+    """The 1-minute load averages pyperf recorded while this run measured (its
+    suite.json metadata): a calibration is only as quiet as the machine was."""
+    try:
+        suite = json.loads((run.path / "suite.json").read_text())
+    except (OSError, ValueError):
+        return []
+    out = []
+    for bench in suite.get("benchmarks", []):
+        common = (bench.get("metadata") or {}).get("load_avg_1min")
+        for r in bench.get("runs", []):
+            v = (r.get("metadata") or {}).get("load_avg_1min", common)
+            if isinstance(v, (int, float)):
+                out.append(float(v))
+    return out
+
+
 def shifted(run: Run, factor: float) -> Run:
     tidy = run.tidy.copy()
     tidy["value"] = tidy["value"] * factor
@@ -187,9 +204,12 @@ def report(o: Outcome) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     modes = ", ".join(sorted({str(r.meta.get("mode", "?")) for r in o.runs}))
+    loads = [v for r in o.runs for v in load_avg(r)]
+    load = (f"load average (1 min, pyperf metadata) median {np.median(loads):.2f}, "
+            f"range {min(loads):.2f}-{max(loads):.2f}" if loads else "load average not recorded")
     lines += ["",
               f"runs: {len(o.runs)} ({o.runs[0].label} .. {o.runs[-1].label}), {modes} mode, "
-              f"host class {host_class(o.runs[0].env)}",
+              f"host class {host_class(o.runs[0].env)}; {load}",
               f"false regression verdicts in {o.pairs} A/A pairs: {o.false_raw} with the within-run test alone, "
               f"{o.false_cal} with the calibrated gate (target: at most {o.allowed}, 1 per 20 pairs)",
               f"power: an injected +{o.shift:.0%} shift called a regression in {o.power:.0%} of {o.trials} "
