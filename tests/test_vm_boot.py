@@ -9,6 +9,7 @@ import pytest
 
 from vm_backend import LibvirtVM, QemuVM, VMError, detect_accel, sweep
 from vm_backend.accel import host_hints
+from vm_backend.cgroup import memory_root
 from vm_backend.conn import domain_names
 from vm_backend.sweep import qemu_processes
 
@@ -19,6 +20,8 @@ def _assert_gone(vm) -> None:
     assert vm.name not in domain_names("qemu:///system")
     assert vm.name not in {n for _, n in qemu_processes()}
     assert not os.path.exists(vm.console.path)
+    root = memory_root()
+    assert root is None or not (root / vm.name).exists()     # raw QEMU's own memory cgroup
 
 
 @pytest.fixture(scope="module")

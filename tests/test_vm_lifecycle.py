@@ -241,3 +241,22 @@ def test_a_boot_failing_before_the_spawn_releases_the_connection(image, monkeypa
     with pytest.raises(OSError):
         vm.start()
     assert released and vm.result is None
+
+
+def test_sweep_removes_raw_qemu_cgroups_of_dead_owners_only(root):
+    from vm_backend import cgroup
+    if cgroup.memory_root() is None:
+        pytest.skip("no writable memory cgroup hierarchy (v1 memory or a v2 root with memory)")
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead = cgroup.create(f"cvbench-qemu-{gone.pid}-dddddd")
+    live = cgroup.create(f"cvbench-qemu-{os.getpid()}-eeeeee")
+    try:
+        assert dead and live
+        removed = cgroup.sweep()
+        assert f"cgroup {dead}" in removed and not os.path.exists(dead)
+        assert os.path.isdir(live)
+    finally:
+        cgroup.remove(dead)
+        cgroup.remove(live)
+    assert not os.path.exists(live)
