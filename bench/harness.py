@@ -12,6 +12,7 @@ import datetime as dt
 import importlib
 import os
 import signal
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -237,7 +238,7 @@ def crosscheck_line(c: dict) -> str:
 
 
 def summary(suite, metrics: list[str] | None = None) -> str:
-    """Side-by-side table: metric, variant, backend, median, spread."""
+    """Side-by-side table: metric, variant, backend, median, p99 (one spawn per value: a real tail), spread."""
     from .results import TIDY_UNIT, split_name
     rows = []
     for b in suite.get_benchmarks():
@@ -254,11 +255,13 @@ def summary(suite, metrics: list[str] | None = None) -> str:
         if variant.startswith("cum:") and len(variant) > 32:   # keep the table readable
             mech = variant[4:].split("+")
             variant = f"cum:{len(mech)} (..+{mech[-1]})"
-        rows.append((metric, variant or "-", backend, _human(med, unit), _human(sd, unit),
-                     f"{100 * sd / med:.1f}%" if med else "-", str(len(vals))))
+        # a p99 of fewer than 20 values is one of the largest few: not shown
+        p99 = _human(statistics.quantiles(vals, n=100, method="inclusive")[98], unit) if len(vals) >= 20 else "-"
+        rows.append((metric, variant or "-", backend, _human(med, unit), p99,
+                     _human(sd, unit), f"{100 * sd / med:.1f}%" if med else "-", str(len(vals))))
     order = {n: i for i, n in enumerate(ISOLATION_ORDER)}
     rows.sort(key=lambda r: (r[0], r[1], order.get(r[2], 99)))
-    head = ("metric", "variant", "backend", "median", "stdev", "rsd", "n")
+    head = ("metric", "variant", "backend", "median", "p99", "stdev", "rsd", "n")
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows, strict=False)]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in [head, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))
