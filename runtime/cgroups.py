@@ -34,6 +34,9 @@ class Limits:
     cpu_quota_us: int | None = None
     cpu_period_us: int | None = None
     cpu_weight: int | None = None   # cgroup v2 scale 1..10000 (v1 shares are converted)
+    cpu_shares: int | None = None   # the bundle's v1 shares, written as is on v1 (no round trip)
+    cpuset_cpus: str | None = None
+    cpuset_mems: str | None = None
     pids_max: int | None = None
     devices: list[tuple[bool, str]] | None = None  # (allow, "c 1:3 rwm"), applied in order
     path: str | None = None  # linux.cgroupsPath; None: <caller's cgroup>/cvbench/<id>
@@ -246,8 +249,13 @@ class V1(Backend):
             _write(f"{by('cpu')}/cpu.cfs_period_us", lim.cpu_period_us)
         if lim.cpu_quota_us is not None:
             _write(f"{by('cpu')}/cpu.cfs_quota_us", lim.cpu_quota_us)
-        if lim.cpu_weight is not None:
+        if lim.cpu_shares is not None:
+            _write(f"{by('cpu')}/cpu.shares", lim.cpu_shares)
+        elif lim.cpu_weight is not None:
             _write(f"{by('cpu')}/cpu.shares", weight_to_shares(lim.cpu_weight))
+        for f, v in (("cpuset.cpus", lim.cpuset_cpus), ("cpuset.mems", lim.cpuset_mems)):
+            if v is not None:
+                _write(f"{by('cpuset')}/{f}", v)
         if lim.pids_max is not None:
             _write(f"{by('pids')}/pids.max", _pids_value(lim.pids_max))
 
@@ -305,6 +313,8 @@ class V2(Backend):
             need.append("cpu")
         if lim.pids_max is not None:
             need.append("pids")
+        if lim.cpuset_cpus is not None or lim.cpuset_mems is not None:
+            need.append("cpuset")
         return need
 
     def files(self, lim: Limits) -> dict[str, str]:
@@ -317,6 +327,10 @@ class V2(Backend):
             out["cpu.max"] = f"{quota} {lim.cpu_period_us or 100000}"
         if lim.cpu_weight is not None:
             out["cpu.weight"] = str(lim.cpu_weight)
+        if lim.cpuset_cpus is not None:
+            out["cpuset.cpus"] = lim.cpuset_cpus
+        if lim.cpuset_mems is not None:
+            out["cpuset.mems"] = lim.cpuset_mems
         if lim.pids_max is not None:
             out["pids.max"] = _pids_value(lim.pids_max)
         return out

@@ -54,6 +54,7 @@ _ST_TO_MS = [(os.ST_RDONLY, sc.MS_RDONLY), (os.ST_NOSUID, sc.MS_NOSUID), (os.ST_
              (os.ST_NOEXEC, sc.MS_NOEXEC), (os.ST_NOATIME, sc.MS_NOATIME),
              (os.ST_NODIRATIME, sc.MS_NODIRATIME), (os.ST_RELATIME, sc.MS_RELATIME)]
 _IN_ROOT = sc.RESOLVE_IN_ROOT | sc.RESOLVE_NO_MAGICLINKS
+KNOWN_OPTIONS = {*_FLAGS, *RECURSIVE, *PROPAGATION}
 
 
 class Options:
@@ -72,10 +73,10 @@ class Options:
                 s, c = RECURSIVE[o]
                 self.rec_set, self.rec_clr = (self.rec_set | s) & ~c, (self.rec_clr | c) & ~s
             elif bind:
-                # a bind mount has no filesystem to hand data to: an option we
-                # do not know would otherwise vanish (a "ro" spelled wrongly
-                # gives a writable mount), so it is an error, as in crun
-                raise ValueError(f"unknown bind mount option {o!r}")
+                # config.py refused unknown words already; key=value data is
+                # ignored by the kernel for a bind (runc passes it on too)
+                if "=" not in o:
+                    raise ValueError(f"unknown bind mount option {o!r}")
             else:
                 data.append(o)
         self.data = ",".join(data)

@@ -137,13 +137,14 @@ def test_unknown_fields_are_warnings(root, image, tmp_path):
     cfg = default_spec(["/probe", "ready"])
     cfg["frobnicate"] = 1
     cfg["process"]["oomScoreAdj"] = 100
-    cfg["linux"]["resources"]["cpu"] = {"cpus": "0", "quota": 50000, "period": 100000}
+    cfg["linux"]["resources"]["cpu"] = {"cpus": "0", "quota": 50000, "period": 100000, "idle": 0}
     b = _bundle(tmp_path, image, cfg)
     with spawn(b) as c:
         assert c.wait(timeout=20) == 0
     assert "frobnicate: unknown field, ignored" in c.warnings
     assert not any("oomScoreAdj" in w for w in c.warnings)  # applied now
-    assert any(w.startswith("linux.resources.cpu.cpus: not supported") for w in c.warnings)
+    assert any(w.startswith("linux.resources.cpu.idle: not supported") for w in c.warnings)
+    assert not any("cpu.cpus" in w for w in c.warnings)  # applied (cpuset) now
 
 
 def test_config_user_namespace_and_mappings(root, image, tmp_path):
