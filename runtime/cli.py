@@ -175,7 +175,10 @@ def cmd_run(a) -> int:
                 c.kill(sig)
             return c.wait()
         finally:
+            seen = len(c.warnings)
             c.delete()
+            for w in c.warnings[seen:]:  # from poststop hooks
+                log("warning", w)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         for sig, handler in old.items():

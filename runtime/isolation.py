@@ -73,9 +73,9 @@ class Isolation:
 
     @classmethod
     def full(cls) -> Isolation:
-        """What the bundle's config.json asks for, plus an own cgroup, the OCI
-        default capabilities, no_new_privs and the default seccomp profile.
-        The namespace fields shown here are those of the default (runc spec)
+        """Exactly what the bundle's config.json asks for (namespaces, mounts,
+        capabilities, noNewPrivileges, seccomp profile or none), plus an own
+        cgroup.  The namespace fields shown here are those of the runc spec
         bundle; spawn() takes the real list from the bundle."""
         return cls(pidns=True, mountns=True, utsns=True, ipcns=True, netns=True, pivot_root=True,
                    cgroup=True, caps=True, no_new_privs=True, seccomp=True, network="loopback",
