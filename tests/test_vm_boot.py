@@ -151,3 +151,14 @@ def test_raw_qemu_runs_what_libvirt_runs(image, accel):
         assert raw.get(flag) == lv.get(flag), flag
     assert [d.split(",")[0] for d in raw["-device"]] == \
         [json.loads(d)["driver"] for d in lv["-device"]]
+
+
+def test_interleaved_boots_give_medians_and_the_libvirt_ratio(image, accel):
+    from bench.backends.vm import paired
+    res = paired(["qemu", "libvirt"], rounds=1, timeout=90)
+    assert res["rounds"] == 1 and set(res["median_s"]) == {"qemu", "libvirt"}
+    for n in ("qemu", "libvirt"):
+        m = res["median_s"][n]
+        assert 0 < m["ready"] < m["lifecycle"]
+    r = res["libvirt_over_qemu"]
+    assert r["ready"] == res["median_s"]["libvirt"]["ready"] / res["median_s"]["qemu"]["ready"]

@@ -132,3 +132,34 @@ def check_one_accel(avail: dict[str, dict]) -> None:
         detail = "; ".join(f"{n}={a['accel']} ({a['why'][:120]})" for n, a in got.items())
         raise CvbError("--backends", f"the VM backends got different accelerators: {detail}",
                        "run the kvm and the tcg backends in separate runs (--backends)", status=2)
+
+
+# Rounds of interleaved boots per mode (each round boots every VM backend once).
+PAIRED_ROUNDS = {"fast": 4, "default": 8, "rigorous": 16}
+
+
+def paired(names: list[str], rounds: int, timeout: float = 60.0) -> dict:
+    """Interleaved boots of several VM backends: each round boots every one of
+    them once, in a fresh random order, so load drift on a shared host spreads
+    over all of them instead of biasing whichever was timed last.  Same
+    ``run()`` and timing points as the pyperf workers.  Gives the medians and,
+    when both are there, libvirt over raw QEMU on the same machine type."""
+    import random
+    import statistics
+
+    from . import get
+    vals = {n: {"ready": [], "lifecycle": []} for n in names}
+    for _ in range(rounds):
+        order = list(names)
+        random.shuffle(order)
+        for n in order:
+            t = get(n).run(["ready"], timeout=timeout)
+            if t.rc != 0 or t.ready_s is None or t.gone_s is None:
+                raise InstanceFailed(n, f"interleaved boot ended with rc={t.rc}", t.console)
+            vals[n]["ready"].append(t.ready_s)
+            vals[n]["lifecycle"].append(t.gone_s)
+    med = {n: {k: statistics.median(v) for k, v in d.items()} for n, d in vals.items()}
+    out = {"rounds": rounds, "order": "random per round", "values_s": vals, "median_s": med}
+    if "libvirt" in med and "qemu" in med:
+        out["libvirt_over_qemu"] = {k: med["libvirt"][k] / med["qemu"][k] for k in ("ready", "lifecycle")}
+    return out
