@@ -1,9 +1,9 @@
 """Independent tools check the harness's own numbers, in the same run.
 
 Startup: ``hyperfine -N`` (no shell) times the very command each backend runs
-(host: the probe; crun, runc, runsc: ``<rt> run`` on the same bundle) just
-before and just after the harness's own measurement, so both see the same
-machine.  hyperfine's wall time of that process is the harness's lifecycle
+(host: the probe; crun, runc, runsc: ``<rt> run`` on the same config.json, a
+fresh container id and bundle folder per run as the harness has) just before
+and just after the harness's own measurement, so both see the same machine.  hyperfine's wall time of that process is the harness's lifecycle
 (spawn to gone), so the ratio harness / hyperfine should be 1.
 
 Syscall: ``perf bench syscall basic`` against the probe's getppid (see
@@ -25,38 +25,50 @@ from pathlib import Path
 
 TOLERANCE = 0.10
 HYPERFINE_BACKENDS = ("host", "crun", "runc", "runsc")
-# hyperfine's own schedule: at least MIN_RUNS, then as many as fit in its 3 s
-# default budget, at most MAX_RUNS.
-WARMUP, MIN_RUNS, MAX_RUNS = 3, 20, 100
+# Runs per window, sized for about 3 s each here; the first WARMUP are not counted.
+RUNS = {"host": 100, "crun": 60, "runc": 40, "runsc": 20}
+WARMUP = 3
 
 
 def hyperfine(backend, args: list[str], timeout: float = 300.0, quick: bool = False) -> dict:
     """One ``hyperfine -N`` window on ``backend``'s own command; median seconds.
-    ``quick`` (the test knob) runs the same path with a handful of runs."""
+
+    A container runtime gets a fresh container id, bundle and cgroup for each
+    run, as the harness's spawns do: hyperfine's ``-L id`` runs the command
+    once per prepared id.  ``quick`` (the test knob) runs the same path with a
+    handful of runs."""
     exe = shutil.which("hyperfine")
     if not exe:
         return {"error": "hyperfine not installed (apt-get install hyperfine; make setup does)"}
-    argv, wrapper, kw, cleanup = backend.command_for(args)
+    runs = 5 if quick else RUNS.get(backend.name, 20)
+    cmd = backend.command_for(args, runs + WARMUP)
     try:
         with tempfile.TemporaryDirectory(prefix="cvbench-hyperfine-") as tmp:
             out = Path(tmp, "hf.json")
-            warm, lo, hi = (1, 3, 5) if quick else (WARMUP, MIN_RUNS, MAX_RUNS)
-            cmd = [*wrapper, exe, "-N", "--output", "pipe", "--style", "none", "--warmup", str(warm),
-                   "--min-runs", str(lo), "--max-runs", str(hi),
-                   "--export-json", str(out), shlex.join(argv)]
-            r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+            base = [*cmd.wrapper, exe, "-N", "--output", "pipe", "--style", "none", "--export-json", str(out)]
+            if cmd.ids:   # one run per id, in order; the first WARMUP are the warmup
+                base += ["--runs", "1", "-L", "id", ",".join(cmd.ids)]
+            else:
+                base += ["--warmup", str(WARMUP), "--runs", str(runs)]
+            r = subprocess.run([*base, shlex.join(cmd.argv)], capture_output=True, text=True,
+                               timeout=timeout, **cmd.kw)
             if r.returncode != 0 or not out.exists():
                 tail = (r.stderr or r.stdout).strip()[-300:]
                 return {"error": f"hyperfine exited with {r.returncode}: {tail}"}
-            res = json.loads(out.read_text())["results"][0]
+            results = json.loads(out.read_text())["results"]
     except subprocess.TimeoutExpired:
         return {"error": f"hyperfine did not finish within {timeout:.0f} s"}
     finally:
-        if cleanup is not None:
-            cleanup()
-    times = res.get("times") or []
-    return {"median_s": float(res["median"]), "runs": len(times),
-            "command": "hyperfine -N " + shlex.join(argv)}
+        if cmd.cleanup is not None:
+            cmd.cleanup()
+    times = [t for res in results for t in res.get("times") or []]
+    if cmd.ids:
+        times = times[WARMUP:]
+    if not times:
+        return {"error": "hyperfine recorded no times"}
+    return {"median_s": statistics.median(times), "runs": len(times),
+            "command": "hyperfine -N " + ("-L id <one fresh id per run> " if cmd.ids else "")
+            + shlex.join(cmd.argv)}
 
 
 def judge(check: str, backend: str, metric: str, unit: str, harness: float | None,

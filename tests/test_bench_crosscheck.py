@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench import backends, crosscheck, inside
+from bench.backends import oci
 from bench.backends.host import Host
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,6 +34,8 @@ def test_hyperfine_times_the_backends_own_command(root, image, name):
     assert "error" not in w, w
     assert 0 < w["median_s"] < 5 and 3 <= w["runs"] <= 5
     assert "nsenter" not in w["command"]          # crun runs plainly, inside the masked namespace
+    assert ("-L id" in w["command"]) == (name != "host")   # a runtime gets a fresh id per run
+    assert not [p for p in (oci.state_root("x").parent / "bundles").glob(f"cvbench-b{os.getpid()}-*")]
     rec = crosscheck.startup_record(name, w, w, w["median_s"] * 1.05)
     assert rec["within"] is True and abs(rec["ratio"] - 1.05) < 1e-9
     assert crosscheck.outside([rec]) == []

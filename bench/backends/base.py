@@ -24,6 +24,19 @@ from .. import stream
 
 
 @dataclass
+class CrossCommand:
+    """What an independent timer runs: ``argv`` (``{id}`` in it is replaced by
+    each of ``ids`` in turn, one run each; no ids: the same argv every run),
+    under ``wrapper`` (crun's masked namespace), with Popen ``kw``;
+    ``cleanup()`` removes what the runs leave."""
+    argv: list[str]
+    wrapper: list[str] = field(default_factory=list)
+    kw: dict = field(default_factory=dict)
+    ids: list[str] = field(default_factory=list)
+    cleanup: object = None
+
+
+@dataclass
 class Timings:
     """One instance's life, in seconds from just before the spawn call."""
     ready_s: float | None
@@ -91,11 +104,10 @@ class Backend:
     def metadata(self) -> dict:
         return {}
 
-    def command_for(self, args: list[str]):
-        """(argv, wrapper, popen kwargs, cleanup) of the one process an
-        independent timer (hyperfine -N) can run for this backend: ``argv`` is
-        what is timed, ``wrapper`` what the timer itself runs under (crun's
-        masked namespace), ``cleanup()`` removes what the runs leave."""
+    def command_for(self, args: list[str], runs: int) -> CrossCommand:
+        """The one process an independent timer (hyperfine -N) can run
+        ``runs`` times for this backend, set up as the harness's own spawns
+        are (a container runtime gets a fresh id, bundle and cgroup each run)."""
         raise NotImplementedError(f"{self.name}: no single command to cross-check")
 
     def prepare_worker(self) -> None:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from common.paths import state_dir
 
-from .oci import BENCH_STATE, OCIBackend, state_root
+from .oci import BENCH_STATE, OCIBackend
 
 UNIFIED_CONTROLLERS = "/sys/fs/cgroup/unified/cgroup.controllers"
 CLONE_NEWNS = 0x00020000
@@ -129,14 +129,10 @@ class Crun(OCIBackend):
         self._nsenter()
         return {"pass_fds": (self._ns_fd,)}
 
-    def command_for(self, args: list[str]):
-        """Plain ``crun run``; the timer itself runs in the masked namespace
-        (one nsenter for the whole hyperfine, none per spawn)."""
-        cid, bundle, cgpath = self._prepare(args)
-        wrapper = self._nsenter()
-        argv = [self.path, "--root", str(state_root(self.binary)), *self.global_flags,
-                "run", "--bundle", str(bundle), cid]
-        return argv, wrapper, self.popen_kw(), lambda: self.cleanup(cid, bundle, cgpath)
+    def _timer_wrapper(self) -> list[str]:
+        """The timer itself runs in the masked namespace: one nsenter for the
+        whole hyperfine, none per spawn."""
+        return self._nsenter()
 
     def available(self) -> tuple[bool, str]:
         ok, why = super().available()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import platform
 
-from .base import Backend, Instance, PopenInstance, Timings, long_lived, timed_popen
+from .base import Backend, CrossCommand, Instance, PopenInstance, Timings, long_lived, timed_popen
 
 
 class Host(Backend):
@@ -30,8 +30,8 @@ class Host(Backend):
         # The owner pid lets a sweep kill probes orphaned by a killed harness.
         return {"PATH": "/bin:/usr/bin", "CVBENCH_OWNER": str(os.getpid())}
 
-    def command_for(self, args: list[str]):
-        return self._cmd(args), [], {"cwd": self.img.rootfs, "env": self._env()}, None
+    def command_for(self, args: list[str], runs: int) -> CrossCommand:
+        return CrossCommand(self._cmd(args), kw={"cwd": self.img.rootfs, "env": self._env()})
 
     def run(self, args: list[str], timeout: float = 60.0) -> Timings:
         return timed_popen(self.name, self._cmd(args), timeout, cwd=self.img.rootfs, env=self._env())
