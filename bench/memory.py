@@ -54,17 +54,10 @@ def cgroup_procs(dirs: list[str]) -> list[int]:
 
 
 def cgroup_charged(dirs: list[str]) -> int | None:
-    """Memory charged to the instance's memory cgroup (v1 usage_in_bytes or v2
-    memory.current); None when it has no memory cgroup we can read."""
-    for d in dirs:
-        for name in ("memory.usage_in_bytes", "memory.current"):
-            p = Path(d, name)
-            if p.exists():
-                try:
-                    return int(p.read_text())
-                except (OSError, ValueError):
-                    return None
-    return None
+    """Memory charged to the instance's memory cgroup (charged_bytes of its
+    outermost memory folder); None when it has no memory cgroup we can read."""
+    mdirs = memory_dirs(dirs)
+    return charged_bytes(min(mdirs, key=len))[0] if mdirs else None
 
 
 def memory_dirs(dirs: list[str]) -> list[str]:

@@ -80,22 +80,28 @@ def measure(inst, sharers: int = 1) -> dict:
     return rec
 
 
-def smaps_crosscheck(b: str, inst, harness_pss: int) -> dict:
-    """Re-read the instance's PSS with bench/smaps_check.py in its own process."""
-    pids = [str(p) for p in inst.host_pids()]
+def smaps_crosscheck(b: str, inst) -> dict:
+    """Re-read the instance's PSS with bench/smaps_check.py in its own process.
+    The harness reads the same processes just before and just after it, and the
+    mean of those two is compared: a runtime's own memory moves while it settles."""
+    pids = inst.host_pids()
     script = os.path.join(os.path.dirname(memory.__file__), "smaps_check.py")
     rec = {"check": "smaps_rollup (separate process)", "backend": b, "metric": "pss_total",
-           "unit": "bytes", "harness": harness_pss, "tool": None, "tolerance": SMAPS_TOLERANCE,
+           "unit": "bytes", "harness": None, "tool": None, "tolerance": SMAPS_TOLERANCE,
            "ratio": None, "within": None}
     try:
-        r = subprocess.run([sys.executable, script, *pids], capture_output=True, text=True, timeout=30)
+        before = sum(memory.pss(p) for p in pids)
+        r = subprocess.run([sys.executable, script, *map(str, pids)], capture_output=True, text=True,
+                           timeout=30)
+        after = sum(memory.pss(p) for p in pids)
         out = json.loads(r.stdout)
-        rec.update(tool=out["pss"], missing=out["missing"])
+        rec.update(harness=(before + after) / 2, tool=out["pss"], missing=out["missing"],
+                   harness_before=before, harness_after=after)
     except (OSError, ValueError, KeyError, subprocess.TimeoutExpired) as e:
         rec["error"] = f"{type(e).__name__}: {e}"
         return rec
-    if harness_pss and rec["tool"]:
-        rec["ratio"] = harness_pss / rec["tool"]
+    if rec["harness"] and rec["tool"]:
+        rec["ratio"] = rec["harness"] / rec["tool"]
         rec["within"] = abs(rec["ratio"] - 1) <= SMAPS_TOLERANCE
     return rec
 
@@ -120,7 +126,7 @@ def single(ctx: Context, b: str, samples: int) -> list:
             with backend.start(args, timeout=ctx.timeout) as inst:
                 recs.append(measure(inst))
                 if variant == "idle" and i == 0:
-                    chk = smaps_crosscheck(b, inst, recs[-1]["pss_total"])
+                    chk = smaps_crosscheck(b, inst)
                     ctx.meta.setdefault("crosschecks", []).append(chk)
                     ctx.meta.setdefault("crosscheck", {}).setdefault("smaps", {})[b] = chk
         ctx.meta.setdefault("memory_records", {}).setdefault(b, {})[variant] = recs

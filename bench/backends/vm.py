@@ -43,10 +43,8 @@ class VMInstance(Instance):
         guest-RAM figures (QEMU's mapping, libvirt's memoryStats)."""
         from .. import memory
         m = self.vm.memory()
-        dirs = memory.memory_dirs(self.cgroup_dirs())
         return {"pss_total": m["pss_total"], "workload": m["guest_ram"],
-                "overhead": m["vmm_overhead"],
-                "cgroup_charged": memory.charged_bytes(dirs[0])[0] if dirs else None,
+                "overhead": m["vmm_overhead"], "cgroup_charged": memory.cgroup_charged(self.cgroup_dirs()),
                 "vm": {k: v for k, v in m.items() if k not in ("pss_total",)}}
 
     def stop(self) -> None:
