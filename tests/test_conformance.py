@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -478,3 +479,20 @@ def test_cgroups_path_devices_and_oom_score(runners, image, tmp_path, cgpath):
     assert res["cvbench"] == res["runc"], res
     assert res["cvbench"][1].startswith("123\ncrw-r----- a:e5 0:0\n"), res
     assert where == {"runc": True, "cvbench": True}, where
+
+
+def test_preserve_fds_keeps_only_what_is_asked(runners, image, tmp_path):
+    """--preserve-fds 1 (LISTEN_FDS style): fd 3 of the caller reaches the
+    container, fd 4 does not; same as runc."""
+    b = make_bundle(tmp_path, image.rootfs, ["sh", "-c", "cat <&3; ls /proc/self/fd | tr '\\n' ' '"])
+    (tmp_path / "three").write_text("fd three\n")
+    out = {}
+    for name in ("runc", "cvbench"):
+        r = runners[name]
+        cmd = " ".join(shlex.quote(x) for x in r.cmd("run", "--preserve-fds", "1", "-b", str(b),
+                                                      f"cvbench-pfd-{os.getpid()}-{name}"))
+        p = subprocess.run(["sh", "-c", f"exec 3<{tmp_path}/three 4<{tmp_path}/three; exec {cmd}"],
+                           cwd=REPO, capture_output=True, text=True, timeout=30,
+                           pass_fds=r.pass_fds)
+        out[name] = (p.returncode, p.stdout)
+    assert out["cvbench"] == out["runc"] == (0, "fd three\n0 1 2 3 4 "), out

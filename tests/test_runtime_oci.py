@@ -249,3 +249,25 @@ def test_non_root_user_with_seccomp_and_without_no_new_privs(root, image, tmp_pa
     with spawn(tmp_path, iso=Isolation.full().replace(no_new_privs=False)) as c:
         out = c.stdout.read().decode().split()
     assert out == ["1000", "NoNewPrivs:", "0", "Seccomp:", "2"], out
+
+
+def test_unsupported_security_fields_fail_closed(root, image, tmp_path):
+    """apparmorProfile / selinuxLabel this host cannot apply: an error naming
+    the field before anything exists; ignore_unsupported=True runs it and
+    lists the warning on Container.warnings (the harness records those)."""
+    from runtime import cgroups, lsm, state
+    if lsm.apparmor()[0] or lsm.selinux()[0]:
+        pytest.skip("an LSM is enabled here")
+    cfg = default_spec(["/bin/true"], root=image.rootfs)
+    cfg["process"]["apparmorProfile"] = "cvbench-test"
+    cfg["process"]["selinuxLabel"] = "system_u:system_r:container_t:s0"
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    name = f"cvbench-failclosed-{os.getpid()}"
+    with pytest.raises(CvbError, match="process.apparmorProfile"):
+        spawn(tmp_path, name=name)
+    assert state.read(name) is None
+    assert not any(os.path.exists(d) for d in cgroups.backend().leaf_dirs(name))
+    with spawn(tmp_path, name=name, ignore_unsupported=True) as c:
+        assert c.wait(timeout=20) == 0
+    assert any(w.startswith("process.apparmorProfile:") for w in c.warnings)
+    assert any(w.startswith("process.selinuxLabel:") for w in c.warnings)
