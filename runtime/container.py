@@ -339,7 +339,9 @@ def _parent_sync(c: Container, p: Plan, status_r: int, go_w: int) -> None:
                     raise CvbError("linux.uidMappings/gidMappings", f"the kernel refused them ({e.strerror})",
                                    "give mappings of host ids that exist and do not overlap") from None
             if p.hooks.get("prestart") or p.hooks.get("createRuntime"):
-                hooks.run(p.cfg, ("prestart", "createRuntime"), c.id, "creating", c.pid)
+                # prestart's state says "created", as crun's (runtime-tools checks it)
+                hooks.run(p.cfg, ("prestart",), c.id, "created", c.pid)
+                hooks.run(p.cfg, ("createRuntime",), c.id, "creating", c.pid)
             if p.iso.netns and p.iso.network == "veth":
                 from . import network
                 c._net = network.Veth.new(c.id)
