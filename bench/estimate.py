@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 # seconds per instance, spawn to gone, on a small TCG-only machine
-PER_INSTANCE = {"host": 0.003, "builtin": 0.03, "builtin-cli": 0.4, "crun": 0.03, "runc": 0.05,
-                "runsc": 0.5, "qemu": 2.5, "libvirt": 5.0}
+PER_INSTANCE = {"host": 0.001, "builtin": 0.035, "builtin-cli": 0.11, "crun": 0.025, "runc": 0.045,
+                "runsc": 0.15, "qemu": 2.5, "libvirt": 5.0}
 PYTHON_START = 0.4
 
 

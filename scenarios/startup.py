@@ -44,7 +44,7 @@ def plan(ctx: Context) -> list[Task]:
                             None)
                 checks.append(crosscheck.startup_record(b, before, after, life))
             return benches
-        est = estimate.pyperf_task(b, p) + (8.0 if check else 0.0)
+        est = estimate.pyperf_task(b, p) + (2 * 3.5 if check else 0.0)   # two hyperfine checks of ~3 s
         tasks.append(Task(f"{b}: ready+lifecycle", b, est, run))
     vms = [b for b in ctx.backends if ctx.is_vm(b)]
     if len(vms) > 1 and not ctx.quick:
