@@ -9,7 +9,7 @@ instance, split into the workload (the probe process; for a VM the guest RAM,
 THP-rounded, guest kernel included) and the runtime/VMM part (monitors, shims,
 gVisor's sandbox and gofer, QEMU's own memory and TCG's translation cache).
 Zeros are recorded (tidy.csv rows and meta.json), not dropped.  A separate
-process (bench/smaps_check.py) re-reads the PSS of one instance per backend;
+process (bench/smaps_check.sh) re-reads the PSS of one instance per backend;
 the ratio goes into meta.json.  ``ru_maxrss`` is never used: for a VM it
 measures QEMU's peak, not what the guest costs.
 
@@ -24,7 +24,6 @@ import contextlib
 import json
 import os
 import subprocess
-import sys
 
 from bench import estimate, memory, timing
 from bench.harness import Context, Task, progress
@@ -80,26 +79,34 @@ def measure(inst, sharers: int = 1) -> dict:
     return rec
 
 
-def smaps_crosscheck(b: str, inst) -> dict:
-    """Re-read the instance's PSS with bench/smaps_check.py in its own process.
-    The harness reads the same processes just before and just after it, and the
-    mean of those two is compared: a runtime's own memory moves while it settles."""
+def smaps_crosscheck(b: str, inst, attempts: int = 5) -> dict:
+    """Re-read the instance's PSS with bench/smaps_check.sh in its own process.
+
+    The harness reads the same processes just before and just after it.  PSS
+    moves with the outside world (a runc binary's pages are shared with every
+    other runc running on the host at that moment), so the comparison uses a
+    window in which the harness's two readings agree (within 0.5%); up to
+    ``attempts`` tries, and the record says how many it took."""
     pids = inst.host_pids()
-    script = os.path.join(os.path.dirname(memory.__file__), "smaps_check.py")
+    script = os.path.join(os.path.dirname(memory.__file__), "smaps_check.sh")
     rec = {"check": "smaps_rollup (separate process)", "backend": b, "metric": "pss_total",
            "unit": "bytes", "harness": None, "tool": None, "tolerance": SMAPS_TOLERANCE,
            "ratio": None, "within": None}
-    try:
-        before = sum(memory.pss(p) for p in pids)
-        r = subprocess.run([sys.executable, script, *map(str, pids)], capture_output=True, text=True,
-                           timeout=30)
-        after = sum(memory.pss(p) for p in pids)
-        out = json.loads(r.stdout)
+    for attempt in range(1, attempts + 1):
+        try:
+            before = sum(memory.pss(p) for p in pids)
+            r = subprocess.run(["sh", script, *map(str, pids)], capture_output=True, text=True, timeout=30)
+            after = sum(memory.pss(p) for p in pids)
+            out = json.loads(r.stdout)
+        except (OSError, ValueError, KeyError, subprocess.TimeoutExpired) as e:
+            rec["error"] = f"{type(e).__name__}: {e}"
+            return rec
         rec.update(harness=(before + after) / 2, tool=out["pss"], missing=out["missing"],
-                   harness_before=before, harness_after=after)
-    except (OSError, ValueError, KeyError, subprocess.TimeoutExpired) as e:
-        rec["error"] = f"{type(e).__name__}: {e}"
-        return rec
+                   harness_before=before, harness_after=after, attempts=attempt)
+        if abs(before - after) <= 0.005 * max(before, 1):
+            break
+    else:
+        rec["note"] = "the harness's readings moved around every attempt (PSS shared with other processes)"
     if rec["harness"] and rec["tool"]:
         rec["ratio"] = rec["harness"] / rec["tool"]
         rec["within"] = abs(rec["ratio"] - 1) <= SMAPS_TOLERANCE
