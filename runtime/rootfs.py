@@ -218,15 +218,21 @@ def _mount_cgroup(r: InRoot, dest: str, flags: int, cgroup_binds) -> None:
         r.ensure(d)
         r.mount(d, host_dir, None, sc.MS_BIND)
         r.remount(d, sc.MS_RDONLY | _CG_FLAGS | (flags & (sc.MS_RELATIME | sc.MS_NOATIME)))
-        for ctrl in name.split(","):
-            if ctrl != name:
-                fd = r.open(dest)
-                try:
-                    os.symlink(name, ctrl, dir_fd=fd)
-                except FileExistsError:
-                    pass
-                finally:
-                    os.close(fd)
+        fd = r.open(dest)
+        try:
+            for ctrl in name.split(","):
+                if ctrl != name:
+                    _symlink(name, ctrl, fd)
+        finally:
+            os.close(fd)
+
+
+def _symlink(target: str, name: str, dirfd: int) -> None:
+    """name -> target in dirfd, unless something is there already."""
+    try:
+        os.symlink(target, name, dir_fd=dirfd)
+    except FileExistsError:
+        pass
 
 
 def _make_dev(r: InRoot, in_userns: bool, devices=()) -> None:
@@ -250,10 +256,7 @@ def _make_dev(r: InRoot, in_userns: bool, devices=()) -> None:
             finally:
                 os.close(pfd)
         for name, target in LINKS:
-            try:
-                os.symlink(target, name, dir_fd=fd)
-            except FileExistsError:
-                pass
+            _symlink(target, name, fd)
     finally:
         os.close(fd)
         os.umask(old)
