@@ -140,6 +140,9 @@ def _chart(table: pd.DataFrame, metric: str, by: str, st: str, folder: Path, met
         if by == "git":
             ax.set_xticks(range(len(ticks)), ticks, fontsize="small")
         else:
+            if len(runs) == 1:          # one date: matplotlib would span years around it
+                d = runs["date"].iloc[0]
+                ax.set_xlim(d - pd.Timedelta(hours=1), d + pd.Timedelta(hours=1))
             fig.autofmt_xdate()
         if style.log_if_wide(table["median"]):
             ax.set_yscale("log")
@@ -155,7 +158,8 @@ def _chart(table: pd.DataFrame, metric: str, by: str, st: str, folder: Path, met
             ax.set_title(f"mixed host classes: {', '.join(hosts)}", fontsize="small", color=style.UP)
         elif hidden:
             ax.set_title(f"{hidden} more series (ladder rungs): pick one with --variant", fontsize="small")
-        style.titled(fig, f"{scenario}.{metric} across {table['run_id'].nunique()} runs", meta, st)
+        n_runs = table['run_id'].nunique()
+        style.titled(fig, f"{scenario}.{metric} across {n_runs} run{'s' if n_runs != 1 else ''}", meta, st)
         return style.save(fig, folder, f"history_{scenario}_{metric}")
 
 
