@@ -271,3 +271,34 @@ def test_unsupported_security_fields_fail_closed(root, image, tmp_path):
         assert c.wait(timeout=20) == 0
     assert any(w.startswith("process.apparmorProfile:") for w in c.warnings)
     assert any(w.startswith("process.selinuxLabel:") for w in c.warnings)
+
+
+def test_refused_id_mapping_fails_create(root, image, tmp_path):
+    """Overlapping uid ranges: the kernel refuses the map, so `create` fails
+    (exit 2, naming the field) and leaves no state, never a dead container
+    reported as created."""
+    import subprocess
+    import sys
+
+    from common.paths import ROOT
+    cfg = default_spec(["/bin/true"], root=image.rootfs)
+    cfg["linux"]["namespaces"].append({"type": "user"})
+    cfg["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 200000, "size": 100},
+                                   {"containerID": 50, "hostID": 300000, "size": 100}]
+    cfg["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 200000, "size": 100}]
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    st = tmp_path / "state"
+    cid = f"cvbench-badmap-{os.getpid()}"
+    r = subprocess.run([sys.executable, "-m", "runtime", "--root", str(st), "create", "-b", str(tmp_path), cid],
+                       cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "uidMappings" in r.stderr, r.stderr
+    assert not st.exists() or not any(st.iterdir())
+
+
+def test_pids_limit_minus_one_is_unlimited(root, image, tmp_path):
+    cfg = default_spec(["/bin/sh", "-c", "sleep 5"], root=image.rootfs)
+    cfg["linux"]["resources"]["pids"] = {"limit": -1}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with spawn(tmp_path) as c:
+        pids = [d for d in c.cgroup_dirs() if "/pids/" in d or d.startswith("/sys/fs/cgroup/cvbench")]
+        assert open(f"{pids[0]}/pids.max").read().strip() == "max"
