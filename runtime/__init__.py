@@ -10,8 +10,8 @@ Where each mechanism lives (crun's src/libcrun layout, in Python):
     rootfs.py        bundle mounts resolved inside the root (openat2), minimal /dev and
                      linux.devices, /proc, pivot_root (chroot fallback), masked and
                      read-only paths, read-only root, recursive options (mount_setattr)
-    cgroups.py       v1 and v2 behind one interface: memory, cpu quota/period/weight, pids,
-                     the v1 device allow-list
+    cgroups.py       v1 and v2 behind one interface: memory, cpu quota/period/weight, cpuset,
+                     pids, device rules (v1 allow-list; v2 eBPF program: devices_bpf.py)
     capabilities.py  bounding/effective/permitted/inheritable/ambient sets, no_new_privs
     seccomp.py       OCI profiles (and the ladder rung's default), compiled per spawn by libseccomp
     hooks.py         the six OCI hook kinds, state JSON on stdin, runc's failure semantics

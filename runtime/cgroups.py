@@ -364,6 +364,14 @@ class V2(Backend):
     def apply(self, dirs, lim: Limits) -> None:
         for name, value in self.files(lim).items():
             _write(f"{dirs[0]}/{name}", value)
+        if lim.devices is not None:
+            from . import devices_bpf
+            try:
+                devices_bpf.attach(dirs[0], lim.devices)
+            except OSError as e:  # fail closed: the container must not start without them
+                raise EnvError("linux.resources.devices", f"the cgroup v2 device program could not be "
+                               f"loaded or attached ({e.strerror})",
+                               "run as root on a kernel with CONFIG_CGROUP_BPF") from None
 
     def binds(self, dirs):
         return [("", dirs[0])]

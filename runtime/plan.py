@@ -190,11 +190,6 @@ def plan(bundle, args, iso: Isolation, cid: str, detached: bool = False, *,
             devices=device_rules(cfg.devices) if iso.follow_bundle and cfg.devices
             else None,
             path=cfg.cgroups_path if iso.follow_bundle else None)
-        if p.limits.devices is not None and cgroups.backend().version == "v2":
-            p.limits.devices = None  # v2 filters devices with eBPF, which cvbench does not load
-            cfg.unsupported.append(("linux.resources.devices",
-                                    "cgroup v2 filters devices with an eBPF program, which cvbench "
-                                    "does not load"))
     unsupported_check(cfg, ignore_unsupported)
     if iso.userns:
         p.uid_map = cfg.uid_mappings or [(0, iso.host_id, 65536)]

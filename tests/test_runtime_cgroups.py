@@ -151,8 +151,6 @@ def test_v2_enforcement(root, image):
 def test_device_allow_list_from_the_bundle(root, image):
     """The bundle denies all devices but the OCI defaults: a node made for
     /dev/mem (c 1:1) cannot be opened, /dev/null can (v1 devices controller)."""
-    if cgroups.backend().version == "v2":
-        pytest.skip("cgroup v2 filters devices with eBPF, which cvbench does not load")
     script = "mknod /dev/cvbmem c 1 1 && head -c1 /dev/cvbmem; echo rc=$?; echo hi > /dev/null && echo null-ok"
     with spawn(image.bundle, ["/bin/sh", "-c", "exec 2>&1; " + script], Isolation.full().without("caps")) as c:
         out = c.stdout.read().decode()
@@ -173,3 +171,19 @@ def test_container_through_the_v2_backend(root, image, monkeypatch):
         assert f"0::/cvbench/{c.id}\n" in open(f"/proc/{c.pid}/cgroup").read()
         assert c.host_pids() == [c.pid]
     assert not os.path.exists(os.path.join(v2.mount, "cvbench", c.id))
+
+
+def test_device_rules_through_the_v2_backend(root, image, monkeypatch):
+    """On cgroup v2 the bundle's device rules become an eBPF program attached
+    to the container's cgroup: /dev/null opens, a node for /dev/mem (c 1:1)
+    does not.  Run on the host's real cgroup2 mount (no v1 devices controller
+    is involved: the container is only in the v2 cgroup)."""
+    v2 = cgroups.V2(_cgroup2_mount())
+    monkeypatch.setattr(cgroups, "_backend", v2)
+    script = ("mknod /dev/cvbmem c 1 1 && echo made && head -c1 /dev/cvbmem; echo rc=$?; "
+              "echo hi > /dev/null && echo null-ok")
+    with spawn(image.bundle, ["/bin/sh", "-c", "exec 2>&1; " + script], Isolation.full().without("caps")) as c:
+        out = c.stdout.read().decode()
+        assert c.cgroup_dirs() == [os.path.join(v2.mount, "cvbench", c.id)]
+    assert out.startswith("made\n") and "/dev/cvbmem: Operation not permitted" in out, out
+    assert "rc=1" in out and "null-ok" in out, out
