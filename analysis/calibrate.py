@@ -58,8 +58,19 @@ def read(path: str | os.PathLike) -> dict[tuple, stats.Drift]:
 
 
 def load_for(hc: str, folder: Path | None = None) -> tuple[dict | None, str]:
+    """(drift per metric, where from — with the modes it was measured in), or (None, "")."""
     p = path_for(hc, folder)
-    return (read(p), str(p)) if p.is_file() else (None, "")
+    if not p.is_file():
+        return None, ""
+    return read(p), f"{p} (measured in {', '.join(modes_for(hc, folder)) or 'unknown'} mode)"
+
+
+def modes_for(hc: str, folder: Path | None = None) -> list[str]:
+    """The modes of the runs a saved calibration was measured on (drift differs by mode)."""
+    try:
+        return list(json.loads(path_for(hc, folder).read_text()).get("modes") or [])
+    except (OSError, ValueError, AttributeError):
+        return []
 
 
 def expand(paths: list[str | os.PathLike]) -> list[Path]:

@@ -134,6 +134,9 @@ def compare_runs(base: Run, new: Run, *, alpha: float = stats.ALPHA, threshold: 
     notes = check_comparable(base, new, force)
     if drift == "auto":
         drift, where = calibrate.load_for(host_class(new.env))
+        mode = str(new.meta.get("mode", ""))
+        if drift and mode not in calibrate.modes_for(host_class(new.env)):
+            where += f"; this run is in {mode} mode, whose drift may differ"
         notes.append(f"run-to-run drift from {where}" if drift else
                      "uncalibrated: this host class's run-to-run drift is unknown, so a verdict rests on the "
                      "within-run test alone; run 'python -m analysis calibrate' on A/A runs of this machine")
