@@ -110,6 +110,9 @@ def caveats(run: Run, noisy: list[str]) -> list[str]:
         if isinstance(info, dict) and info.get("failed"):
             out.append(f"**backend {name} failed during the run** and is missing from the charts: "
                        f"{str(info['failed'])[:300]}")
+        if isinstance(info, dict) and "error" in (info.get("observed") or {}):
+            out.append(f"the isolation backend {name} got could not be observed from inside: "
+                       f"{str(info['observed']['error'])[:200]}")
     b = meta.get("bundle") or {}
     if b.get("short"):
         out.append(f"container backends read one config.json ({b.get('path', '?')}): {b['short']}; "

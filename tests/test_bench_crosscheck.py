@@ -107,3 +107,23 @@ def test_the_report_puts_failed_cross_checks_first_and_prints_every_ratio():
     assert "crun lifecycle against hyperfine -N" in line and "1.314×" in line
     rows = report.crosscheck_rows(meta)
     assert [r[-1] for r in rows] == ["ok", "OUTSIDE ±10%"] and rows[0][5] == "1.013"
+
+
+def test_the_report_names_unequal_isolation_failed_and_unobserved_backends():
+    from analysis import report
+    same = {"Seccomp": "2", "Seccomp_filters": "1", "CapEff": "0000000020000420", "NoNewPrivs": "1",
+            "own_namespaces": ["cgroup", "ipc", "mnt", "net", "pid", "uts"]}
+    meta = {"backends": {"builtin": {"observed": dict(same)}, "crun": {"observed": dict(same)},
+                         "runc": {"observed": dict(same, Seccomp="0")},
+                         "runsc": {"observed": {"error": "probe self ended with rc=1"}, "failed": "boom"}}}
+    text = report.isolation_mismatch(meta)
+    assert "Seccomp: builtin=2, crun=2, runc=0" in text and "CapEff" not in text
+    assert report.isolation_mismatch({"backends": {"builtin": {"observed": same}, "crun": {"observed": same}}}) == ""
+
+    class FakeRun:
+        env: dict = {}
+    FakeRun.meta = meta
+    cav = report.caveats(FakeRun(), [])
+    assert cav[0] == text
+    assert any("runsc failed during the run" in c for c in cav)
+    assert any("isolation backend runsc got could not be observed" in c for c in cav)
