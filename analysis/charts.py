@@ -110,7 +110,7 @@ def startup_ecdf(run: Run, st: str, out: Path) -> list[Path]:
         for b in backends:
             v = np.sort(df[df.backend == b]["value"].to_numpy())
             ax.step(v, np.arange(1, v.size + 1) / v.size, where="post", color=style.color(b), lw=2.5,
-                    label=f"{style.label(b)} (n={v.size})")
+                    label=wrapped(f"{style.label(b)} (n={v.size})", 34))
         if style.log_if_wide(df["value"]):
             ax.set_xscale("log")
         seconds_axis(ax.xaxis)      # "10 ms", not raw seconds, on either scale
