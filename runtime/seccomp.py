@@ -1,12 +1,12 @@
 """Seccomp: the OCI profile format and a default profile, through libseccomp.
 
-libseccomp (via pyseccomp) compiles a profile to classic BPF in the parent,
+libseccomp (through ctypes) compiles a profile to classic BPF in the parent,
 on every spawn (runc and crun compile theirs on every start too, so a timed
 start pays the same); the child installs the bytes with one seccomp() call
 just before exec.  DEFAULT_PROFILE is only for the isolation ladder's seccomp
 rung on a bundle without a profile: a bundle's own container gets exactly
 the filter its config.json asks for, or none.
-pyseccomp is imported only when seccomp is on, to keep `import runtime` light.
+libseccomp is loaded only when seccomp is on, to keep `import runtime` light.
 """
 from __future__ import annotations
 
@@ -72,59 +72,95 @@ def check_profile(p: dict, bad, warnings: list[str]) -> None:
                 raise bad(f"{rp}.args[{j}]", "needs an integer index, a value and an op SCMP_CMP_*")
 
 
-def _action(ps, name: str, errno_ret: int | None) -> int:
-    return {"SCMP_ACT_KILL": ps.KILL, "SCMP_ACT_KILL_THREAD": ps.KILL,
-            "SCMP_ACT_KILL_PROCESS": ps.KILL_PROCESS, "SCMP_ACT_TRAP": ps.TRAP,
-            "SCMP_ACT_ALLOW": ps.ALLOW, "SCMP_ACT_LOG": ps.LOG,
-            "SCMP_ACT_ERRNO": ps.ERRNO(errno.EPERM if errno_ret is None else errno_ret),
-            "SCMP_ACT_TRACE": ps.TRACE(errno_ret or 0)}[name]
+# libseccomp's action values (seccomp.h); ERRNO and TRACE carry 16 data bits.
+_ACT = {"SCMP_ACT_KILL": 0x00000000, "SCMP_ACT_KILL_THREAD": 0x00000000,
+        "SCMP_ACT_KILL_PROCESS": 0x80000000, "SCMP_ACT_TRAP": 0x00030000,
+        "SCMP_ACT_LOG": 0x7FFC0000, "SCMP_ACT_ALLOW": 0x7FFF0000}
 
 
-class _Fd:
-    def __init__(self, fd: int):
-        self.fd = fd
+def _action(name: str, errno_ret: int | None) -> int:
+    if name == "SCMP_ACT_ERRNO":  # EPERM unless given (runc)
+        return 0x00050000 | ((errno.EPERM if errno_ret is None else errno_ret) & 0xFFFF)
+    if name == "SCMP_ACT_TRACE":
+        return 0x7FF00000 | ((errno_ret or 0) & 0xFFFF)
+    return _ACT[name]
 
-    def fileno(self) -> int:
-        return self.fd
+
+_lib = None
+
+
+def _libseccomp():
+    """libseccomp by its soname through ctypes.  Not pyseccomp: importing it
+    runs ctypes.util.find_library, i.e. `ldconfig -p`, twice (most of a CLI
+    start).  Loaded once per process, like an imported module; every filter
+    is still compiled afresh."""
+    global _lib
+    if _lib is None:
+        import ctypes
+        try:
+            lib = ctypes.CDLL("libseccomp.so.2")
+        except OSError as e:
+            from common.errors import EnvError
+            raise EnvError("seccomp", f"libseccomp unavailable ({e})",
+                           "apt-get install libseccomp2 (make setup does)") from None
+        vp, u32, i32 = ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int
+        for name, res, args in (
+                ("seccomp_init", vp, [u32]), ("seccomp_release", None, [vp]),
+                ("seccomp_arch_native", u32, []), ("seccomp_arch_add", i32, [vp, u32]),
+                ("seccomp_arch_resolve_name", u32, [ctypes.c_char_p]),
+                ("seccomp_syscall_resolve_name", i32, [ctypes.c_char_p]),
+                ("seccomp_rule_add_array", i32, [vp, u32, i32, ctypes.c_uint, vp]),
+                ("seccomp_export_bpf", i32, [vp, i32])):
+            fn = getattr(lib, name)
+            fn.restype, fn.argtypes = res, args
+        _lib = lib
+    return _lib
 
 
 def compile_bpf(profile: dict | None = None, warnings: list[str] | None = None) -> bytes:
-    """The profile as BPF bytes (DEFAULT_PROFILE when None), compiled afresh."""
+    """The profile as BPF bytes (DEFAULT_PROFILE when None), compiled afresh.
+
+    The same libseccomp calls, in the same order, as pyseccomp's SyscallFilter
+    made (tests/test_runtime_seccomp.py checks the bytes are identical)."""
+    import ctypes
     profile = DEFAULT_PROFILE if profile is None else profile
-    try:
-        import pyseccomp as ps
-    except (ImportError, OSError) as e:
+    lib = _libseccomp()
+
+    class ArgCmp(ctypes.Structure):  # struct scmp_arg_cmp
+        _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int),
+                    ("datum_a", ctypes.c_uint64), ("datum_b", ctypes.c_uint64)]
+
+    default = _action(profile["defaultAction"], profile.get("defaultErrnoRet"))
+    f = lib.seccomp_init(default)
+    if not f:
         from common.errors import EnvError
-        raise EnvError("seccomp", f"pyseccomp/libseccomp unavailable ({e})",
-                       "apt-get install libseccomp2 and pip install pyseccomp (make setup does)") from None
-    f = ps.SyscallFilter(_action(ps, profile["defaultAction"], profile.get("defaultErrnoRet")))
-    native = ps.system_arch()
-    for a in profile.get("architectures") or []:
-        arch = getattr(ps.Arch, ARCHES[a])
-        if arch != native:
-            try:
-                f.add_arch(arch)
-            except OSError:
-                pass  # libseccomp refuses an arch this host cannot run; harmless
-    for rule in profile.get("syscalls") or []:
-        act = _action(ps, rule["action"], rule.get("errnoRet"))  # EPERM unless given (runc)
-        if act == _action(ps, profile["defaultAction"], profile.get("defaultErrnoRet")):
-            continue
-        args = [ps.Arg(a["index"], OPS[a["op"]], a.get("value", 0), a.get("valueTwo", 0))
-                for a in rule.get("args") or []]
-        for name in rule["names"]:
-            try:
-                f.add_rule(act, name, *args)
-            except (OSError, ValueError, RuntimeError):
-                if warnings is not None:
-                    warnings.append(f"seccomp: syscall {name!r} unknown to libseccomp here, skipped")
-    fd = os.memfd_create("cvbench-seccomp")
+        raise EnvError("linux.seccomp.defaultAction", "libseccomp refused it", "use a valid SCMP_ACT_*")
+    fd = -1
     try:
-        f.export_bpf(_Fd(fd))
-        os.lseek(fd, 0, os.SEEK_SET)
-        chunks = []
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
+        native = lib.seccomp_arch_native()
+        for a in profile.get("architectures") or []:
+            arch = lib.seccomp_arch_resolve_name(ARCHES[a].lower().encode())
+            if arch and arch != native:
+                lib.seccomp_arch_add(f, arch)  # refused for an arch this host cannot run: harmless
+        for rule in profile.get("syscalls") or []:
+            act = _action(rule["action"], rule.get("errnoRet"))
+            if act == default:
+                continue
+            args = rule.get("args") or []
+            if len(args) > 6:
+                raise ValueError("linux.seccomp: more than 6 args in one rule")
+            arr = (ArgCmp * len(args))(*[ArgCmp(a["index"], OPS[a["op"]], a.get("value", 0),
+                                                a.get("valueTwo", 0)) for a in args])
+            for name in rule["names"]:
+                nr = lib.seccomp_syscall_resolve_name(name.encode())
+                if lib.seccomp_rule_add_array(f, act, nr, len(args), arr) < 0 and warnings is not None:
+                    warnings.append(f"seccomp: syscall {name!r} unknown to libseccomp here, skipped")
+        fd = os.memfd_create("cvbench-seccomp", os.MFD_CLOEXEC)
+        rc = lib.seccomp_export_bpf(f, fd)
+        if rc < 0:
+            raise OSError(-rc, f"seccomp_export_bpf: {os.strerror(-rc)}")
+        return os.pread(fd, os.fstat(fd).st_size, 0)
     finally:
-        os.close(fd)
-    return b"".join(chunks)
+        if fd >= 0:
+            os.close(fd)
+        lib.seccomp_release(f)
