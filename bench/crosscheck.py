@@ -2,8 +2,9 @@
 
 Startup: ``hyperfine -N`` (no shell) times the very command each backend runs
 (host: the probe; crun, runc, runsc: ``<rt> run`` on the same config.json, a
-fresh container id and bundle folder per run as the harness has) just before
-and just after the harness's own measurement, so both see the same machine.  hyperfine's wall time of that process is the harness's lifecycle
+fresh container id and bundle folder per run as the harness has) before,
+between the chunks of, and after the harness's own measurement, so both see
+the same machine, even when its load drifts.  hyperfine's wall time of that process is the harness's lifecycle
 (spawn to gone), so the ratio harness / hyperfine should be 1.
 
 Syscall: ``perf bench syscall basic`` against the probe's getppid (see
@@ -35,7 +36,8 @@ RUNS = {"host": 100, "crun": 60, "runc": 40, "runsc": 20}
 WINDOWS, WARMUP = 5, 2
 
 
-def hyperfine(backend, args: list[str], timeout: float = 300.0, quick: bool = False) -> dict:
+def hyperfine(backend, args: list[str], timeout: float = 300.0, quick: bool = False,
+              windows: int | None = None) -> dict:
     """``hyperfine -N`` windows on ``backend``'s own command; the median of all their runs.
 
     A container runtime gets a fresh container id, bundle and cgroup for each
@@ -45,8 +47,8 @@ def hyperfine(backend, args: list[str], timeout: float = 300.0, quick: bool = Fa
     exe = shutil.which("hyperfine")
     if not exe:
         return {"error": "hyperfine not installed (apt-get install hyperfine; make setup does)"}
-    windows = 1 if quick else WINDOWS
-    per = 5 if quick else max(RUNS.get(backend.name, 20) // windows, 2)
+    windows = 1 if quick else windows or WINDOWS
+    per = 5 if quick else max(RUNS.get(backend.name, 20) // WINDOWS, 2)
     times: list[float] = []
     command = ""
     for _ in range(windows):
@@ -56,7 +58,7 @@ def hyperfine(backend, args: list[str], timeout: float = 300.0, quick: bool = Fa
         times += w["times"]
         command = w["command"]
     return {"median_s": statistics.median(times), "runs": len(times), "windows": windows,
-            "command": command}
+            "times": times, "command": command}
 
 
 def _window(exe: str, backend, args: list[str], runs: int, timeout: float) -> dict:
@@ -104,17 +106,17 @@ def judge(check: str, backend: str, metric: str, unit: str, harness: float | Non
     return rec
 
 
-def startup_record(backend: str, before: dict, after: dict, lifecycle_s: float | None) -> dict:
-    """hyperfine's two windows against the harness's lifecycle median."""
-    meds = [w["median_s"] for w in (before, after) if "median_s" in w]
-    errors = [w["error"] for w in (before, after) if "error" in w]
-    extra = {"tool_before": before.get("median_s"), "tool_after": after.get("median_s"),
-             "runs": [before.get("runs"), after.get("runs")],
-             "command": before.get("command") or after.get("command") or ""}
+def startup_record(backend: str, checks: list[dict], lifecycle_s: float | None) -> dict:
+    """hyperfine's windows (before, between and after the harness's chunks),
+    pooled, against the harness's lifecycle median."""
+    times = [t for w in checks for t in w.get("times", [])]
+    errors = [w["error"] for w in checks if "error" in w]
+    extra = {"tool_windows": [w.get("median_s") for w in checks], "runs": len(times),
+             "command": next((w["command"] for w in checks if "command" in w), "")}
     if errors:
-        extra["error"] = "; ".join(errors)
+        extra["error"] = "; ".join(sorted(set(errors)))
     return judge("hyperfine -N", backend, "lifecycle", "s", lifecycle_s,
-                 statistics.mean(meds) if meds else None, **extra)
+                 statistics.median(times) if times and not errors else None, **extra)
 
 
 def outside(records: list[dict]) -> list[dict]:

@@ -51,8 +51,10 @@ def plan_of(mode: str, plan: str) -> dict:
     return p
 
 
-def _flags_for(mode: str, plan: str, quick: bool) -> list[str]:
+def _flags_for(mode: str, plan: str, quick: bool, processes: int | None = None) -> list[str]:
     p = plan_of(mode, plan)
+    if processes is not None:
+        p["processes"] = processes
     if quick:  # test knob: the smallest run pyperf accepts that still spawns workers
         return ["-p", "1", "-n", "1", "-w", "0", "-l", "1"]
     # -l 1: one spawn per value, for every backend (see worker.PLAN)
@@ -65,13 +67,14 @@ class WorkerFailed(CvbError):
 
 def run_worker(name: str, backend: str, probe_args: str, *, mode: str, plan: str, quick: bool,
                timeout: float, rung: str = "", lifecycle_name: str | None = None,
-               extra_md: dict | None = None) -> list[pyperf.Benchmark]:
-    """Time ``backend`` with pyperf workers; returns [ready] or [ready, lifecycle]."""
+               extra_md: dict | None = None, processes: int | None = None) -> list[pyperf.Benchmark]:
+    """Time ``backend`` with pyperf workers; returns [ready] or [ready, lifecycle].
+    ``processes`` overrides the plan's worker count (one chunk of an interleaved run)."""
     with tempfile.TemporaryDirectory(prefix="cvbench-pyperf-") as tmp:
         out = Path(tmp, "bench.json")
         side = Path(tmp, "sidecar.jsonl")
         cmd = [sys.executable, "-m", "bench.worker", "--quiet", "-o", str(out),
-               *_flags_for(mode, plan, quick), "--timeout", str(int(timeout * 4 + 60)),
+               *_flags_for(mode, plan, quick, processes), "--timeout", str(int(timeout * 4 + 60)),
                "--inherit-environ", "CVBENCH_BUILD,CVBENCH_RESULTS,CVBENCH_STATE,CVBENCH_SIDECAR,CVBENCH_BUNDLE",
                "--backend", backend, "--probe-args", probe_args, "--plan", plan,
                "--instance-timeout", str(timeout)]

@@ -36,7 +36,7 @@ def test_hyperfine_times_the_backends_own_command(root, image, name):
     assert "nsenter" not in w["command"]          # crun runs plainly, inside the masked namespace
     assert ("-L id" in w["command"]) == (name != "host")   # a runtime gets a fresh id per run
     assert not [p for p in (oci.state_root("x").parent / "bundles").glob(f"cvbench-b{os.getpid()}-*")]
-    rec = crosscheck.startup_record(name, w, w, w["median_s"] * 1.05)
+    rec = crosscheck.startup_record(name, [w, w], w["median_s"] * 1.05)
     assert rec["within"] is True and abs(rec["ratio"] - 1.05) < 1e-9
     assert crosscheck.outside([rec]) == []
 
@@ -44,7 +44,7 @@ def test_hyperfine_times_the_backends_own_command(root, image, name):
 def test_judging_flags_a_ratio_outside_tolerance_and_an_unrun_check():
     off = crosscheck.judge("hyperfine -N", "crun", "lifecycle", "s", 0.0155, 0.0118)
     assert off["within"] is False and round(off["ratio"], 2) == 1.31
-    unrun = crosscheck.startup_record("runc", {"error": "hyperfine not installed"}, {"error": "x"}, 0.03)
+    unrun = crosscheck.startup_record("runc", [{"error": "hyperfine not installed"}, {"error": "x"}], 0.03)
     assert unrun["within"] is None and "hyperfine not installed" in unrun["error"]
     assert crosscheck.outside([off, unrun]) == [off, unrun]
 

@@ -31,10 +31,12 @@ class Host(Backend):
         return {"PATH": "/bin:/usr/bin", "CVBENCH_OWNER": str(os.getpid())}
 
     def command_for(self, args: list[str], runs: int) -> CrossCommand:
-        return CrossCommand(self._cmd(args), kw={"cwd": self.img.rootfs, "env": self._env()})
+        return CrossCommand(self._cmd(args), kw={"env": self._env()})
 
     def run(self, args: list[str], timeout: float = 60.0) -> Timings:
-        return timed_popen(self.name, self._cmd(args), timeout, cwd=self.img.rootfs, env=self._env())
+        # No working directory: the probe needs none (absolute paths only), and
+        # without one the harness can posix_spawn it, as hyperfine does.
+        return timed_popen(self.name, self._cmd(args), timeout, env=self._env())
 
     def start(self, args: list[str], timeout: float = 60.0) -> Instance:
         return PopenInstance(self.name, self._cmd(args), timeout, cwd=self.img.rootfs, env=self._env(),
