@@ -13,7 +13,7 @@ import resource
 import select
 import signal
 
-from . import capabilities, cgroups, hooks, namespaces, rootfs
+from . import capabilities, cgroups, hooks, namespaces, rootfs, seccomp
 from . import syscalls as sc
 from .plan import Plan
 
@@ -134,16 +134,17 @@ def init(p: Plan, status_w: int, go_r: int) -> None:
             capabilities.keep_caps()
     # Without no_new_privs, loading a filter needs CAP_SYS_ADMIN, which a
     # switch to a non-zero uid takes away: then load it first (runc's order).
-    early_seccomp = p.bpf is not None and not iso.no_new_privs
+    bpf = seccomp.receive(p.bpf_fd) if p.seccomp else None
+    early_seccomp = bpf is not None and not iso.no_new_privs
     if early_seccomp:
-        sc.seccomp_load_bpf(p.bpf)
+        sc.seccomp_load_bpf(bpf)
     # Always: the caller's supplementary groups must never reach the container.
     os.setgroups(cfg.additional_gids)
     if cfg.gid or cfg.uid:
         os.setresgid(cfg.gid, cfg.gid, cfg.gid)
         os.setresuid(cfg.uid, cfg.uid, cfg.uid)
-    if p.bpf is not None and not early_seccomp:
-        sc.seccomp_load_bpf(p.bpf)
+    if bpf is not None and not early_seccomp:
+        sc.seccomp_load_bpf(bpf)
     if p.caps is not None:
         capabilities.apply_sets(p.caps)
     if not p.detached:

@@ -222,6 +222,7 @@ def spawn(bundle, args: list[str] | None = None, iso: Isolation | None = None, *
              preserve_fds=preserve_fds)
     c = Container(cid)
     c.warnings = p.cfg.warnings
+    bg = None
     if p.hooks:
         c._cfg = p.cfg
     be = cgroups.backend() if p.limits is not None else None
@@ -233,6 +234,10 @@ def spawn(bundle, args: list[str] | None = None, iso: Isolation | None = None, *
                        "status": "creating"})
     fds: list[int] = []
     try:
+        if p.seccomp:  # compiled beside everything below; the child waits for it
+            from . import seccomp
+            bg = seccomp.Background(p.seccomp_profile, p.cfg.warnings)
+            p.bpf_fd = bg.r
         if be is not None:
             c._cg = be.create(planned_cg, p.limits)
             p.self_join = be.self_join_files(c._cg)
@@ -269,8 +274,11 @@ def spawn(bundle, args: list[str] | None = None, iso: Isolation | None = None, *
         pid = _fork_in_new_pidns() if p.pre_pid else os.fork()
         if pid == 0:
             child(p, status_w, go_r, (null, out_w, err_w), join_fds,
-                  [fd for fd in (status_r, go_w, out_r) if fd is not None])
+                  [fd for fd in (status_r, go_w, out_r, bg and bg.w) if fd is not None])
         c.pid = pid
+        if bg is not None:  # the child's copy is enough; a dead child then means EPIPE
+            os.close(bg.r)
+            bg.r = -1
         if not detached:
             _live.add(c)
         for fd in (status_w, go_r) + ((out_w,) if out_r is not None else ()):
@@ -279,7 +287,14 @@ def spawn(bundle, args: list[str] | None = None, iso: Isolation | None = None, *
         if out_r is not None:
             c.stdout = os.fdopen(out_r, "rb")
             fds.remove(out_r)
-        _parent_sync(c, p, status_r, go_w)
+        try:
+            _parent_sync(c, p, status_r, go_w)
+        except CvbError:
+            if bg is not None and bg.error is not None:
+                raise bg.error from None  # why the child stopped: the filter failed
+            raise
+        if bg is not None:
+            bg.join()  # done: the child has read the filter; the warnings are in
         # the pid on record: `state` never shows a live container with pid 0
         c.save_state("created" if detached else "running", p.cfg.bundle, detached=detached)
         if not detached and p.hooks.get("poststart"):
@@ -289,6 +304,8 @@ def spawn(bundle, args: list[str] | None = None, iso: Isolation | None = None, *
         c.delete()
         raise
     finally:
+        if bg is not None:
+            bg.join()
         for fd in fds:
             try:
                 os.close(fd)

@@ -3,8 +3,9 @@ the parent before the fork.
 
 Resolved before, because after pivot_root the child cannot import a module
 or read the bundle.  Nothing is cached across spawns: every spawn reads and
-checks config.json and compiles its seccomp filter again, as runc and crun
-do on every start, so a timed start measures the whole of it.
+checks config.json and compiles its seccomp filter again (spawn() does that
+beside the child: seccomp.Background), as runc and crun do on every start,
+so a timed start measures the whole of it.
 """
 from __future__ import annotations
 
@@ -32,7 +33,11 @@ class Plan:
     iso: Isolation
     cfg: config_mod.Config
     caps: dict[str, int] | None = None
-    bpf: bytes | None = None
+    # linux.seccomp (or the ladder's default, None) when a filter is loaded;
+    # spawn() compiles it beside the child (seccomp.Background), fd bpf_fd.
+    seccomp: bool = False
+    seccomp_profile: dict | None = None
+    bpf_fd: int | None = None
     limits: cgroups.Limits | None = None
     uid_map: list = field(default_factory=list)
     gid_map: list = field(default_factory=list)
@@ -175,8 +180,7 @@ def plan(bundle, args, iso: Isolation, cid: str, detached: bool = False, *,
     # rung (not following the bundle) adds the default profile on purpose.
     profile = cfg.seccomp if iso.follow_bundle else (cfg.seccomp or "default")
     if iso.seccomp and profile is not None:
-        from . import seccomp
-        p.bpf = seccomp.compile_bpf(None if profile == "default" else profile, cfg.warnings)
+        p.seccomp, p.seccomp_profile = True, (None if profile == "default" else profile)
     if iso.cgroup:
         p.limits = cgroups.Limits(
             memory_bytes=iso.memory_bytes or cfg.memory_limit,

@@ -90,3 +90,61 @@ def test_compiling_runs_no_ldconfig():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert "SPAWNED" not in out.stderr
     assert out.stdout.split() == [str(len(seccomp.compile_bpf(None)) // 8), "False"]
+
+
+def _profile_bundle(tmp_path, image, profile: dict, args: list[str]):
+    from runtime.spec import default_spec
+    cfg = default_spec(args, root=image.rootfs)
+    cfg["linux"]["seccomp"] = profile
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    return tmp_path
+
+
+DENY_SETHOSTNAME = {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+    {"names": ["sethostname"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]}
+
+
+def test_child_waits_for_a_slow_compile(root, image, tmp_path, monkeypatch):
+    """The filter is compiled beside the child: however late it is ready,
+    the child loads it before exec, never runs without it."""
+    import time as _time
+    real = seccomp.compile_bpf
+
+    def slow(*a, **k):
+        _time.sleep(0.3)
+        return real(*a, **k)
+    monkeypatch.setattr(seccomp, "compile_bpf", slow)
+    from runtime import spawn
+    bundle = _profile_bundle(tmp_path, image, DENY_SETHOSTNAME,
+                             ["/bin/sh", "-c", "hostname x 2>&1; echo rc=$?"])
+    with spawn(bundle) as c:
+        out = c.stdout.read().decode()
+    assert "Permission denied" in out and "rc=1" in out, out
+
+
+def test_failed_compile_stops_the_start_and_leaves_nothing(root, image, tmp_path, monkeypatch):
+    from common.errors import EnvError
+    from runtime import cgroups, spawn, state
+
+    def broken(*a, **k):
+        raise EnvError("seccomp", "libseccomp unavailable (test)", "install it")
+    monkeypatch.setattr(seccomp, "compile_bpf", broken)
+    bundle = _profile_bundle(tmp_path, image, DENY_SETHOSTNAME, ["/probe", "ready"])
+    name = f"cvbench-sfail{__import__('os').getpid()}"
+    with pytest.raises(EnvError, match="libseccomp unavailable"):
+        spawn(bundle, name=name)
+    assert not (state.root() / name).exists() and not list(state.root().glob(f"{name}*"))
+    import os
+    for r in cgroups.all_roots():
+        for dirpath, dirnames, _ in os.walk(r):
+            assert not [d for d in dirnames if name in d], dirpath
+
+
+def test_more_than_six_args_is_refused_when_config_is_read(root, image, tmp_path):
+    from common.errors import CvbError
+    from runtime import spawn
+    arg = {"index": 0, "value": 1, "op": "SCMP_CMP_EQ"}
+    profile = {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["personality"], "action": "SCMP_ACT_ERRNO", "args": [arg] * 7}]}
+    with pytest.raises(CvbError, match=r"linux.seccomp.syscalls\[0\].args"):
+        spawn(_profile_bundle(tmp_path, image, profile, ["/probe", "ready"]))
