@@ -3,7 +3,6 @@ sweep (and the before-stop leak check) can find what a killed run left behind.""
 from __future__ import annotations
 
 import os
-import secrets
 
 PREFIX = "cvbench"
 
@@ -12,7 +11,7 @@ def unique(kind: str = "") -> str:
     """A short unique name such as ``cvbench-ctr-1a2b3c4d``.
 
     Kept short because veth and netns names share IFNAMSIZ (15 bytes)."""
-    tag = secrets.token_hex(4)
+    tag = os.urandom(4).hex()  # secrets.token_hex(4) without importing hmac/hashlib
     return f"{PREFIX}-{kind}-{tag}" if kind else f"{PREFIX}-{tag}"
 
 

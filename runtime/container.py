@@ -23,11 +23,9 @@ import atexit
 import os
 import select
 import signal
-import subprocess
 import time
 
 from common.errors import CvbError, require_root
-from common.naming import unique
 from common.procs import descendants
 
 from . import cgroups, hooks, namespaces, state
@@ -37,6 +35,18 @@ from .isolation import Isolation
 from .plan import Plan, plan
 
 _own_pidns: tuple[int, int] = (0, -1)
+# subprocess.PIPE and subprocess.DEVNULL, the values callers pass; subprocess
+# itself is not imported (~3 ms of every CLI start).
+PIPE, DEVNULL = -1, -3
+
+
+def _preload(p: Plan) -> None:
+    """Import what the child imports on demand after pivot_root, where the
+    module files are out of reach: subprocess for hooks, socket for lo."""
+    if p.hooks:
+        import subprocess  # noqa: F401
+    if p.iso.netns and p.iso.network != "none":
+        import socket  # noqa: F401
 
 
 def _fork_in_new_pidns() -> int:
@@ -217,9 +227,14 @@ def spawn(bundle, args: list[str] | None = None, iso: Isolation | None = None, *
     preserve_fds=N keeps the caller's fds 3..3+N-1 open in the container (as
     runc --preserve-fds); every other fd is closed at exec."""
     require_root("container runtime")
-    cid = state.check_id(name) if name else unique("ctr")
+    if name:
+        cid = state.check_id(name)
+    else:
+        from common.naming import unique
+        cid = unique("ctr")
     p = plan(bundle, args, iso, cid, detached, ignore_unsupported=ignore_unsupported,
              preserve_fds=preserve_fds)
+    _preload(p)
     c = Container(cid)
     c.warnings = p.cfg.warnings
     bg = None
@@ -257,17 +272,17 @@ def spawn(bundle, args: list[str] | None = None, iso: Isolation | None = None, *
         null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         fds.append(null)
         out_r = None
-        if stdout == subprocess.DEVNULL or stderr == subprocess.DEVNULL:
+        if stdout == DEVNULL or stderr == DEVNULL:
             devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
             fds.append(devnull)
-            stdout = devnull if stdout == subprocess.DEVNULL else stdout
-            stderr = devnull if stderr == subprocess.DEVNULL else stderr
-        if stdout is None or stdout == subprocess.PIPE:
+            stdout = devnull if stdout == DEVNULL else stdout
+            stderr = devnull if stderr == DEVNULL else stderr
+        if stdout is None or stdout == PIPE:
             out_r, out_w = os.pipe2(os.O_CLOEXEC)
             fds += [out_r, out_w]
         else:
             out_w = stdout if isinstance(stdout, int) else stdout.fileno()
-        if stderr == subprocess.PIPE:
+        if stderr == PIPE:
             raise CvbError("spawn", "stderr=PIPE is not supported", "pass a file, an fd, or None (inherit)")
         err_w = 2 if stderr is None else (stderr if isinstance(stderr, int) else stderr.fileno())
         c.t_spawn_ns = time.perf_counter_ns()

@@ -18,7 +18,6 @@ pivot_root, when no further import would work.
 from __future__ import annotations
 
 import json
-import subprocess
 
 from common.errors import EXIT_FAILED, CvbError
 
@@ -29,7 +28,11 @@ def state(cid: str, status: str, pid: int, bundle: str, annotations: dict) -> by
 
 
 def run(cfg, kinds: tuple[str, ...], cid: str, status: str, pid: int) -> None:
-    """Run every hook of these kinds in order; raise on the first failure."""
+    """Run every hook of these kinds in order; raise on the first failure.
+    subprocess is imported here, not by `import runtime` (a CLI start pays
+    for it only with hooks); the child's hooks need it loaded before the
+    fork, which container.spawn does (preload)."""
+    import subprocess
     for kind in kinds:
         for i, h in enumerate(cfg.hooks.get(kind, ())):
             where = f"hooks.{kind}[{i}] ({h['path']})"

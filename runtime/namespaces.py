@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import socket
 import struct
 
 from . import syscalls as sc
@@ -76,7 +75,10 @@ def write_time_offsets(offsets: dict[str, tuple[int, int]]) -> None:
 
 
 def loopback_up() -> None:
-    """Bring `lo` up in the current network namespace: one ioctl, no netlink."""
+    """Bring `lo` up in the current network namespace: one ioctl, no netlink.
+    It runs in the child after pivot_root, so container.spawn loads socket
+    before the fork (preload); importing it here then finds it loaded."""
+    import socket
     SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         req = struct.pack("16sH14x", b"lo", 0)
