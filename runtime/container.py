@@ -28,7 +28,7 @@ import time
 from common.errors import CvbError, require_root
 from common.procs import descendants
 
-from . import cgroups, hooks, namespaces, state
+from . import cgroups, hooks, namespaces, stage, state
 from . import syscalls as sc
 from .child import child
 from .isolation import Isolation
@@ -92,6 +92,9 @@ class Container:
         self.t_gone_ns: int | None = None
         self.stdout = None
         self.warnings: list[str] = []
+        # what ran between spawn and exec: "python" (runtime/child.py after a
+        # fork) or "c" (runtime/stage/stage.c after posix_spawn)
+        self.stage = "python"
         self._rc: int | None = None
         self._pidfd: int | None = None
         self._cg: list[str] = []
@@ -285,8 +288,13 @@ def spawn(bundle, args: list[str] | None = None, iso: Isolation | None = None, *
         if stderr == PIPE:
             raise CvbError("spawn", "stderr=PIPE is not supported", "pass a file, an fd, or None (inherit)")
         err_w = 2 if stderr is None else (stderr if isinstance(stderr, int) else stderr.fileno())
+        exe = stage.binary() if stage.eligible(p) else None
         c.t_spawn_ns = time.perf_counter_ns()
-        pid = _fork_in_new_pidns() if p.pre_pid else os.fork()
+        if exe is not None:  # nothing for Python to do in the child: the C stage, vfork'd
+            pid = stage.start(exe, p, status_w, go_r, (null, out_w, err_w))
+            c.stage = "c"
+        else:
+            pid = _fork_in_new_pidns() if p.pre_pid else os.fork()
         if pid == 0:
             child(p, status_w, go_r, (null, out_w, err_w), join_fds,
                   [fd for fd in (status_r, go_w, out_r, bg and bg.w) if fd is not None])

@@ -76,5 +76,8 @@ if grep -q -e '^image: building' -e '^setup: fetching' <<<"$out"; then
   echo "$out" | sed 's/^/  /'
 fi
 
+# 6. The runtime's C stage for plans without namespaces (content-addressed: a no-op when built).
+.venv/bin/python -m runtime.stage >/dev/null || exit 2
+
 [ "$changed" -eq 0 ] && echo "setup: nothing to change"
 exit 0
