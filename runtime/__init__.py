@@ -13,7 +13,8 @@ Where each mechanism lives (crun's src/libcrun layout, in Python):
     cgroups.py       v1 and v2 behind one interface: memory, cpu quota/period/weight, cpuset,
                      pids, device rules (v1 allow-list; v2 eBPF program: devices_bpf.py)
     capabilities.py  bounding/effective/permitted/inheritable/ambient sets, no_new_privs
-    seccomp.py       OCI profiles (and the ladder rung's default), compiled per spawn by libseccomp
+    seccomp.py       OCI profiles (and the ladder rung's default), compiled per spawn by
+                     libseccomp (ctypes) on a helper thread beside the child, sent on a pipe
     hooks.py         the six OCI hook kinds, state JSON on stdin, runc's failure semantics
     network.py       none, loopback, or a veth pair into a cvbench-made netns (pyroute2)
     lsm.py           AppArmor/SELinux: reported, never faked
@@ -21,6 +22,8 @@ Where each mechanism lives (crun's src/libcrun layout, in Python):
     plan.py          config + Isolation resolved before the fork
     child.py         what runs between fork and exec (ends with fds, signals and mask
                      reset: nothing of the caller's reaches the container)
+    stage/           stage.c: the same steps in C, posix_spawn'd, for plans without
+                     namespaces (the bare rung); built by make setup
     container.py     spawn/wait/kill/delete and the timestamps; state.py, cleanup.py: state
                      files under /run/cvbench and sweep(); cli.py: `python -m runtime`
     isolation.py     the Isolation toggles and the ladder

@@ -49,15 +49,16 @@ def _preload(p: Plan) -> None:
         import socket  # noqa: F401
 
 
-def _fork_in_new_pidns() -> int:
-    """fork() with the child as pid 1 of a new pid namespace; the caller's
-    pid_for_children is restored before this returns in the parent."""
+def _in_new_pidns(start) -> int:
+    """start() (os.fork, or posix_spawn of the C stage) with the child as pid 1
+    of a new pid namespace; the caller's pid_for_children is restored before
+    this returns in the parent."""
     global _own_pidns
     if _own_pidns[0] != os.getpid():
         _own_pidns = (os.getpid(), os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC))
     sc.unshare(sc.CLONE_NEWPID)
     try:
-        pid = os.fork()
+        pid = start()
     except BaseException:
         sc.setns(_own_pidns[1], sc.CLONE_NEWPID)
         raise
@@ -291,10 +292,12 @@ def spawn(bundle, args: list[str] | None = None, iso: Isolation | None = None, *
         exe = stage.binary() if stage.eligible(p) else None
         c.t_spawn_ns = time.perf_counter_ns()
         if exe is not None:  # nothing for Python to do in the child: the C stage, vfork'd
-            pid = stage.start(exe, p, status_w, go_r, (null, out_w, err_w))
+            def start() -> int:
+                return stage.start(exe, p, status_w, go_r, (null, out_w, err_w))
+            pid = _in_new_pidns(start) if p.pre_pid else start()
             c.stage = "c"
         else:
-            pid = _fork_in_new_pidns() if p.pre_pid else os.fork()
+            pid = _in_new_pidns(os.fork) if p.pre_pid else os.fork()
         if pid == 0:
             child(p, status_w, go_r, (null, out_w, err_w), join_fds,
                   [fd for fd in (status_r, go_w, out_r, bg and bg.w) if fd is not None])

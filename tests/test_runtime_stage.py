@@ -6,13 +6,15 @@ groups and leaks an fd without close-on-exec, and the outputs must match."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from common.paths import ROOT
-from runtime import stage
+from runtime import capabilities, stage
 
 SCRIPT = r"""
 import json, os, signal, sys
@@ -23,13 +25,20 @@ signal.signal(signal.SIGHUP, signal.SIG_IGN)
 signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2, signal.SIGTERM})
 leak = os.open("/dev/null", os.O_RDONLY)
 os.set_inheritable(leak, True)
-bundle, use_stage = sys.argv[1], sys.argv[2] == "c"
+bundle, use_stage, rung = sys.argv[1], sys.argv[2] == "c", sys.argv[3]
 if not use_stage:
     stage.binary = lambda: None
-cmd = ("grep -E '^(SigIgn|SigBlk|Groups|Uid|Gid|NoNewPrivs|CapBnd|CapEff)' /proc/self/status; "
-       "umask; pwd; ls /proc/self/fd | sort -n | tr '\n' ' '; echo; "
-       "read -r stat < /proc/self/stat; set -- $stat; echo sid_is_self=$([ $1 = $6 ] && echo yes)")
-with spawn(bundle, ["/bin/sh", "-c", cmd], Isolation.bare()) as c:
+iso = Isolation.bare() if rung == "bare" else Isolation(
+    pidns=True, utsns=True, ipcns=True, netns=True, network="loopback", cgroupns=True,
+    cgroup=True, caps=True, no_new_privs=True, seccomp=True)
+cmd = ("grep -E '^(SigIgn|SigBlk|Groups|Uid|Gid|NoNewPrivs|Seccomp|Seccomp_filters|Cap...)' "
+       "/proc/self/status; umask; pwd; ls /proc/self/fd | sort -n | tr '\n' ' '; echo; "
+       "read -r stat < /proc/self/stat; set -- $stat; echo sid_is_self=$([ $1 = $6 ] && echo yes); "
+       "echo pid=$$; hostname; cat /proc/self/cgroup | sort; cat /proc/net/dev | cut -d: -f1; "
+       "grep -c 010000E0 /proc/net/igmp; for ns in pid uts ipc net cgroup mnt user; do "
+       "[ $(readlink /proc/self/ns/$ns) = $(readlink /proc/1/ns/$ns 2>/dev/null) ] && echo $ns=pid1s; "
+       "done; hostname x 2>&1; echo reboot-blocked")
+with spawn(bundle, ["/bin/sh", "-c", cmd], iso) as c:
     out = c.stdout.read().decode()
     rc = c.wait()
 print(json.dumps({"stage": c.stage, "rc": rc, "out": out}))
@@ -41,11 +50,13 @@ def built():
     return stage.build()
 
 
-def _run(bundle: str, which: str) -> dict:
-    r = subprocess.run([sys.executable, "-c", SCRIPT, bundle, which], cwd=ROOT,
+def _run(bundle: str, which: str, rung: str = "bare") -> dict:
+    r = subprocess.run([sys.executable, "-c", SCRIPT, bundle, which, rung], cwd=ROOT,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)
+    out = json.loads(r.stdout)
+    out["out"] = re.sub(r"pid=\d{2,}", "pid=<host pid>", out["out"])  # bare: no pid namespace
+    return out
 
 
 def test_stage_starts_a_process_exactly_as_the_python_child(root, image, built):
@@ -59,6 +70,21 @@ def test_stage_starts_a_process_exactly_as_the_python_child(root, image, built):
     assert lines["Groups"].strip() == ""
     assert "sid_is_self=yes" in c["out"]
     assert "0 1 2 3 " in c["out"] and " 4 " not in c["out"]  # 3 is ls's own directory fd
+
+
+def test_stage_applies_namespaces_cgroup_caps_nnp_seccomp_exactly_as_the_python_child(
+        root, image, built):
+    c, py = _run(image.bundle, "c", "cheap"), _run(image.bundle, "python", "cheap")
+    assert (c["stage"], py["stage"]) == ("c", "python")
+    assert c["rc"] == py["rc"]
+    assert c["out"] == py["out"]
+    out = c["out"]
+    assert "NoNewPrivs:\t1" in out and "Seccomp:\t2" in out and "Seccomp_filters:\t1" in out
+    caps = json.loads(Path(image.bundle, "config.json").read_text())["process"]["capabilities"]
+    assert f"CapBnd:\t{capabilities.mask(caps['bounding']):016x}" in out
+    assert "pid=1" in out and "0::/" in out and "4:memory:/" in out  # pid/cgroup ns, own cgroup
+    assert "Operation not permitted" in out      # sethostname: refused without CAP_SYS_ADMIN
+    assert "\n1\n" in out                        # lo is up: it joined the all-hosts group
 
 
 def test_stage_reports_a_missing_cwd_like_the_python_child(root, image, built, tmp_path):
@@ -77,8 +103,12 @@ def test_only_plans_without_child_work_take_the_stage(root, image, built):
     with spawn(image.bundle, ["/probe", "ready"], Isolation.bare()) as c:
         assert c.stdout.readline().startswith(b"CVB READY")
         assert c.stage == "c"
-    for iso in (Isolation.only("pidns"), Isolation.only("caps"), Isolation.only("cgroup"),
-                Isolation.only("no_new_privs"), Isolation.only("seccomp"), Isolation.full()):
+    for m in ("pidns", "utsns", "ipcns", "netns", "cgroupns", "caps", "no_new_privs", "seccomp"):
+        with spawn(image.bundle, ["/probe", "ready"], Isolation.only(m)) as c:
+            assert c.stdout.readline().startswith(b"CVB READY")
+            assert c.stage == "c", m
+    for iso in (Isolation.only("mountns"), Isolation.only("userns"), Isolation.only("timens"),
+                Isolation.only("veth"), Isolation.full()):
         with spawn(image.bundle, ["/probe", "ready"], iso) as c:
             assert c.stdout.readline().startswith(b"CVB READY")
             assert c.stage == "python", iso

@@ -1,15 +1,20 @@
-/* cvbench-stage: the last steps of a container start without namespaces,
- * in C, so the runtime can start it with posix_spawn (vfork: no copy of the
- * large Python parent) instead of fork + Python.
+/* cvbench-stage: a container start without mount or user namespaces, in C,
+ * so the runtime can start it with posix_spawn (vfork: no copy of the large
+ * Python parent) instead of fork + Python.
  *
  * It does exactly what runtime/child.py does for such a plan, in the same
- * order: parent-death signal and orphan check, new session, the caller's
- * supplementary groups dropped, uid/gid, parent-death signal again (a
+ * order: parent-death signal and orphan check, v1 cgroup self-join, unshare,
+ * new session, hostname, loopback up, no_new_privs, bounding set, seccomp
+ * (before the id switch without no_new_privs, after it with), supplementary
+ * groups dropped, uid/gid, capability sets, parent-death signal again (a
  * credential change resets it), cwd, umask, every signal back to its default
  * and none blocked, every fd above 2 close-on-exec, exec.  A failure is one
  * line "E<why>" on the status fd and exit 127, as the Python child reports.
  *
- * argv: STATUS_FD GO_FD PDEATHSIG(0|1) CWD UMASK(octal) GIDS(a,b,..|-) UID GID EXE ARG0 [ARG...]
+ * argv: STATUS_FD GO_FD PDEATHSIG(0|1) CWD UMASK(octal) GIDS(a,b,..|-) UID GID
+ *       UNSHARE(hex) TASKS(newline-separated|-) HOSTNAME(=name|-) LOOPBACK(0|1)
+ *       NNP(0|1) CAPS(bnd,eff,perm,inh,amb hex|-) LAST_CAP BPF_FD(-1: none)
+ *       EXE ARG0 [ARG...]
  * The environment is the container's (posix_spawn's envp).
  */
 #define _GNU_SOURCE
@@ -26,6 +31,14 @@
 #include <unistd.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <net/if.h>
+#include <sched.h>
+#include <stdint.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
@@ -76,6 +89,54 @@ static void cloexec_from(int first)
     closedir(d);
 }
 
+static void full_read(int fd, void *buf, size_t n)
+{
+    for (size_t got = 0; got < n; ) {
+        ssize_t r = read(fd, (char *)buf + got, n - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            errno = r < 0 ? errno : EPIPE;
+            fail("seccomp: the filter never arrived", NULL);
+        }
+        got += (size_t)r;
+    }
+}
+
+static void load_seccomp(struct sock_fprog *prog)
+{
+    if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, prog) != 0)
+        fail("seccomp", NULL);
+}
+
+static void loopback_up(void)
+{
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    struct ifreq req;
+    if (s < 0)
+        fail("socket", NULL);
+    memset(&req, 0, sizeof req);
+    strcpy(req.ifr_name, "lo");
+    if (ioctl(s, SIOCGIFFLAGS, &req) != 0)
+        fail("ioctl(SIOCGIFFLAGS, lo)", NULL);
+    req.ifr_flags |= IFF_UP;
+    if (ioctl(s, SIOCSIFFLAGS, &req) != 0)
+        fail("ioctl(SIOCSIFFLAGS, lo)", NULL);
+    close(s);
+}
+
+static void join_cgroups(char *tasks)  /* "0" into each v1 tasks file: ourselves */
+{
+    for (char *s = tasks, *f; (f = strsep(&s, "\n")); ) {
+        int fd = open(f, O_WRONLY | O_CLOEXEC);
+        if (fd < 0)
+            fail("open", f);
+        if (write(fd, "0", 1) != 1)
+            fail("write", f);
+        close(fd);
+    }
+}
+
 /* SIG_DFL for one signal, through the kernel: glibc's sigaction refuses its
    reserved real-time signals, which posix_spawn leaves ignored in its child
    (a forked Python child has them handled, so exec resets them). */
@@ -92,9 +153,9 @@ static void default_action(int sig)
 
 int main(int argc, char **argv)
 {
-    if (argc < 11) {
+    if (argc < 19) {
         errno = EINVAL;
-        fail("cvbench-stage: usage: STATUS_FD GO_FD PDEATHSIG CWD UMASK GIDS UID GID EXE ARG0...", NULL);
+        fail("cvbench-stage: usage: see stage.c", NULL);
     }
     status_fd = (int)number(argv[1], 10);
     int go_fd = (int)number(argv[2], 10);
@@ -114,7 +175,19 @@ int main(int argc, char **argv)
     }
     uid_t uid = (uid_t)number(argv[7], 10);
     gid_t gid = (gid_t)number(argv[8], 10);
-    const char *exe = argv[9];
+    unsigned long unshare_flags = (unsigned long)number(argv[9], 16);
+    char *tasks = strcmp(argv[10], "-") ? argv[10] : NULL;
+    const char *hostname = argv[11][0] == '=' ? argv[11] + 1 : NULL;
+    int lo = (int)number(argv[12], 10), nnp = (int)number(argv[13], 10);
+    int caps = strcmp(argv[14], "-") != 0;
+    unsigned long long cap[5] = {0};  /* bounding, effective, permitted, inheritable, ambient */
+    if (caps && sscanf(argv[14], "%llx,%llx,%llx,%llx,%llx", &cap[0], &cap[1], &cap[2], &cap[3],
+                       &cap[4]) != 5) {
+        errno = EINVAL;
+        fail("cvbench-stage: bad capability sets", NULL);
+    }
+    int last_cap = (int)number(argv[15], 10), bpf_fd = (int)number(argv[16], 10);
+    const char *exe = argv[17];
 
     if (pdeath) {
         if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0)
@@ -125,9 +198,45 @@ int main(int argc, char **argv)
         if (poll(&p, 1, 0) > 0 && (p.revents & POLLHUP))
             _exit(125);
     }
+    if (tasks)  /* first, while still host root */
+        join_cgroups(tasks);
+    if (unshare_flags && unshare((int)unshare_flags) != 0)
+        fail("unshare", NULL);
     if (setsid() < 0)
         fail("setsid", NULL);
     umask(022);
+    if (hostname && sethostname(hostname, strlen(hostname)) != 0)
+        fail("sethostname", NULL);
+    if (lo)
+        loopback_up();
+    if (nnp && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+        fail("prctl(PR_SET_NO_NEW_PRIVS)", NULL);
+    if (caps) {  /* runc's order: bounding set while CAP_SETPCAP is still effective */
+        for (int c = 0; c <= last_cap; c++)
+            if (!(cap[0] & (1ULL << c)) && prctl(PR_CAPBSET_DROP, c, 0, 0, 0) != 0)
+                fail("prctl(PR_CAPBSET_DROP)", NULL);
+        if (uid != 0 && prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0)
+            fail("prctl(PR_SET_KEEPCAPS)", NULL);
+    }
+    struct sock_fprog prog = {0};
+    if (bpf_fd >= 0) {
+        uint32_t n;
+        full_read(bpf_fd, &n, sizeof n);
+        if (n == 0 || n % 8 || n / 8 > 0xffff) {
+            errno = EINVAL;
+            fail("seccomp: compiling the filter failed", NULL);
+        }
+        prog.len = (unsigned short)(n / 8);
+        prog.filter = malloc(n);
+        if (!prog.filter)
+            fail("malloc", NULL);
+        full_read(bpf_fd, prog.filter, n);
+    }
+    /* Without no_new_privs, loading a filter needs CAP_SYS_ADMIN, which a
+       switch to a non-zero uid takes away: then load it first (runc's order). */
+    int early = prog.filter && !nnp;
+    if (early)
+        load_seccomp(&prog);
     /* always: the caller's supplementary groups must never reach the container */
     if (setgroups(ngids, gids) != 0)
         fail("setgroups", NULL);
@@ -136,6 +245,25 @@ int main(int argc, char **argv)
             fail("setresgid", NULL);
         if (setresuid(uid, uid, uid) != 0)
             fail("setresuid", NULL);
+    }
+    if (prog.filter && !early)
+        load_seccomp(&prog);
+    if (caps) {
+        struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
+        struct __user_cap_data_struct data[2];
+        for (int i = 0; i < 2; i++) {
+            data[i].effective = (uint32_t)(cap[1] >> (32 * i));
+            data[i].permitted = (uint32_t)(cap[2] >> (32 * i));
+            data[i].inheritable = (uint32_t)(cap[3] >> (32 * i));
+        }
+        if (syscall(SYS_capset, &hdr, data) != 0)
+            fail("capset", NULL);
+        if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0)
+            fail("prctl(PR_CAP_AMBIENT_CLEAR_ALL)", NULL);
+        for (int c = 0; c <= last_cap; c++)
+            if (cap[4] & (1ULL << c))
+                prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, c, 0, 0);  /* refused unless
+                    permitted and inheritable: runc only warns, as the Python child */
     }
     if (pdeath && prctl(PR_SET_PDEATHSIG, SIGKILL) != 0)
         fail("prctl", NULL);
@@ -149,7 +277,7 @@ int main(int argc, char **argv)
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
     cloexec_from(3);  /* the status fd too: exec closes it, which the parent reads as success */
-    execve(exe, argv + 10, environ);
+    execve(exe, argv + 18, environ);
     fail("execve", exe);
     return 127;
 }
