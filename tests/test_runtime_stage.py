@@ -29,13 +29,14 @@ bundle, use_stage, rung = sys.argv[1], sys.argv[2] == "c", sys.argv[3]
 if not use_stage:
     stage.binary = lambda: None
 iso = Isolation.bare() if rung == "bare" else Isolation(
-    pidns=True, utsns=True, ipcns=True, netns=True, network="loopback", cgroupns=True,
+    pidns=True, mountns=True, utsns=True, ipcns=True, netns=True, network="loopback", cgroupns=True,
     cgroup=True, caps=True, no_new_privs=True, seccomp=True)
 cmd = ("grep -E '^(SigIgn|SigBlk|Groups|Uid|Gid|NoNewPrivs|Seccomp|Seccomp_filters|Cap...)' "
        "/proc/self/status; umask; pwd; ls /proc/self/fd | sort -n | tr '\n' ' '; echo; "
        "read -r stat < /proc/self/stat; set -- $stat; echo sid_is_self=$([ $1 = $6 ] && echo yes); "
        "echo pid=$$; hostname; cat /proc/self/cgroup | sort; cat /proc/net/dev | cut -d: -f1; "
-       "grep -c 010000E0 /proc/net/igmp; for ns in pid uts ipc net cgroup mnt user; do "
+       "grep -c 010000E0 /proc/net/igmp; "
+       "awk '$5 == \"/\" {print \"root-propagation:\", $7}' /proc/self/mountinfo; for ns in pid uts ipc net cgroup mnt user; do "
        "[ $(readlink /proc/self/ns/$ns) = $(readlink /proc/1/ns/$ns 2>/dev/null) ] && echo $ns=pid1s; "
        "done; hostname x 2>&1; echo reboot-blocked")
 with spawn(bundle, ["/bin/sh", "-c", cmd], iso) as c:
@@ -85,6 +86,7 @@ def test_stage_applies_namespaces_cgroup_caps_nnp_seccomp_exactly_as_the_python_
     assert "pid=1" in out and "0::/" in out and "4:memory:/" in out  # pid/cgroup ns, own cgroup
     assert "Operation not permitted" in out      # sethostname: refused without CAP_SYS_ADMIN
     assert "\n1\n" in out                        # lo is up: it joined the all-hosts group
+    assert "root-propagation: master:" in out or "root-propagation: -" in out  # never shared
 
 
 def test_stage_reports_a_missing_cwd_like_the_python_child(root, image, built, tmp_path):
@@ -103,11 +105,11 @@ def test_only_plans_without_child_work_take_the_stage(root, image, built):
     with spawn(image.bundle, ["/probe", "ready"], Isolation.bare()) as c:
         assert c.stdout.readline().startswith(b"CVB READY")
         assert c.stage == "c"
-    for m in ("pidns", "utsns", "ipcns", "netns", "cgroupns", "caps", "no_new_privs", "seccomp"):
+    for m in ("pidns", "mountns", "utsns", "ipcns", "netns", "cgroupns", "caps", "no_new_privs", "seccomp"):
         with spawn(image.bundle, ["/probe", "ready"], Isolation.only(m)) as c:
             assert c.stdout.readline().startswith(b"CVB READY")
             assert c.stage == "c", m
-    for iso in (Isolation.only("mountns"), Isolation.only("userns"), Isolation.only("timens"),
+    for iso in (Isolation.only("pivot_root"), Isolation.only("userns"), Isolation.only("timens"),
                 Isolation.only("veth"), Isolation.full()):
         with spawn(image.bundle, ["/probe", "ready"], iso) as c:
             assert c.stdout.readline().startswith(b"CVB READY")

@@ -2,8 +2,9 @@
 
 Forking the Python caller copies its page tables (a large harness takes
 about a millisecond) and then runs Python in the child.  For a plan without
-mount, user or time namespaces, hooks or handshakes (the isolation ladder's
-bare rung and its cheap mechanisms: pid, uts, ipc, net, cgroup namespaces,
+pivot_root, user or time namespaces, hooks or handshakes (the isolation
+ladder's bare rung and its cheap mechanisms: pid, mount (propagation only),
+uts, ipc, net, cgroup namespaces,
 v1 cgroups, capabilities, no_new_privs, seccomp), spawn() starts stage.c
 with posix_spawn instead (vfork: nothing copied), and the stage does exactly
 those steps of runtime/child.py in C, in the same order.  Every other plan
@@ -61,16 +62,16 @@ def binary() -> str | None:
 
 def eligible(p) -> bool:
     """True when runtime/child.py would do nothing for this plan beyond what
-    stage.c does.  Not: mount or user namespaces, a time namespace (double
+    stage.c does.  Not: pivot_root or chroot, user namespaces, a time namespace (double
     fork), joined namespaces, cgroup v2 (the parent moves the child), veth or
     hooks (handshakes), keyring, rlimits, sysctls, oom_score_adj, a fifo or
     kept fds: the bundle-following plans and the ladder's upper rungs."""
     iso, cfg = p.iso, p.cfg
     return not (p.ns_join or p.keyring or p.chroot or p.hooks or p.detached or p.preserve_fds
                 or p.sysctl or p.uid_map or p.handshake or p.double_fork or p.parent_join
-                or p.late_cgroupns or iso.userns or iso.timens or iso.mountns or iso.pivot_root
+                or p.late_cgroupns or iso.userns or iso.timens or iso.pivot_root
                 or iso.follow_bundle or cfg.oom_score_adj is not None
-                or any(n in p.child_ns for n in ("mountns", "userns", "timens")))
+                or any(n in p.child_ns for n in ("userns", "timens")))
 
 
 def start(exe: str, p, status_w: int, go_r: int, stdio: tuple[int, int, int]) -> int:
@@ -81,12 +82,18 @@ def start(exe: str, p, status_w: int, go_r: int, stdio: tuple[int, int, int]) ->
     umask = 0o022 if cfg.umask is None else cfg.umask
     caps = "-" if p.caps is None else ",".join(
         f"{p.caps[k]:x}" for k in ("bounding", "effective", "permitted", "inheritable", "ambient"))
+    propagation = 0
+    if iso.mountns:  # without pivot_root (eligible): the root made private or slave
+        from .. import syscalls as sc
+        propagation = (sc.MS_PRIVATE if cfg.propagation in ("private", "rprivate")
+                       else sc.MS_SLAVE) | sc.MS_REC
     hostname = "=" + cfg.hostname if iso.utsns and cfg.hostname is not None else "-"
     argv = [exe, str(status_w), str(go_r), "0" if p.detached else "1", p.cwd, f"{umask:o}", gids,
             str(cfg.uid), str(cfg.gid), f"{namespaces.flags(p.child_ns):x}",
             "\n".join(p.self_join) if p.self_join else "-", hostname,
             "1" if iso.netns and iso.network != "none" else "0", "1" if iso.no_new_privs else "0",
-            caps, str(capabilities.LAST_CAP), str(p.bpf_fd if p.seccomp else -1), p.exe, *p.argv]
+            caps, str(capabilities.LAST_CAP), str(p.bpf_fd if p.seccomp else -1), f"{propagation:x}",
+            p.exe, *p.argv]
     # the same dup2 of 0-2 as the Python child; the status, go and filter
     # fds stay open (a dup2 onto itself clears close-on-exec)
     actions = [(os.POSIX_SPAWN_DUP2, fd, i) for i, fd in enumerate(stdio) if fd != i]

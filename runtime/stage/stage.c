@@ -4,7 +4,7 @@
  *
  * It does exactly what runtime/child.py does for such a plan, in the same
  * order: parent-death signal and orphan check, v1 cgroup self-join, unshare,
- * new session, hostname, loopback up, no_new_privs, bounding set, seccomp
+ * new session, mount propagation (a mount namespace without pivot_root), hostname, loopback up, no_new_privs, bounding set, seccomp
  * (before the id switch without no_new_privs, after it with), supplementary
  * groups dropped, uid/gid, capability sets, parent-death signal again (a
  * credential change resets it), cwd, umask, every signal back to its default
@@ -14,6 +14,7 @@
  * argv: STATUS_FD GO_FD PDEATHSIG(0|1) CWD UMASK(octal) GIDS(a,b,..|-) UID GID
  *       UNSHARE(hex) TASKS(newline-separated|-) HOSTNAME(=name|-) LOOPBACK(0|1)
  *       NNP(0|1) CAPS(bnd,eff,perm,inh,amb hex|-) LAST_CAP BPF_FD(-1: none)
+ *       PROPAGATION(mount flags for / , hex; 0: no mount namespace)
  *       EXE ARG0 [ARG...]
  * The environment is the container's (posix_spawn's envp).
  */
@@ -35,6 +36,7 @@
 #include <sched.h>
 #include <stdint.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <linux/capability.h>
 #include <linux/filter.h>
@@ -153,7 +155,7 @@ static void default_action(int sig)
 
 int main(int argc, char **argv)
 {
-    if (argc < 19) {
+    if (argc < 20) {
         errno = EINVAL;
         fail("cvbench-stage: usage: see stage.c", NULL);
     }
@@ -187,7 +189,8 @@ int main(int argc, char **argv)
         fail("cvbench-stage: bad capability sets", NULL);
     }
     int last_cap = (int)number(argv[15], 10), bpf_fd = (int)number(argv[16], 10);
-    const char *exe = argv[17];
+    unsigned long propagation = (unsigned long)number(argv[17], 16);
+    const char *exe = argv[18];
 
     if (pdeath) {
         if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0)
@@ -205,6 +208,9 @@ int main(int argc, char **argv)
     if (setsid() < 0)
         fail("setsid", NULL);
     umask(022);
+    /* the ladder's mount-namespace rung: nothing is mounted, nothing may leak */
+    if (propagation && mount(NULL, "/", NULL, propagation, NULL) != 0)
+        fail("mount", "/");
     if (hostname && sethostname(hostname, strlen(hostname)) != 0)
         fail("sethostname", NULL);
     if (lo)
@@ -277,7 +283,7 @@ int main(int argc, char **argv)
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
     cloexec_from(3);  /* the status fd too: exec closes it, which the parent reads as success */
-    execve(exe, argv + 18, environ);
+    execve(exe, argv + 19, environ);
     fail("execve", exe);
     return 127;
 }
