@@ -174,14 +174,7 @@ def clean_exec_state(preserve_fds: int) -> None:
     mask, and every fd.  Only 0-2 and LISTEN_FDS-style preserved fds survive
     (runc's --preserve-fds); the rest are marked close-on-exec last, so an fd
     on the host's tree can never be reached from inside (CVE-2024-21626)."""
-    for sig in range(1, signal.NSIG):
-        if sig in (signal.SIGKILL, signal.SIGSTOP):
-            continue
-        try:
-            signal.signal(sig, signal.SIG_DFL)
-        except (OSError, ValueError):
-            pass  # the C library's reserved real-time signals
-    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    sc.reset_signals()
     import fcntl
     for fd in range(3, 3 + preserve_fds):
         try:

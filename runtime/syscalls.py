@@ -84,6 +84,8 @@ MOUNT_ATTR_NOATIME = 0x10
 MOUNT_ATTR_STRICTATIME = 0x20
 MOUNT_ATTR_NODIRATIME = 0x80
 MOUNT_ATTR_NOSYMFOLLOW = 0x200000
+SYS_rt_sigaction = 13
+SYS_rt_sigprocmask = 14
 SYS_clone = 56
 SYS_capset = 126
 SYS_seccomp = 317
@@ -224,3 +226,18 @@ def join_session_keyring(name: str) -> int:
 
 def keyring_setperm(key: int, perm: int) -> None:
     _check(_libc.syscall(SYS_keyctl, KEYCTL_SETPERM, key, ctypes.c_uint32(perm)), "keyctl(SETPERM)", key)
+
+
+def reset_signals() -> None:
+    """Every signal to SIG_DFL and an empty mask, through the raw syscalls:
+    glibc's sigaction and sigprocmask refuse its reserved signals 32 and 33,
+    so a caller that ignores them (GNU make's recipe shells do) would
+    otherwise pass that on into the container.  Only for a single-threaded
+    child about to exec."""
+    dfl = (ctypes.c_ulong * 4)()          # kernel struct sigaction: handler, flags, restorer, mask
+    for sig in range(1, 65):
+        if sig in (9, 19):                # SIGKILL, SIGSTOP cannot be changed
+            continue
+        _check(_libc.syscall(SYS_rt_sigaction, sig, ctypes.byref(dfl), None, 8), "rt_sigaction", sig)
+    empty = ctypes.c_ulong(0)
+    _check(_libc.syscall(SYS_rt_sigprocmask, 2, ctypes.byref(empty), None, 8), "rt_sigprocmask")
