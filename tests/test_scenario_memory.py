@@ -28,9 +28,16 @@ def test_memory_splits_workload_and_overhead_and_fits_a_slope(root, image, tmp_p
             assert mem64 - idle > 48 * MiB, (b, idle, mem64)
         for n in (1, 2):
             assert f"memory.density_total.{b}.n={n}" in got
-        assert tidy_values(tidy, metric="density_total", backend=b, variant="n=2")[0] > \
-            tidy_values(tidy, metric="density_total", backend=b, variant="n=1")[0]
-        assert meta["density"][b]["slope_bytes"] > 0
+        d1 = tidy_values(tidy, metric="density_total", backend=b, variant="n=1")[0]
+        d2 = tidy_values(tidy, metric="density_total", backend=b, variant="n=2")[0]
+        if b == "builtin":
+            # the whole supervisor (the harness, ~30 MiB) is in every total and a
+            # container adds ~0.05 MiB, less than the supervisor's own PSS moves
+            # between readings: the total must not grow by a supervisor per instance
+            assert abs(d2 - d1) < 0.05 * d1, (b, d1, d2)
+        else:
+            assert d2 > d1, (b, d1, d2)
+            assert meta["density"][b]["slope_bytes"] > 0
         assert {r["unit"] for r in tidy if r["backend"] == b and r["metric"] == "density_slope"} \
             == {"bytes_per_instance"}
     # the probe process is the whole of a bare host instance
