@@ -1,7 +1,8 @@
 """Soak (opt-in, minutes): 1,000 `python -m runtime run` cycles, one in ten
 SIGKILLed at a random moment (before, during or after the start), every
-fourth with a veth, then one `runtime sweep` must leave no cgroup, mount,
-netns, veth, state file or process of these runs.
+fourth with a veth, every fourth through the C stage (runtime/stage), then
+one `runtime sweep` must leave no cgroup, mount, netns, veth, state file or
+process of these runs.
 
     CVBENCH_SOAK=1 .venv/bin/python -m pytest tests/test_runtime_soak.py -s
     CVBENCH_SOAK_CYCLES=200 ...   (fewer cycles)
@@ -42,6 +43,9 @@ def test_soak_run_kill_sweep(root, image):
         cmd = [sys.executable, "-m", "runtime", "run", "-b", image.bundle, f"{tag}-{i}"]
         if i % 4 == 0:
             cmd += ["--network", "veth"]
+        elif i % 4 == 2:  # the C stage's path (runtime/stage): namespaces, cgroup, caps, seccomp
+            cmd += ["--isolation", "cum:5", "--network", "loopback", "--with", "cgroup", "--with", "caps",
+                    "--with", "seccomp"]
         cmd += ["--", "/bin/sh", "-c", "echo up; sleep 0.02"]
         p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         if i % 10 == 0:
