@@ -410,6 +410,214 @@ static int cmd_self(void)
 	return 0;
 }
 
+/* ---- network ops (issue 12: the network scenario) -------------------------
+ *
+ *   probe net serve tcp|udp PORT          echo/discard server on 0.0.0.0:PORT, until SIGTERM
+ *   probe net client tcp_rr|udp_rr|tcp_stream ADDR PORT [--ms M] [--size B]
+ *
+ * TCP clients send one mode byte first: 'R' (echo SIZE-byte messages) or 'S'
+ * (discard until EOF, then answer the byte count, so the client's clock stops
+ * only once every byte arrived).  One connection at a time, in the server
+ * process itself: its own CPU time (/proc/PID/stat) is all the server's work.
+ * Latencies go into an HDR-style log-linear histogram (64 sub-buckets per
+ * power of two, <1.6% bucket width) printed as "CVB nethist", so the host
+ * computes any percentile without a mean ever being involved.
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#define NH_SUB 64
+#define NH_BUCKETS (NH_SUB + 40 * NH_SUB)
+
+static long nh_count[NH_BUCKETS];
+
+static int nh_index(uint64_t v)
+{
+	if (v < NH_SUB)
+		return (int)v;
+	int e = 63 - __builtin_clzll(v); /* e >= 6 */
+	int i = NH_SUB + (e - 6) * NH_SUB + (int)((v >> (e - 6)) & (NH_SUB - 1));
+	return i < NH_BUCKETS ? i : NH_BUCKETS - 1;
+}
+
+static uint64_t nh_lower(int i)
+{
+	if (i < NH_SUB)
+		return (uint64_t)i;
+	int e = (i - NH_SUB) / NH_SUB + 6, sub = (i - NH_SUB) % NH_SUB;
+	return (uint64_t)(NH_SUB + sub) << (e - 6);
+}
+
+static int net_full(int fd, char *buf, size_t n, int wr)
+{
+	size_t done = 0;
+	while (done < n) {
+		ssize_t r = wr ? write(fd, buf + done, n - done) : read(fd, buf + done, n - done);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return -1;
+		done += (size_t)r;
+	}
+	return 0;
+}
+
+static int net_socket(int type, const char *addr, long port, struct sockaddr_in *sa)
+{
+	memset(sa, 0, sizeof(*sa));
+	sa->sin_family = AF_INET;
+	sa->sin_port = htons((uint16_t)port);
+	if (inet_pton(AF_INET, addr, &sa->sin_addr) != 1) {
+		errno = EINVAL;
+		return -1;
+	}
+	return socket(AF_INET, type, 0);
+}
+
+static int net_serve(const char *proto, long port)
+{
+	struct sockaddr_in sa;
+	int udp = strcmp(proto, "udp") == 0;
+	if (!udp && strcmp(proto, "tcp") != 0)
+		return fail(proto, "serve: protocol must be tcp or udp");
+	int s = net_socket(udp ? SOCK_DGRAM : SOCK_STREAM, "0.0.0.0", port, &sa), one = 1;
+	if (s < 0)
+		return fail("socket", strerror(errno));
+	setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(s, (struct sockaddr *)&sa, sizeof(sa)) < 0 || (!udp && listen(s, 4) < 0))
+		return fail("bind", strerror(errno));
+	printf("CVB net_serve proto=%s port=%ld\n", proto, port);
+	fflush(stdout);
+	static char buf[1 << 17];
+	if (udp) {
+		for (;;) {
+			struct sockaddr_in from;
+			socklen_t fl = sizeof(from);
+			ssize_t n = recvfrom(s, buf, sizeof(buf), 0, (struct sockaddr *)&from, &fl);
+			if (n >= 0)
+				sendto(s, buf, (size_t)n, 0, (struct sockaddr *)&from, fl);
+		}
+	}
+	for (;;) {
+		int c = accept(s, NULL, NULL);
+		if (c < 0)
+			continue;
+		setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		char mode = 0;
+		if (net_full(c, &mode, 1, 0) == 0 && mode == 'R') {
+			uint32_t size = 0;
+			if (net_full(c, (char *)&size, 4, 0) == 0 && size > 0 && size <= sizeof(buf))
+				while (net_full(c, buf, size, 0) == 0 && net_full(c, buf, size, 1) == 0)
+					;
+		} else if (mode == 'S') {
+			uint64_t total = 0;
+			ssize_t n;
+			while ((n = read(c, buf, sizeof(buf))) > 0 || (n < 0 && errno == EINTR))
+				total += n > 0 ? (uint64_t)n : 0;
+			net_full(c, (char *)&total, sizeof(total), 1);
+		}
+		close(c);
+	}
+}
+
+static int net_client(const char *op, const char *addr, long port, long ms, long size)
+{
+	struct sockaddr_in sa;
+	int udp = strcmp(op, "udp_rr") == 0, stream = strcmp(op, "tcp_stream") == 0, one = 1;
+	if (!udp && !stream && strcmp(op, "tcp_rr") != 0)
+		return fail(op, "unknown net op (tcp_rr, udp_rr, tcp_stream)");
+	if (size < 1 || size > (1 << 17))
+		return fail("--size", "must be 1..131072 bytes");
+	int s = net_socket(udp ? SOCK_DGRAM : SOCK_STREAM, addr, port, &sa);
+	if (s < 0)
+		return fail(addr, strerror(errno));
+	if (connect(s, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+		return fail("connect", strerror(errno));
+	setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	static char buf[1 << 17];
+	memset(buf, 'x', sizeof(buf));
+	int64_t t0 = now_ns(), end = t0 + ms * 1000000L;
+	if (stream) {
+		uint64_t sent = 0, got = 0;
+		if (net_full(s, "S", 1, 1) < 0)
+			return fail("send", strerror(errno));
+		while (now_ns() < end) {
+			if (net_full(s, buf, sizeof(buf), 1) < 0)
+				return fail("send", strerror(errno));
+			sent += sizeof(buf);
+		}
+		shutdown(s, SHUT_WR);
+		if (net_full(s, (char *)&got, sizeof(got), 0) < 0)
+			return fail("stream", "the server did not confirm the byte count");
+		int64_t ns = now_ns() - t0;
+		printf("CVB net op=tcp_stream bytes=%llu sent=%llu ns=%lld\n", (unsigned long long)got,
+		       (unsigned long long)sent, (long long)ns);
+		close(s);
+		return got == sent ? 0 : fail("stream", "the server received fewer bytes than were sent");
+	}
+	if (udp) {
+		struct timeval tv = {1, 0};
+		setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	} else {
+		uint32_t sz = (uint32_t)size;
+		if (net_full(s, "R", 1, 1) < 0 || net_full(s, (char *)&sz, 4, 1) < 0)
+			return fail("send", strerror(errno));
+	}
+	long n = 0, lost = 0;
+	int64_t now = t0;
+	while (now < end) {
+		int64_t a = now_ns();
+		if (udp) {
+			if (send(s, buf, (size_t)size, 0) != size)
+				return fail("send", strerror(errno));
+			if (recv(s, buf, sizeof(buf), 0) != size) {
+				if (++lost > 100)
+					return fail("udp_rr", "more than 100 requests got no answer within 1 s");
+				now = now_ns();
+				continue;
+			}
+		} else if (net_full(s, buf, (size_t)size, 1) < 0 || net_full(s, buf, (size_t)size, 0) < 0) {
+			return fail("tcp_rr", strerror(errno ? errno : ECONNRESET));
+		}
+		now = now_ns();
+		nh_count[nh_index((uint64_t)(now - a))]++;
+		n++;
+	}
+	close(s);
+	printf("CVB net op=%s n=%ld lost=%ld size=%ld ns=%lld\n", op, n, lost, size, (long long)(now - t0));
+	/* The histogram: lower bound of each non-empty bucket and its count. */
+	fputs("CVB nethist", stdout);
+	for (int i = 0; i < NH_BUCKETS; i++)
+		if (nh_count[i])
+			printf(" %llu:%ld", (unsigned long long)nh_lower(i), nh_count[i]);
+	fputs("\n", stdout);
+	return 0;
+}
+
+static int cmd_net(int argc, char **argv)
+{
+	long port, ms = 1000, size = 1;
+	if (argc >= 3 && strcmp(argv[0], "serve") == 0) {
+		if (parse_long(argv[2], &port) < 0 || port < 1 || port > 65535)
+			return fail(argv[2], "port must be 1..65535");
+		return net_serve(argv[1], port);
+	}
+	if (argc < 4 || strcmp(argv[0], "client") != 0)
+		return fail("net", "usage: net serve tcp|udp PORT | net client OP ADDR PORT [--ms M] [--size B]");
+	if (parse_long(argv[3], &port) < 0 || port < 1 || port > 65535)
+		return fail(argv[3], "port must be 1..65535");
+	for (int i = 4; i < argc; i++) {
+		long *dst = strcmp(argv[i], "--ms") == 0 ? &ms : strcmp(argv[i], "--size") == 0 ? &size : NULL;
+		if (!dst || i + 1 >= argc || parse_long(argv[i + 1], dst) < 0 || *dst < 1)
+			return fail(argv[i], "expected --ms M or --size B with a positive number");
+		i++;
+	}
+	return net_client(argv[1], argv[2], port, ms, size);
+}
+/* ---- end of network ops ---------------------------------------------------- */
+
 static void on_term(int sig)
 {
 	(void)sig;
@@ -443,6 +651,8 @@ int main(int argc, char **argv)
 		rc = cmd_sleep(argc - 2, argv + 2);
 	else if (strcmp(cmd, "self") == 0)
 		rc = cmd_self();
+	else if (strcmp(cmd, "net") == 0)
+		rc = cmd_net(argc - 2, argv + 2);
 	else {
 		fprintf(stderr, "commands: ready | ops [--iters N] [--min-ms M] [--repeat R] [--cpu C] [--pair A,B] OP... | mem MiB [S] | sleep S | self\n");
 		rc = fail(cmd, "unknown command");
