@@ -23,6 +23,14 @@ os.setgroups([1234, 4321])
 signal.signal(signal.SIGUSR1, signal.SIG_IGN)
 signal.signal(signal.SIGHUP, signal.SIG_IGN)
 signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2, signal.SIGTERM})
+import ctypes  # the C library's reserved 32 and 33, ignored and blocked the raw way
+libc = ctypes.CDLL(None, use_errno=True)
+ign = (ctypes.c_ulong * 4)(1, 0, 0, 0)  # SIG_IGN
+for sig in (32, 33):
+    assert libc.syscall(13, sig, ctypes.byref(ign), None, 8) == 0
+assert libc.syscall(14, 0, ctypes.byref(ctypes.c_ulong(3 << 31)), None, 8) == 0  # SIG_BLOCK
+st = dict(line.split(":\t", 1) for line in open("/proc/self/status") if ":\t" in line)
+assert int(st["SigIgn"], 16) & (3 << 31) == int(st["SigBlk"], 16) & (3 << 31) == 3 << 31
 leak = os.open("/dev/null", os.O_RDONLY)
 os.set_inheritable(leak, True)
 bundle, use_stage, rung = sys.argv[1], sys.argv[2] == "c", sys.argv[3]

@@ -147,7 +147,8 @@ static void default_action(int sig)
 #if defined(__x86_64__) || defined(__aarch64__)
     struct { void *handler; unsigned long flags; void *restorer; unsigned long mask; } ksa = {0};
     ksa.handler = SIG_DFL;
-    syscall(SYS_rt_sigaction, sig, &ksa, NULL, sizeof ksa.mask);
+    if (syscall(SYS_rt_sigaction, sig, &ksa, NULL, sizeof ksa.mask) != 0)
+        fail("rt_sigaction", NULL);
 #else
     signal(sig, SIG_DFL);
 #endif
@@ -276,12 +277,12 @@ int main(int argc, char **argv)
     if (chdir(cwd) != 0)
         fail("chdir", cwd);
     umask(mask);
-    for (int sig = 1; sig < NSIG; sig++)
+    for (int sig = 1; sig <= 64; sig++)  /* as runtime/syscalls.reset_signals */
         if (sig != SIGKILL && sig != SIGSTOP)
             default_action(sig);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
+    unsigned long none = 0;  /* raw: glibc's sigprocmask leaves its reserved 32 and 33 alone */
+    if (syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, sizeof none) != 0)
+        fail("rt_sigprocmask", NULL);
     cloexec_from(3);  /* the status fd too: exec closes it, which the parent reads as success */
     execve(exe, argv + 19, environ);
     fail("execve", exe);
