@@ -47,6 +47,24 @@ def config_note(meta: dict) -> str:
     return f"bundle: {len(b['namespaces'])} ns, {sc}, {len(b.get('capabilities') or [])} caps"
 
 
+def stage_note(meta: dict, variants: list[str]) -> str:
+    """Where the runtime's start path changes along the ladder.  Rungs the
+    runtime's C stage can start skip the fork of the Python process; the first
+    rung that needs the Python child (pivot_root, user or time namespace, veth)
+    carries that path's extra cost in its step, not only its mechanism's."""
+    stages = meta.get("ladder_stage") or {}
+    seen = [(v, stages[v]) for v in dict.fromkeys(variants) if stages.get(v)]
+    if not seen or len({s for _, s in seen}) < 2:
+        return ""
+    first_py = next((v for v, s in seen if s == "python"), None)
+    if first_py is None:
+        return ""
+    mech = _mechs(first_py)
+    where = f"+ {mech[-1]}" if mech else first_py
+    return (f"start path: the runtime's C stage up to the rung before '{where}', its forked Python "
+            f"child from there on; that step includes the switch")
+
+
 def _mechs(variant: str) -> list[str]:
     return [m for m in variant.split(":", 1)[1].split("+") if m] if ":" in variant else []
 
@@ -149,7 +167,8 @@ def waterfall(run: Run, st: str, out: Path, metric: str = "ready") -> list[Path]
             ax.set_xlabel(f"{UNIT_LABEL.get(metric, metric)}, ns per op (median)")
         ax.grid(axis="x", alpha=0.3)
         name = UNIT_LABEL.get(metric, metric)
-        style.titled(fig, f"The isolation ladder: {name}, mechanism by mechanism", run.meta, st)
+        style.titled(fig, f"The isolation ladder: {name}, mechanism by mechanism", run.meta, st,
+                     note=stage_note(run.meta, [r.variant for r in rs if r.backend == "builtin"]))
         return style.save(fig, out, "isolation_ladder" if metric == "ready" else f"isolation_ladder_{metric}")
 
 

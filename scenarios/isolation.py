@@ -46,6 +46,8 @@ def _rung_task(ctx: Context, variant: str, spec: str, n: int, repeat: int, min_m
                                     mode=ctx.mode, plan="rung", quick=ctx.quick, timeout=ctx.timeout,
                                     rung=spec, extra_md={"cvbench_rung": variant, "cvbench_size": p})
         backend = ctx.backend("builtin").with_rung(spec)
+        backend.run(["ready"], timeout=ctx.timeout)   # untimed: which start path this rung takes
+        ctx.meta.setdefault("ladder_stage", {})[variant] = backend.last_stage
         benches += inside.ops_benchmarks("isolation", backend, "builtin", OPS, variant=variant,
                                          instances=n, repeat=repeat, min_ms=min_ms,
                                          timeout=ctx.timeout, md={"cvbench_rung": variant},

@@ -36,3 +36,17 @@ def test_isolation_ladder_rungs_and_top(root, image, tmp_path):
     assert [(r.name, r.backend, r.kind) for r in rs[:2]] == [
         ("bare process (fork+exec)", "host", "bare"), ("+ cvbench runtime itself", "builtin", "step")]
     assert rs[1].delta == rs[1].median - rs[0].median
+    # each rung records which start path the runtime took; the bare rung needs
+    # no Python in the child (the C stage), full isolation needs pivot_root (Python)
+    assert set(meta["ladder_stage"]) == set(meta["ladder"])
+    assert meta["ladder_stage"]["bare"] == "c" and meta["ladder_stage"]["full"] == "python"
+    note = ladder.stage_note(meta, [r.variant for r in rs if r.backend == "builtin"])
+    assert "C stage" in note and "Python" in note
+
+
+def test_stage_note_names_the_first_python_rung():
+    from analysis import ladder
+    meta = {"ladder_stage": {"bare": "c", "cum:pidns": "c", "cum:pidns+mountns+pivot": "python"}}
+    note = ladder.stage_note(meta, ["bare", "cum:pidns", "cum:pidns+mountns+pivot"])
+    assert "'+ pivot'" in note
+    assert ladder.stage_note({"ladder_stage": {"bare": "c", "full": "c"}}, ["bare", "full"]) == ""

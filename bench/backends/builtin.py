@@ -114,6 +114,9 @@ class Builtin(Backend):
         deadline = time.monotonic() + timeout
         t0 = time.perf_counter_ns()
         c = self._spawn(args)
+        # which start path ran ("c": the runtime's C stage, "python": its forked
+        # child): the ladder says where it switches, since the switch itself costs
+        self.last_stage = getattr(c, "stage", None)
         try:
             s = stream.ProbeStream(c.stdout.fileno())
             try:
