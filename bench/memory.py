@@ -43,6 +43,27 @@ def exe_name(pid: int) -> str:
         return ""
 
 
+def pid_cgroup_dirs(pid: int) -> list[str]:
+    """The cgroup folders a process sits in, from /proc/PID/cgroup: for an
+    instance whose cgroup path only its runtime knows (a CLI runtime names it
+    itself), the workload's own cgroup is the instance's."""
+    dirs = []
+    try:
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        _hid, controllers, path = line.split(":", 2)
+        rel = path.lstrip("/")
+        if controllers:     # v1: the first controller's folder holds co-mounted ones too
+            cands = [f"/sys/fs/cgroup/{c}/{rel}" for c in controllers.split(",")]
+            cands.append(f"/sys/fs/cgroup/{controllers}/{rel}")
+        else:               # v2, pure or the hybrid's unified mount
+            cands = [f"/sys/fs/cgroup/unified/{rel}", f"/sys/fs/cgroup/{rel}"]
+        dirs += [d.rstrip("/") for d in cands if rel and os.path.isdir(d)][:1]
+    return dirs
+
+
 def cgroup_procs(dirs: list[str]) -> list[int]:
     pids = []
     for d in dirs:

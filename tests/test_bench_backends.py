@@ -58,7 +58,7 @@ def test_run_times_ready_before_gone_and_cleans_up(root, image, name):
     assert not before and not leftovers()
 
 
-@pytest.mark.parametrize("name", ["host", "builtin", "runc"])
+@pytest.mark.parametrize("name", ["host", "builtin", "builtin-cli", "runc"])
 def test_live_instance_memory_sees_the_touched_64mib(root, image, name):
     b = usable(name)
     with b.start(["mem", "64", "-1"], timeout=60) as inst:
@@ -67,6 +67,8 @@ def test_live_instance_memory_sees_the_touched_64mib(root, image, name):
         m = inst.memory()
     assert m["pss_total"] == m["workload"] + m["overhead"]
     assert m["workload"] >= 64 << 20           # the probe's own touched pages
+    if name != "host":                          # containers: the memory cgroup charges the touch
+        assert m["cgroup_charged"] >= 64 << 20, m
     assert m["pss_total"] < 200 << 20
     for p in pids:                                # stopped: every host process is gone
         assert not Path(f"/proc/{p}").exists() or Path(f"/proc/{p}/status").read_text().find("zombie") >= 0

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 
+from common import procs
 from common.paths import ROOT, state_dir
 
 from .base import Backend, Instance, PopenInstance, Timings, long_lived, probe_pids, timed_popen
@@ -66,6 +67,19 @@ class BuiltinCli(Backend):
     def start(self, args: list[str], timeout: float = 60.0) -> Instance:
         cmd = self._cmd(args)
         cid = cmd[cmd.index("--") - 1]
-        return PopenInstance(self.name, cmd, timeout, cwd=str(ROOT), env=self._env(),
+        holder: list[PopenInstance] = []
+        inst = PopenInstance(self.name, cmd, timeout, cwd=str(ROOT), env=self._env(),
                              on_stop=lambda: self._cleanup_if_left(cid), workload_pids=probe_pids,
-                             settle=long_lived(args))
+                             cgroup_dirs=lambda: self._probe_cgroups(holder), settle=long_lived(args))
+        holder.append(inst)
+        return inst
+
+    @staticmethod
+    def _probe_cgroups(holder: list) -> list[str]:
+        """The container's cgroup, found from its probe: the runtime CLI names
+        the cgroup itself, so it is read back rather than guessed."""
+        from .. import memory
+        if not holder:
+            return []
+        probes = probe_pids(procs.descendants(holder[0].proc.pid))
+        return memory.pid_cgroup_dirs(probes[0]) if probes else []
