@@ -10,6 +10,7 @@
  *   probe ready                       print READY and exit
  *   probe ops [--iters N] [--min-ms M] [--repeat R] [--cpu C] [--pair A,B] OP...
  *   probe self                        the isolation it got: Seccomp, CapEff, NoNewPrivs, ns ids
+ *   probe strength                    self + syscall reachability, devices, sensitive paths, escape battery
  *   probe mem MiB                     touch MiB of anonymous memory, then wait
  *   probe sleep S                     wait S seconds (S < 0: forever)
  *
@@ -618,6 +619,389 @@ static int cmd_net(int argc, char **argv)
 }
 /* ---- end of network ops ---------------------------------------------------- */
 
+/* ---- strength (issue 14): what the workload can reach, and the escape battery ----
+ * Every call here is harmless by construction, on the host too: syscalls are
+ * probed with invalid arguments (fd -1, pointer -1, flags -1) so the kernel
+ * returns EBADF/EFAULT/EINVAL before acting, in a throw-away child; syscalls
+ * that would act whatever the arguments are not probed and named.  Escape
+ * attempts only open (never write) control files, create objects in a private
+ * temp dir and remove them, mount only in a private mount namespace of a
+ * throw-away child, and ptrace with PTRACE_SEIZE (the tracee is never stopped). */
+#include <sys/mount.h>
+#include <sys/ptrace.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <dirent.h>
+#include <netinet/in.h>
+#include <linux/bpf.h>
+#include <linux/keyctl.h>
+
+#define SYS_PROBE_MAX 463 /* x86-64 numbers 0..462 are probed */
+
+/* Not probed: they act (or block, or end the process) whatever the arguments. */
+static const char *sys_skip_reason(long nr)
+{
+	switch (nr) {
+	case SYS_exit: case SYS_exit_group: return "ends_the_process";
+	case SYS_rt_sigreturn: return "restores_a_signal_frame";
+	case SYS_fork: case SYS_vfork: case SYS_clone: case SYS_clone3: return "creates_a_process";
+	case SYS_pause: return "blocks";
+	case SYS_reboot: return "reboot";
+	case SYS_kill: case SYS_tkill: case SYS_tgkill: case SYS_rt_sigqueueinfo:
+	case SYS_rt_tgsigqueueinfo: case SYS_pidfd_send_signal: return "sends_signals";
+	case SYS_sync: return "acts_without_arguments";
+	case SYS_vhangup: return "hangs_up_the_terminal";
+	case SYS_msgget: return "creates_an_ipc_queue_with_any_key";
+	case SYS_init_module: return "module_loading";
+	}
+	return NULL;
+}
+
+/* result codes in the shared map */
+enum { SR_UNSET, SR_REACH, SR_ENOSYS, SR_EPERM, SR_KILLED, SR_SKIP };
+
+static void sys_child(volatile unsigned char *res, volatile long *next)
+{
+	for (long nr = *next; nr < SYS_PROBE_MAX; nr = ++*next) {
+		if (sys_skip_reason(nr)) {
+			res[nr] = SR_SKIP;
+			continue;
+		}
+		errno = 0;
+		long r = syscall(nr, -1L, -1L, -1L, -1L, -1L, -1L);
+		res[nr] = r >= 0 ? SR_REACH : errno == ENOSYS ? SR_ENOSYS : errno == EPERM ? SR_EPERM : SR_REACH;
+	}
+	_exit(0);
+}
+
+static void append_num(char *buf, size_t cap, long n)
+{
+	size_t len = strlen(buf);
+	if (len + 8 < cap)
+		snprintf(buf + len, cap - len, "%s%ld", len ? "," : "", n);
+}
+
+static int strength_syscalls(void)
+{
+	unsigned char *res = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (res == MAP_FAILED)
+		return -1;
+	long *next = (long *)(res + 2048);
+	*next = 0;
+	while (*next < SYS_PROBE_MAX) {
+		pid_t pid = fork();
+		if (pid < 0)
+			return -1;
+		if (pid == 0)
+			sys_child(res, next);
+		int st = 0;
+		waitpid(pid, &st, 0);
+		if (*next < SYS_PROBE_MAX) { /* the child died inside syscall *next */
+			res[*next] = SR_KILLED;
+			++*next;
+		}
+	}
+	int n[SR_SKIP + 1] = {0};
+	char enosys[2048] = "", eperm[2048] = "", killed[512] = "", skipped[512] = "";
+	for (long nr = 0; nr < SYS_PROBE_MAX; nr++) {
+		n[res[nr]]++;
+		if (res[nr] == SR_ENOSYS) append_num(enosys, sizeof(enosys), nr);
+		if (res[nr] == SR_EPERM) append_num(eperm, sizeof(eperm), nr);
+		if (res[nr] == SR_KILLED) append_num(killed, sizeof(killed), nr);
+		if (res[nr] == SR_SKIP) append_num(skipped, sizeof(skipped), nr);
+	}
+	printf("CVB sys_range=0-%d sys_reachable=%d sys_enosys=%d sys_eperm=%d sys_killed=%d sys_not_probed=%d\n",
+	       SYS_PROBE_MAX - 1, n[SR_REACH], n[SR_ENOSYS], n[SR_EPERM], n[SR_KILLED], n[SR_SKIP]);
+	printf("CVB sys_enosys_nrs=%s\n", *enosys ? enosys : "-");
+	printf("CVB sys_eperm_nrs=%s\n", *eperm ? eperm : "-");
+	printf("CVB sys_killed_nrs=%s\n", *killed ? killed : "-");
+	printf("CVB sys_not_probed_nrs=%s\n", *skipped ? skipped : "-");
+	for (long nr = 0; nr < SYS_PROBE_MAX; nr++)
+		if (res[nr] == SR_SKIP)
+			printf("CVB sys_skip_%ld=%s\n", nr, sys_skip_reason(nr));
+	munmap(res, 4096);
+	return 0;
+}
+
+static int count_devices(const char *dir, int depth, char *names, size_t cap)
+{
+	DIR *d = opendir(dir);
+	if (!d)
+		return 0;
+	int n = 0;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		if (e->d_name[0] == '.')
+			continue;
+		char p[512];
+		struct stat st;
+		snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
+		if (lstat(p, &st) < 0)
+			continue;
+		if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)) {
+			n++;
+			size_t len = strlen(names);
+			if (len + strlen(p) + 2 < cap)
+				snprintf(names + len, cap - len, "%s%s", len ? "," : "", p + 5);
+		} else if (S_ISDIR(st.st_mode) && depth > 0) {
+			n += count_devices(p, depth - 1, names, cap);
+		}
+	}
+	closedir(d);
+	return n;
+}
+
+static const char *const SENSITIVE[][2] = {
+	{"sysrq_trigger", "/proc/sysrq-trigger"}, {"core_pattern", "/proc/sys/kernel/core_pattern"},
+	{"modprobe", "/proc/sys/kernel/modprobe"}, {"kcore", "/proc/kcore"}, {"proc_kmsg", "/proc/kmsg"},
+	{"dev_kmsg", "/dev/kmsg"}, {"proc_keys", "/proc/keys"}, {"timer_list", "/proc/timer_list"},
+	{"sched_debug", "/proc/sched_debug"}, {"drop_caches", "/proc/sys/vm/drop_caches"},
+	{"proc_acpi", "/proc/acpi"}, {"sys_firmware", "/sys/firmware"}, {"sys_kernel_debug", "/sys/kernel/debug"},
+	{"sys_kernel_security", "/sys/kernel/security"}, {"sys_tracing", "/sys/kernel/tracing"},
+	{"sys_fs_cgroup", "/sys/fs/cgroup"}, {"sys_power", "/sys/power/state"},
+};
+
+/* r/w as access(2) sees them for this process (effective ids, read-only mounts):
+ * nothing is opened for writing. */
+static void strength_paths(void)
+{
+	int readable = 0, writable = 0;
+	char out[2048] = "CVB";
+	for (size_t i = 0; i < sizeof(SENSITIVE) / sizeof(SENSITIVE[0]); i++) {
+		const char *p = SENSITIVE[i][1];
+		const char *v;
+		struct stat st;
+		if (faccessat(AT_FDCWD, p, F_OK, AT_EACCESS) < 0) {
+			v = "absent";
+		} else if (stat(p, &st) == 0 && S_ISCHR(st.st_mode) && st.st_rdev == makedev(1, 3)) {
+			v = "masked"; /* /dev/null bound over it (OCI maskedPaths) */
+		} else {
+			int r = faccessat(AT_FDCWD, p, R_OK, AT_EACCESS) == 0;
+			int w = faccessat(AT_FDCWD, p, W_OK, AT_EACCESS) == 0;
+			readable += r;
+			writable += w;
+			v = r && w ? "rw" : r ? "r" : w ? "w" : "none";
+		}
+		size_t len = strlen(out);
+		snprintf(out + len, sizeof(out) - len, " path_%s=%s", SENSITIVE[i][0], v);
+	}
+	printf("%s\n", out);
+	printf("CVB paths_checked=%zu paths_readable=%d paths_writable=%d\n",
+	       sizeof(SENSITIVE) / sizeof(SENSITIVE[0]), readable, writable);
+}
+
+static void esc(const char *name, int ok, int err, const char *na)
+{
+	if (na)
+		printf("CVB esc_%s=na:%s\n", name, na);
+	else if (ok)
+		printf("CVB esc_%s=succeeded\n", name);
+	else
+		printf("CVB esc_%s=blocked:%s\n", name, strerrorname_np(err) ? strerrorname_np(err) : "error");
+}
+
+/* open (and read), never write */
+static void esc_open(const char *name, const char *path, int flags, int read1)
+{
+	int fd = open(path, flags | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0) {
+		esc(name, 0, errno, errno == ENOENT ? "absent" : NULL);
+		return;
+	}
+	int ok = 1, err = 0;
+	if (read1) {
+		char c[8192]; /* a whole kmsg record fits (a shorter read is EINVAL) */
+		if (read(fd, c, sizeof(c)) < 0 && errno != EAGAIN) {
+			ok = 0;
+			err = errno;
+		}
+	}
+	close(fd);
+	esc(name, ok, err, NULL);
+}
+
+static int find_release_agent(char *out, size_t cap)
+{
+	FILE *f = fopen("/proc/self/mounts", "r");
+	char dev[256], dir[256], type[64];
+	int found = 0;
+	if (!f)
+		return 0;
+	while (!found && fscanf(f, "%255s %255s %63s %*[^\n]", dev, dir, type) == 3)
+		if (strcmp(type, "cgroup") == 0) {
+			snprintf(out, cap, "%s/release_agent", dir);
+			found = faccessat(AT_FDCWD, out, F_OK, 0) == 0;
+		}
+	fclose(f);
+	return found;
+}
+
+/* A private scratch dir for the attempts that create something: the first
+ * writable of these, removed at the end. */
+static int scratch_dir(char *out, size_t cap)
+{
+	static const char *const bases[] = {"/tmp", "/dev/shm", "/dev", "/run"};
+	for (size_t i = 0; i < sizeof(bases) / sizeof(bases[0]); i++) {
+		snprintf(out, cap, "%s/cvbench-strength-XXXXXX", bases[i]);
+		if (mkdtemp(out))
+			return 0;
+	}
+	return -1;
+}
+
+static int child_status(pid_t pid)
+{
+	int st = 0;
+	if (pid < 0 || waitpid(pid, &st, 0) < 0)
+		return -1;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 255;
+}
+
+/* In a throw-away child: optionally new user+mount ns, then a tmpfs on dir,
+ * unmounted at once.  Exit 0: mounted; else the errno (capped). */
+static int try_mount(const char *dir, int userns)
+{
+	pid_t pid = fork();
+	if (pid == 0) {
+		if (userns) {
+			uid_t uid = geteuid();
+			gid_t gid = getegid();
+			if (unshare(CLONE_NEWUSER | CLONE_NEWNS) < 0)
+				_exit(errno & 0x7f);
+			char map[64];
+			int fd = open("/proc/self/setgroups", O_WRONLY);
+			if (fd >= 0) { ssize_t w = write(fd, "deny", 4); (void)w; close(fd); }
+			snprintf(map, sizeof(map), "0 %u 1", uid);
+			fd = open("/proc/self/uid_map", O_WRONLY);
+			if (fd >= 0) { ssize_t w = write(fd, map, strlen(map)); (void)w; close(fd); }
+			snprintf(map, sizeof(map), "0 %u 1", gid);
+			fd = open("/proc/self/gid_map", O_WRONLY);
+			if (fd >= 0) { ssize_t w = write(fd, map, strlen(map)); (void)w; close(fd); }
+		} else if (unshare(CLONE_NEWNS) < 0) {
+			/* no private mount namespace: try in place (unmounted at once) */
+			if (mount("cvbench", dir, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k") < 0)
+				_exit(errno & 0x7f);
+			umount2(dir, MNT_DETACH);
+			_exit(0);
+		}
+		/* never propagate anything back to the parent's mounts */
+		if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+			_exit(errno & 0x7f);
+		if (mount("cvbench", dir, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k") < 0)
+			_exit(errno & 0x7f);
+		umount2(dir, MNT_DETACH);
+		_exit(0);
+	}
+	return child_status(pid);
+}
+
+static void strength_battery(void)
+{
+	esc_open("sysrq_trigger", "/proc/sysrq-trigger", O_WRONLY, 0);
+	esc_open("core_pattern", "/proc/sys/kernel/core_pattern", O_WRONLY, 0);
+	char ra[300];
+	if (find_release_agent(ra, sizeof(ra)))
+		esc_open("release_agent", ra, O_WRONLY, 0);
+	else
+		esc("release_agent", 0, 0, "no_cgroup_v1_hierarchy_visible");
+	int s = socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_ICMP);
+	esc("raw_socket", s >= 0, errno, NULL);
+	if (s >= 0)
+		close(s);
+	esc_open("dev_kmsg_read", "/dev/kmsg", O_RDONLY, 1);
+	esc_open("proc_kcore_read", "/proc/kcore", O_RDONLY, 1);
+
+	char dir[128];
+	if (scratch_dir(dir, sizeof(dir)) < 0) {
+		esc("mknod_block", 0, 0, "no_writable_scratch_dir");
+		esc("mount_tmpfs", 0, 0, "no_writable_scratch_dir");
+		esc("userns_mount", 0, 0, "no_writable_scratch_dir");
+	} else {
+		char node[160];
+		snprintf(node, sizeof(node), "%s/blk", dir);
+		int r = mknod(node, S_IFBLK | 0600, makedev(7, 0));
+		int e = errno;
+		if (r == 0)
+			unlink(node);
+		esc("mknod_block", r == 0, e, NULL);
+		r = try_mount(dir, 0);
+		esc("mount_tmpfs", r == 0, r, r < 0 || r == 255 ? "child_failed" : NULL);
+		r = try_mount(dir, 1);
+		esc("userns_mount", r == 0, r, r < 0 || r == 255 ? "child_failed" : NULL);
+		rmdir(dir);
+	}
+
+	if (getpid() == 1) {
+		esc("ptrace_pid1", 0, 0, "the_probe_is_pid_1_of_its_namespace");
+	} else {
+		long r = ptrace(PTRACE_SEIZE, 1, NULL, NULL); /* SEIZE never stops the tracee */
+		int e = errno;
+		if (r == 0)
+			ptrace(PTRACE_DETACH, 1, NULL, NULL);
+		esc("ptrace_pid1", r == 0, e, NULL);
+	}
+
+	/* An fd the runtime left open (as in CVE-2024-21626): any fd above 2. */
+	char leaked[512] = "";
+	DIR *d = opendir("/proc/self/fd");
+	if (!d) {
+		esc("inherited_fd", 0, 0, "proc_self_fd_unreadable");
+	} else {
+		struct dirent *e;
+		while ((e = readdir(d))) {
+			int fd = atoi(e->d_name);
+			if (e->d_name[0] == '.' || fd <= 2 || fd == dirfd(d))
+				continue;
+			char p[64], t[256];
+			snprintf(p, sizeof(p), "/proc/self/fd/%d", fd);
+			ssize_t n = readlink(p, t, sizeof(t) - 1);
+			t[n > 0 ? n : 0] = 0;
+			for (char *c = t; *c; c++)
+				if (*c == ' ')
+					*c = '_';
+			size_t len = strlen(leaked);
+			snprintf(leaked + len, sizeof(leaked) - len, "%s%d:%s", len ? "," : "", fd, t);
+		}
+		closedir(d);
+		if (*leaked)
+			printf("CVB esc_inherited_fd=succeeded:%s\n", leaked);
+		else
+			esc("inherited_fd", 0, EBADF, NULL);
+	}
+
+	/* Look up (never create) the session keyring. */
+	long k = syscall(SYS_keyctl, KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING, 0);
+	esc("keyctl", k >= 0, errno, NULL);
+
+	union bpf_attr attr;
+	memset(&attr, 0, sizeof(attr));
+	attr.map_type = BPF_MAP_TYPE_ARRAY;
+	attr.key_size = 4;
+	attr.value_size = 4;
+	attr.max_entries = 1;
+	int m = (int)syscall(SYS_bpf, BPF_MAP_CREATE, &attr, sizeof(attr));
+	esc("bpf_map_create", m >= 0, errno, NULL);
+	if (m >= 0)
+		close(m);
+}
+
+static int cmd_strength(void)
+{
+	int rc = cmd_self();
+	if (rc)
+		return rc;
+	if (strength_syscalls() < 0)
+		return fail("strength", strerror(errno));
+	char names[1500] = "";
+	int n = count_devices("/dev", 1, names, sizeof(names));
+	printf("CVB dev_nodes=%d dev_list=%s\n", n, *names ? names : "-");
+	strength_paths();
+	strength_battery();
+	return 0;
+}
+/* ---- end strength ---- */
+
 static void on_term(int sig)
 {
 	(void)sig;
@@ -651,6 +1035,8 @@ int main(int argc, char **argv)
 		rc = cmd_sleep(argc - 2, argv + 2);
 	else if (strcmp(cmd, "self") == 0)
 		rc = cmd_self();
+	else if (strcmp(cmd, "strength") == 0)
+		rc = cmd_strength();
 	else if (strcmp(cmd, "net") == 0)
 		rc = cmd_net(argc - 2, argv + 2);
 	else {

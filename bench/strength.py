@@ -1,0 +1,118 @@
+"""The exposure profile of one backend (or ladder rung), from ``probe strength``.
+
+The probe reports, from inside the instance: its capabilities and namespaces,
+which x86-64 syscall numbers are reachable (probed with invalid arguments, see
+scenarios/probe/probe.c), the device nodes and sensitive /proc and /sys paths it
+can see, and the escape battery's results.  This module turns one report into a
+profile (a vector, not a score) and checks that repeated runs agree.
+
+In a VM the namespaces and capabilities are the guest's own: "the host" is
+outside the guest, behind the hardware (here: emulated) boundary, and the
+profile says so instead of comparing guest namespace ids with the host's.
+"""
+from __future__ import annotations
+
+import os
+
+from .inside import NAMESPACES
+
+ESCAPES = ("sysrq_trigger", "core_pattern", "release_agent", "raw_socket", "dev_kmsg_read",
+           "proc_kcore_read", "mknod_block", "mount_tmpfs", "userns_mount", "ptrace_pid1",
+           "inherited_fd", "keyctl", "bpf_map_create")
+SYSCALL_KEYS = ("reachable", "enosys", "eperm", "killed", "not_probed")
+# What the stability check compares: everything but free-text details.
+VECTOR = ("syscalls_reachable", "syscalls_blocked", "caps_effective", "caps_bounding",
+          "namespaces_shared", "devices", "paths_readable", "paths_writable", "escapes_succeeded")
+
+
+class ProfileError(Exception):
+    pass
+
+
+def _bits(hexmask: str) -> int:
+    try:
+        return bin(int(hexmask, 16)).count("1")
+    except ValueError:
+        return -1
+
+
+def _nrs(v: str) -> list[int]:
+    return [] if v in ("", "-") else [int(x) for x in v.split(",")]
+
+
+def parse(values: dict[str, str], *, vm: bool) -> dict:
+    """One ``probe strength`` report -> a profile.  Raises ProfileError when a
+    part is missing (no silent gaps)."""
+    missing = [k for k in ("CapEff", "CapBnd", "sys_reachable", "dev_nodes", "paths_readable")
+               + tuple(f"esc_{e}" for e in ESCAPES) if k not in values]
+    if missing:
+        raise ProfileError(f"probe strength did not report {', '.join(missing)}")
+    sys = {k: int(values[f"sys_{k}"]) for k in SYSCALL_KEYS}
+    escapes = {}
+    for e in ESCAPES:
+        result, _, detail = values[f"esc_{e}"].partition(":")
+        escapes[e] = {"result": result, "detail": detail}
+    own, shared = [], []
+    if not vm:
+        for ns in NAMESPACES:
+            try:
+                host = os.readlink(f"/proc/self/ns/{ns}")
+            except OSError:
+                continue
+            (shared if values.get(f"ns_{ns}", "none") == host else own).append(ns)
+    return {
+        "boundary": "hardware (guest kernel; the view is the guest's)" if vm else "host kernel",
+        "syscalls": {**sys, "range": values.get("sys_range", ""),
+                     "enosys_nrs": _nrs(values.get("sys_enosys_nrs", "-")),
+                     "eperm_nrs": _nrs(values.get("sys_eperm_nrs", "-")),
+                     "killed_nrs": _nrs(values.get("sys_killed_nrs", "-")),
+                     "not_probed": {k[len("sys_skip_"):]: v for k, v in values.items()
+                                    if k.startswith("sys_skip_")}},
+        "syscalls_reachable": sys["reachable"],
+        "syscalls_blocked": sys["enosys"] + sys["eperm"] + sys["killed"],
+        "caps_effective": _bits(values["CapEff"]),
+        "caps_bounding": _bits(values["CapBnd"]),
+        "cap_eff_mask": values["CapEff"], "cap_bnd_mask": values["CapBnd"],
+        "seccomp": values.get("Seccomp", "?"), "no_new_privs": values.get("NoNewPrivs", "?"),
+        "namespaces_own": own,
+        "namespaces_shared": len(shared) if not vm else 0,
+        "namespaces_shared_names": shared,
+        "devices": int(values["dev_nodes"]),
+        "device_list": values.get("dev_list", "-"),
+        "paths_readable": int(values["paths_readable"]),
+        "paths_writable": int(values["paths_writable"]),
+        "paths": {k[len("path_"):]: v for k, v in values.items() if k.startswith("path_")},
+        "escapes": escapes,
+        "escapes_succeeded": sum(1 for e in escapes.values() if e["result"] == "succeeded"),
+    }
+
+
+def vector(p: dict) -> dict:
+    """The comparable part of a profile: counts and each attempt's result."""
+    return {**{k: p[k] for k in VECTOR}, **{f"esc_{k}": v["result"] for k, v in p["escapes"].items()}}
+
+
+def differences(profiles: list[dict]) -> list[str]:
+    """Keys whose values differ between repeated profiles of one backend."""
+    vecs = [vector(p) for p in profiles]
+    return sorted(k for k in vecs[0] if any(v.get(k) != vecs[0][k] for v in vecs[1:]))
+
+
+def measure(backend, *, vm: bool, runs: int, timeout: float) -> dict:
+    """``runs`` instances of ``probe strength``; the first profile plus how the
+    others compare.  A failed instance raises (the harness records the backend
+    as failed)."""
+    from .backends import InstanceFailed
+    profiles = []
+    for _ in range(runs):
+        t = backend.run(["strength"], timeout=timeout)
+        if t.rc != 0:
+            raise InstanceFailed(backend.name, f"probe strength ended with rc={t.rc}", t.console)
+        try:
+            profiles.append(parse(t.probe.values, vm=vm))
+        except ProfileError as e:
+            raise InstanceFailed(backend.name, str(e), t.console) from None
+    out = profiles[0]
+    out["runs"] = runs
+    out["differs_between_runs"] = differences(profiles)
+    return out

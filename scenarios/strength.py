@@ -1,0 +1,70 @@
+"""strength: what each backend and ladder rung leaves of the host reachable,
+next to what it costs to start.
+
+Per backend (and per rung of the builtin runtime's ladder), ``probe strength``
+runs RUNS times in fresh instances (bench.strength): syscall reachability,
+capabilities, namespaces shared with the host, device nodes, sensitive paths,
+and the escape battery (every attempt harmless by construction, see
+scenarios/probe/probe.c).  The profiles go to meta.json ("strength"); the cost
+axis is the startup-to-READY time measured in the same run (tidy.csv).
+
+The host row is the reference: there is no boundary, so every "succeeded" in it
+is simply the host's own power (the attempts only open files, create and remove
+objects in a private temp dir, and mount in a private mount namespace).
+"""
+from __future__ import annotations
+
+from bench import estimate, strength, timing
+from bench.harness import Context, Task, progress
+
+DESCRIPTION = "exposure profile (syscalls, caps, namespaces, devices, paths, escapes) next to startup cost"
+
+RUNS = 3   # profiles per backend; they must agree
+
+HOST_SIDE = {
+    "host_syscalls": "not measured yet: counting the boundary processes' host syscalls (strace -f -c "
+                     "of runc/crun init, runsc's Sentry and gofer, QEMU) needs a hook in the backends "
+                     "that this change does not add",
+    "kernel_functions": "not measurable here: tracefs has no readable available_filter_functions, "
+                        "so the function tracer cannot be filtered to name the functions reached",
+}
+
+
+def _task(ctx: Context, label: str, b: str, rung: str = "", variant: str = "") -> Task:
+    vm = ctx.is_vm(b)
+
+    def run():
+        backend = ctx.backend(b).with_rung(rung) if rung else ctx.backend(b)
+        progress(f"    {label}: {RUNS} x probe strength")
+        prof = strength.measure(backend, vm=vm, runs=RUNS, timeout=ctx.timeout * 3)
+        prof["backend"], prof["rung"] = b, variant
+        ctx.meta.setdefault("strength", {})[label] = prof
+        name = f"strength.ready.{b}" + (f".{variant}" if variant else "")
+        md = {"cvbench_rung": variant or "backend"}
+        return timing.run_worker(name, b, "ready", mode=ctx.mode,
+                                 plan="rung" if rung else ("vm" if vm else "fast_path"),
+                                 quick=ctx.quick, timeout=ctx.timeout, rung=rung, extra_md=md)
+    plan = timing.plan_of(ctx.mode, "rung" if rung else ("vm" if vm else "fast_path"))
+    est = estimate.pyperf_task(b, plan) + estimate.instances(b, RUNS, 0.5)
+    return Task(f"{label}: profile x{RUNS} + startup", b, est, run)
+
+
+def plan(ctx: Context) -> list[Task]:
+    from scenarios.isolation import rungs
+    tasks = [_task(ctx, b, b) for b in ctx.backends]
+    ladder = []
+    if "builtin" in ctx.backends:
+        for variant, spec in rungs(ctx.quick):
+            if variant == "full":   # the builtin row itself
+                continue
+            ladder.append(variant)
+            tasks.append(_task(ctx, f"builtin/{variant}", "builtin", spec, variant))
+    ctx.meta["strength_ladder"] = ladder
+    ctx.meta["strength_runs"] = RUNS
+    ctx.meta["strength_host_side"] = HOST_SIDE
+    ctx.meta["strength_note"] = ("syscalls: x86-64 numbers probed with invalid arguments in a throw-away "
+                                 "child; 'blocked' = ENOSYS or EPERM (from a filter, a capability check, "
+                                 "or the syscall itself, as on the host) or the child was killed; "
+                                 "VM rows are the guest kernel's view, behind a hardware boundary")
+    ctx.summary_metrics = ["ready"]
+    return tasks
