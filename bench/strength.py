@@ -66,7 +66,7 @@ def parse(values: dict[str, str], *, vm: bool) -> dict:
                      "enosys_nrs": _nrs(values.get("sys_enosys_nrs", "-")),
                      "eperm_nrs": _nrs(values.get("sys_eperm_nrs", "-")),
                      "killed_nrs": _nrs(values.get("sys_killed_nrs", "-")),
-                     "not_probed": {k[len("sys_skip_"):]: v for k, v in values.items()
+                     "not_probed_why": {k[len("sys_skip_"):]: v for k, v in values.items()
                                     if k.startswith("sys_skip_")}},
         "syscalls_reachable": sys["reachable"],
         "syscalls_blocked": sys["enosys"] + sys["eperm"] + sys["killed"],
