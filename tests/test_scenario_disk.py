@@ -1,0 +1,125 @@
+"""disk scenario: a short real fio job on every backing (host directory; bind
+mount, overlayfs over the image and tmpfs in crun), through the real CLI; the
+chart and report; the parser's refusals; and a run SIGKILLed mid-job whose
+leftovers the sweep removes."""
+from __future__ import annotations
+
+import glob
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from scenario_run import ROOT, require_backends, run_scenario, tidy_values
+
+from bench import disk, disk_fio
+from bench.backends import oci
+from common.errors import CvbError
+
+JOBS = [s for secs in disk_fio.PROFILES.values() for s in secs]
+BACKINGS = {"host": ["dir"], "crun": ["bind", "overlay", "tmpfs"]}
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (containers, drop_caches)")
+
+
+@pytest.fixture
+def state(tmp_path, monkeypatch):
+    d = tmp_path / "disk-state"
+    monkeypatch.setenv(disk.STATE_ENV, str(d))
+    return d
+
+
+def test_every_backing_runs_fio(tmp_path, state):
+    if not disk_fio.FIO.is_file():
+        pytest.skip("fio not installed (make setup installs it)")
+    suite, meta, tidy, r = run_scenario("disk", tmp_path / "out", backends=list(BACKINGS))
+    rows = meta["disk"]["rows"]
+    for backend, backings in BACKINGS.items():
+        for backing in backings:
+            key = f"{backend}/{backing}"
+            assert rows[key]["status"] == "ok", rows[key]
+            assert rows[key]["cache"], key
+            for job in JOBS:
+                v = f"{backing}:{job}"
+                iops = tidy_values(tidy, metric="iops", backend=backend, variant=v)
+                p50, p99, p999 = (tidy_values(tidy, metric=m, backend=backend, variant=v)
+                                  for m in ("clat_p50", "clat_p99", "clat_p999"))
+                assert iops and iops[0] > 0, (key, job)
+                assert 0 < p50[0] <= p99[0] <= p999[0], (key, job, p50, p99, p999)
+                cpu = "cpu_s_per_kop" if job.startswith("meta-") else "cpu_s_per_gb"
+                assert tidy_values(tidy, metric=cpu, backend=backend, variant=v)[0] > 0, (key, job)
+                if not job.startswith("meta-"):
+                    assert tidy_values(tidy, metric="bw", backend=backend, variant=v)[0] > 0
+    assert meta["disk"]["window"]["runtime_s"] == disk_fio.WINDOWS["quick"].runtime_s
+    assert not list(state.glob("cvbench-d*")), "the run's disk state was not removed"
+    # chart and report
+    from analysis.render import render
+    folder = (tmp_path / "out" / "latest").resolve()
+    _, files, (md, _) = render(folder, log=lambda *_: None)
+    assert {"disk_iops.png", "disk_latency.png"} <= {f.name for f in files}
+    text = md.read_text()
+    assert "## Disk: fio per backing and job" in text and "crun/overlay" in text and "overlayfs" in text
+
+
+def test_parser_refuses_what_fio_did_not_measure():
+    with pytest.raises(CvbError, match="not JSON"):
+        disk_fio.parse("fio: something broke {", "fc-randread")
+    empty = '{"fio version": "fio-3.33", "jobs": [{"jobname": "fc-randread", "error": 0,' \
+            ' "read": {"total_ios": 0}, "write": {"total_ios": 0}}]}'
+    with pytest.raises(CvbError, match="no I/O completed"):
+        disk_fio.parse(empty, "fc-randread")
+    no_pct = empty.replace('"read": {"total_ios": 0}', '"read": {"total_ios": 5, "iops": 5.0, "bw_bytes": 20480,'
+                           ' "io_bytes": 20480, "runtime": 1000, "clat_ns": {}}')
+    with pytest.raises(CvbError, match="percentile"):
+        disk_fio.parse(no_pct, "fc-randread")
+
+
+def test_space_check_exits_2(state, monkeypatch):
+    monkeypatch.setattr(disk.shutil, "disk_usage", lambda p: type("U", (), {"free": 1024})())
+    with pytest.raises(CvbError) as e:
+        disk.check_space(disk_fio.WINDOWS["default"])
+    assert e.value.status == 2 and "MiB free" in e.value.why
+
+
+def test_kill_mid_job_then_sweep(tmp_path, state):
+    """SIGKILL the harness while fio runs in a crun container on the bind
+    mount: its state folder, container, bundle and cgroup stay behind until a
+    sweep, which removes them all."""
+    require_backends(["crun"])
+    if not disk_fio.FIO.is_file():
+        pytest.skip("fio not installed")
+    p = subprocess.Popen([sys.executable, "-m", "bench", "run", "disk", "--backends", "crun", "--fast",
+                          "--out", str(tmp_path / "out")], cwd=ROOT, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, env=dict(os.environ))
+    try:
+        deadline = time.monotonic() + 120
+        while not glob.glob(f"{state}/cvbench-d{p.pid}-*/crun-bind/bind/cvbench-fc.dat"):
+            assert p.poll() is None and time.monotonic() < deadline, "fio never started"
+            time.sleep(0.2)
+        time.sleep(0.5)   # fio is inside its job now
+    finally:
+        p.kill()
+        p.wait()
+    left = glob.glob(f"{state}/cvbench-d{p.pid}-*")
+    assert left, "the killed run left no state: the test did not kill it mid-job"
+    from bench import sweep
+    removed = sweep.sweep_all()
+    assert any(f"cvbench-d{p.pid}-" in x for x in removed), removed
+    assert not glob.glob(f"{state}/cvbench-d{p.pid}-*")
+    head = f"cvbench-b{p.pid}-"
+    from bench import backends
+    assert not [c for c in backends.get("crun").list_ids() if c.startswith(head)]
+    assert not glob.glob(f"/sys/fs/cgroup/*/{head}*")
+    assert not glob.glob(str(oci.state_root("x").parent / "bundles" / f"{head}*"))
+    assert not disk._mounts_under(str(state))
+
+
+def test_sweep_keeps_a_live_owner(state):
+    live = state / f"cvbench-d{os.getpid()}-{disk.owner.start_time(os.getpid())}"
+    live.mkdir(parents=True)
+    dead = state / "cvbench-d999999999-1"
+    dead.mkdir()
+    (dead / "f").write_text("x")
+    removed = disk.sweep()
+    assert live.is_dir() and not dead.exists() and removed == [f"disk state {dead}"]
