@@ -23,7 +23,7 @@ from common.errors import CvbError
 
 from . import backends as registry
 
-SCENARIOS = ["startup", "memory", "syscall", "isolation", "disk", "strength"]
+SCENARIOS = ["startup", "memory", "syscall", "isolation", "disk", "network", "strength"]
 ISOLATION_ORDER = registry.NAMES  # the registry is ordered host -> VM
 
 

@@ -76,6 +76,8 @@ def sweep_all(mine: bool = False) -> list[str]:
     """Leftovers of dead owners; with ``mine``, also this process's own (the harness
     calls that after an interrupt, once it has stopped measuring)."""
     removed = sweep_oci(mine) + sweep_host_probes(mine)
+    from . import netpath  # after the probes: their netns go once they are dead
+    removed += netpath.sweep(mine)
     from . import disk  # after the processes: nothing holds its files then
     removed += disk.sweep(mine)
     for label, mod, call in (("runtime", "runtime", lambda m: m.sweep()),

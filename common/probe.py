@@ -76,3 +76,33 @@ def parse(text: str) -> ProbeOutput:
     for raw in text.splitlines():
         feed(out, raw)
     return out
+
+
+def net_result(text: str) -> dict:
+    """A ``probe net client`` run: its ``CVB net`` values (op, n, bytes, ns, ...)
+    and, for request/response ops, ``hist``: [(bucket lower bound ns, count), ...]."""
+    res: dict = {}
+    for raw in text.splitlines():
+        line = cvb_line(raw)
+        if line is None:
+            continue
+        if line.startswith("CVB net "):
+            res.update(_KV.findall(line))
+        elif line.startswith("CVB nethist"):
+            res["hist"] = [(int(a), int(b)) for a, b in
+                           (w.split(":") for w in line.split()[2:])]
+    return res
+
+
+def hist_quantile(hist: list[tuple[int, int]], q: float) -> float:
+    """The q-quantile (0..1) of an HDR-style histogram: the lower bound of the
+    bucket that holds it (buckets are < 1.6% wide)."""
+    total = sum(c for _, c in hist)
+    if not total:
+        raise ValueError("empty histogram")
+    need, seen = q * total, 0
+    for lower, c in sorted(hist):
+        seen += c
+        if seen >= need:
+            return float(lower)
+    return float(max(lo for lo, _ in hist))

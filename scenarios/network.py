@@ -1,0 +1,248 @@
+"""network: what each isolation path costs in latency, throughput and CPU.
+
+Per path (bench.netpath sets each up and tears it down), the static probe runs
+a server and a client (scenarios/probe/probe.c ``net``):
+
+- ``tcp_rr`` / ``udp_rr``: 64-byte request/response for a fixed time; the
+  probe's HDR-style histogram gives p50, p99 and p99.9 (never a mean);
+- ``tcp_stream``: 128 KiB writes for a fixed time, at each MTU of the path
+  (veth: 1500 and the largest the link allows; loopback: the host lo's own);
+- CPU per GB: the client's (wait4) plus the server's (/proc/PID/stat) user +
+  system seconds over the stream, per 10^9 bytes received.  Softirq work is
+  charged to whichever process the kernel ran it in, so it is counted when
+  it runs in either endpoint and missed otherwise (said in meta.json).
+
+iperf3 (throughput, same write size) and sockperf ping-pong (TCP RR p50, same
+message size, full round trip) run on the same endpoints right after the
+probe; the ratios go to meta.json's ``crosschecks``, judged at ±15%.
+
+Paths and MTUs can be narrowed with CVBENCH_NET_PATHS=loopback,veth and
+CVBENCH_NET_MTUS=1500,9000; an unknown path or an MTU the path can't carry
+exits 2.  Paths not measured yet are rows with the reason in meta.json.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+
+from bench import crosscheck, netpath, timing
+from bench.harness import Context, Task, progress
+from common.errors import CvbError
+from common.probe import hist_quantile
+
+DESCRIPTION = "latency (RR p50/p99/p99.9), stream throughput and CPU per GB per network path"
+
+TOLERANCE = 0.15
+RR_SIZE = 64            # bytes per request and response (sockperf's -m)
+STREAM_WRITE = 1 << 17  # the probe's write size; iperf3 gets the same -l
+MEASURED = ("loopback", "veth")
+PATHS = ("loopback", "veth", "bridge", "tap-virtio", "user-mode", "gvisor")
+# mode -> (repetitions, ms per client run, cross-check seconds)
+SIZES = {"quick": (2, 300, 1), "fast": (3, 1000, 2), "default": (5, 2000, 3),
+         "rigorous": (10, 3000, 5)}
+QUANTILES = (("p50", 0.50), ("p99", 0.99), ("p999", 0.999))
+
+
+def _not_measured(path: str) -> str:
+    """Why a path has no figures in this run: the row the report shows."""
+    if path == "user-mode":
+        have = [t for t in ("slirp4netns", "passt") if shutil.which(t)]
+        return ("not wired into the scenario yet; " +
+                (f"{', '.join(have)} installed" if have else "neither slirp4netns nor passt is installed"))
+    return {"bridge": "two containers on a cvbench bridge: not wired into the scenario yet",
+            "tap-virtio": "VM tap + virtio-net (libvirt, raw QEMU; no vhost-net on this host): "
+                          "not wired into the scenario yet",
+            "gvisor": "runsc in a cvbench netns with a veth: not wired into the scenario yet"}[path]
+
+
+def selection() -> tuple[list[str], list[int] | None]:
+    """Paths and MTUs from CVBENCH_NET_PATHS / CVBENCH_NET_MTUS (exit 2 when bad)."""
+    raw = os.environ.get("CVBENCH_NET_PATHS", "")
+    paths = [p.strip() for p in raw.split(",") if p.strip()] or list(PATHS)
+    for p in paths:
+        if p not in PATHS:
+            raise CvbError("CVBENCH_NET_PATHS", f"unknown path {p!r}", f"choose from {', '.join(PATHS)}")
+    mtus = None
+    raw = os.environ.get("CVBENCH_NET_MTUS", "")
+    if raw.strip():
+        try:
+            mtus = [int(m) for m in raw.split(",") if m.strip()]
+        except ValueError:
+            raise CvbError("CVBENCH_NET_MTUS", f"{raw!r} is not a list of integers",
+                           "e.g. CVBENCH_NET_MTUS=1500,9000") from None
+        bad = [m for m in mtus if m < netpath.MIN_MTU]
+        if bad:
+            raise CvbError("CVBENCH_NET_MTUS", f"MTU {bad[0]} is below IPv4's minimum {netpath.MIN_MTU}",
+                           "pick MTUs >= 68")
+    return paths, mtus
+
+
+def plan(ctx: Context) -> list[Task]:
+    paths, mtus = selection()
+    reps, ms, xsecs = SIZES["quick" if ctx.quick else ctx.mode]
+    net = ctx.meta.setdefault("network", {
+        "rr_size_bytes": RR_SIZE, "stream_write_bytes": STREAM_WRITE, "ms_per_client_run": ms,
+        "repetitions": reps, "tolerance": TOLERANCE,
+        "cpu_accounting": "client wait4 rusage + server /proc/PID/stat utime+stime over the stream; "
+                          "softirq work counts only where the kernel ran it in an endpoint",
+        "paths": {}, "hist": {}})
+    for p in paths:
+        if p not in MEASURED:
+            net["paths"][p] = {"status": "not measured", "why": _not_measured(p)}
+    for b in ctx.backends:
+        if b != "host":
+            net.setdefault("backends_not_used", {})[b] = (
+                "the network endpoints run as host processes in cvbench netns; "
+                "container and VM endpoints are not wired into the scenario yet")
+    todo = [p for p in paths if p in MEASURED]
+    if todo and "host" not in ctx.backends:
+        raise CvbError("--backends", "the network scenario's measured paths run on the host backend",
+                       "include host in --backends")
+    if "veth" in todo:
+        net["address_range"] = netpath.pick_range()
+    # Fail on a bad MTU before anything is measured (exit 2).
+    probe = os.path.join(ctx.backend("host").img.rootfs, "probe")
+    tasks = []
+    for p in todo:
+        n_mtu = 1 if p == "loopback" else len(mtus or (0, 0))
+        est = reps * (2 + n_mtu) * ms / 1000 + 3 * xsecs + 3
+        tasks.append(Task(f"host: {p} path", "host", est,
+                          lambda p=p: _measure(ctx, p, probe, mtus, reps, ms, xsecs)))
+    ctx.summary_metrics = None
+    return tasks
+
+
+def _open(name: str, ctx: Context):
+    if name == "loopback":
+        return netpath.loopback()
+    return netpath.veth(ctx.meta["network"]["address_range"])
+
+
+def _mtus_for(path, mtus: list[int] | None) -> list[int]:
+    if path.name == "loopback":
+        if mtus and mtus != [path.max_mtu]:
+            raise CvbError("CVBENCH_NET_MTUS", f"the loopback path runs at the host lo's MTU {path.max_mtu}; "
+                           "cvbench does not change host links", "drop loopback or the MTUs")
+        return [path.max_mtu]
+    want = mtus or [1500, path.max_mtu]
+    for m in want:
+        if m > path.max_mtu:
+            raise CvbError("CVBENCH_NET_MTUS", f"MTU {m} is more than the {path.name} path can carry "
+                           f"(max {path.max_mtu})", f"pick MTUs in {netpath.MIN_MTU}..{path.max_mtu}")
+    return want
+
+
+def _measure(ctx: Context, name: str, probe: str, mtus, reps: int, ms: int, xsecs: int) -> list:
+    net = ctx.meta["network"]
+    row = net["paths"].setdefault(name, {"status": "failed"})
+    path = None
+    servers = []
+    try:
+        path = _open(name, ctx)
+        row.update(setup=path.setup, max_mtu=path.max_mtu)
+        plan_mtus = _mtus_for(path, mtus)
+        port = netpath.free_port() if path.server_ns is None else netpath.PORT
+        row["port"] = port
+        timeout = ms / 1000 * 20 + 30
+        servers = [netpath.Server([probe, "net", "serve", proto, str(port)], path.server_ns, "CVB net_serve")
+                   for proto in ("tcp", "udp")]
+        tcp_srv = servers[0]
+        samples: dict[str, list[list[float]]] = {}
+        units: dict[str, tuple[str, str]] = {}
+        hist: dict[str, dict[int, int]] = {"tcp_rr": {}, "udp_rr": {}}
+
+        def add(metric, value, unit, tidy_unit):
+            samples.setdefault(metric, []).append([value])
+            units[metric] = (unit, tidy_unit)
+
+        tools: dict[str, list] = {"iperf3": [], "sockperf": [], "iperf3_errors": [], "sockperf_errors": [],
+                                  "commands": []}
+        if path.links:
+            path.set_mtu(plan_mtus[0])
+        for rep in range(reps):
+            for op in ("tcp_rr", "udp_rr"):
+                res = netpath.probe_client(probe, path, op, port, ms, RR_SIZE, timeout)
+                h = res["hist"]
+                for lo, c in h:
+                    hist[op][lo] = hist[op].get(lo, 0) + c
+                for q, f in QUANTILES:
+                    add(f"{op}_{q}", hist_quantile(h, f) * 1e-9, "second", "ns")
+            for mtu in plan_mtus:
+                if path.links:
+                    path.set_mtu(mtu)
+                s0 = tcp_srv.cpu_s()
+                res = netpath.probe_client(probe, path, "tcp_stream", port, ms, 1, timeout)
+                cpu = res["client_cpu_s"] + tcp_srv.cpu_s() - s0
+                gb = int(res["bytes"]) / 1e9
+                add(f"stream_mtu{mtu}", int(res["bytes"]) / (int(res["ns"]) / 1e9), "byte", "bytes_per_s")
+                add(f"cpu_per_gb_mtu{mtu}", cpu / gb, "second", "s_per_GB")
+            # The independent tools right after, on the same endpoints: each
+            # repetition's pair sees the same machine state.
+            if path.links:
+                path.set_mtu(plan_mtus[0])
+            _tools_once(path, tools, xsecs)
+            progress(f"[network] {name}: repetition {rep + 1}/{reps} done")
+        for s in servers:
+            s.stop()
+        servers = []
+        net["hist"][name] = {op: sorted(h.items()) for op, h in hist.items()}
+        row.update(status="measured", mtus=plan_mtus)
+        benches = [timing.in_instance_runs(f"network.{metric}.host.{name}", vals, units[metric][0],
+                                           {"cvbench_tidy_unit": units[metric][1], "cvbench_path": name,
+                                            "cvbench_path_setup": path.setup})
+                   for metric, vals in samples.items()]
+        _crosschecks(ctx, path.name, plan_mtus[0], samples, tools)
+        return benches
+    except BaseException as e:
+        # The row says why: a failed path is a row, never a silent gap.
+        row["why"] = (e.why if isinstance(e, CvbError) else f"{type(e).__name__}: {e}")[:300]
+        raise
+    finally:
+        for s in servers:
+            s.stop()
+        if path is not None:
+            path.close()
+
+
+def _judge(check: str, path: str, metric: str, unit: str, harness, tool, **extra) -> dict:
+    """crosscheck.judge at this scenario's tolerance (the issue's ±15%)."""
+    rec = crosscheck.judge(check, "host", metric, unit, harness, tool, path=path, **extra)
+    rec["tolerance"] = TOLERANCE
+    if rec["ratio"] is not None:
+        rec["within"] = abs(rec["ratio"] - 1) <= TOLERANCE
+    return rec
+
+
+def _tools_once(path, tools: dict, secs: int) -> None:
+    """One iperf3 and one sockperf run; a failure is kept as the check's error."""
+    # A port each: sockperf's server cannot bind one iperf3 just left in TIME_WAIT.
+    ports = [netpath.free_port() if path.server_ns is None else netpath.PORT + i for i in (1, 2)]
+    for key, call in (("iperf3", lambda: netpath.iperf3(path, ports[0], secs, STREAM_WRITE)),
+                      ("sockperf", lambda: netpath.sockperf(path, ports[1], secs, RR_SIZE))):
+        try:
+            r = call()
+            tools[key].append(r)
+            if r["command"] not in tools["commands"]:
+                tools["commands"].append(r["command"])
+        except (CvbError, OSError, ValueError, KeyError) as e:
+            tools[f"{key}_errors"].append(str(getattr(e, "why", e))[:300])
+
+
+def _crosschecks(ctx: Context, name: str, mtu: int, samples: dict, tools: dict) -> None:
+    """Probe median against tool median, both over the same interleaved repetitions."""
+    checks = ctx.meta.setdefault("crosschecks", [])
+    def err(key):
+        return {"error": "; ".join(sorted(set(tools[f"{key}_errors"])))} if tools[f"{key}_errors"] else {}
+    probe_bps = statistics.median(v[0] for v in samples[f"stream_mtu{mtu}"])
+    iperf = [r["bytes_per_s"] for r in tools["iperf3"]]
+    checks.append(_judge("iperf3", name, f"stream_mtu{mtu}", "bytes_per_s", probe_bps,
+                         statistics.median(iperf) if iperf and not err("iperf3") else None,
+                         runs=len(iperf), command=" | ".join(c for c in tools["commands"] if "iperf3" in c),
+                         **err("iperf3")))
+    p50 = statistics.median(v[0] for v in samples["tcp_rr_p50"]) * 1e9
+    sp = [r["p50_ns"] for r in tools["sockperf"]]
+    checks.append(_judge("sockperf ping-pong", name, "tcp_rr_p50", "ns", p50,
+                         statistics.median(sp) if sp and not err("sockperf") else None, runs=len(sp),
+                         tool_p99_ns=[r["p99_ns"] for r in tools["sockperf"]],
+                         command=" | ".join(c for c in tools["commands"] if "sockperf" in c), **err("sockperf")))
