@@ -6,8 +6,9 @@ from pathlib import Path
 
 from . import charts, disk_charts, ladder, report
 from .load import Run, load_run
+from .strength_charts import CHARTS as STRENGTH_CHARTS
 
-ALL = charts.CHARTS + ladder.CHARTS + disk_charts.CHARTS
+ALL = charts.CHARTS + ladder.CHARTS + disk_charts.CHARTS + STRENGTH_CHARTS
 
 
 def render(path: str | os.PathLike, style: str = "talk", out: str | os.PathLike | None = None,

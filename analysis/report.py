@@ -178,6 +178,10 @@ def write(run: Run, charts: list[Path], out: Path | None = None) -> tuple[Path, 
         md += ["", "## Cross-checks (independent tools, same run)", "", _md_table(check_hdr, checks)]
     md += ["", "## Environment", "", _md_table(["", ""], environment(run)), ""]
     md += ["## Medians and spreads", "", _md_table(header, rows), ""]
+    from . import strength_charts
+    strength_hdr, strength_rows = strength_charts.table(run)
+    if strength_rows:
+        md += ["## Strength: exposure profile per backend and rung", "", _md_table(strength_hdr, strength_rows), ""]
     from . import disk_charts
     disk_hdr, disk_rows = disk_charts.table(run)
     if disk_rows:
@@ -208,6 +212,8 @@ def write(run: Run, charts: list[Path], out: Path | None = None) -> tuple[Path, 
             + (f"<h2>Cross-checks (independent tools, same run)</h2>{h_table(check_hdr, checks)}" if checks else "")
             + f"<h2>Environment</h2>{h_table(['', ''], environment(run))}"
             + (f"<h2>Disk: fio per backing and job (medians)</h2>{h_table(disk_hdr, disk_rows)}" if disk_rows else "")
+            + (f"<h2>Strength: exposure profile per backend and rung</h2>{h_table(strength_hdr, strength_rows)}"
+               if strength_rows else "")
             + f"<h2>Medians and spreads</h2>{h_table(header, rows)}<h2>Charts</h2>{imgs}")
     css = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
            "table{border-collapse:collapse;margin:1em 0;font-size:0.9em}td,th{border:1px solid #ccc;padding:3px 8px;"

@@ -6,6 +6,7 @@ import glob
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,16 @@ def test_strength_profiles(root, image, tmp_path):
     # the VM's view is the guest's, behind a hardware boundary: no namespace comparison
     assert prof[VM]["boundary"].startswith("hardware") and prof[VM]["namespaces_shared"] == 0
     assert set(meta["strength_host_side"]) == {"host_syscalls", "kernel_functions"}
+    # the Pareto chart, the battery heat map and the report's profile table, readable on a slide
+    from analysis import render, style
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", style.OverlapWarning)
+        _, written, (md, _) = render.render(tmp_path / "latest", log=lambda m: None)
+    assert {"strength_pareto.png", "strength_battery.png"} <= {p.name for p in written}
+    text = md.read_text()
+    assert "## Strength: exposure profile" in text
+    for label in prof:
+        assert f"| {label} |" in text, label
 
 
 def test_parse_refuses_a_partial_report():
