@@ -101,7 +101,15 @@ def plan(ctx: Context) -> list[Task]:
                        "include host in --backends")
     if "veth" in todo:
         net["address_range"] = netpath.pick_range()
-    # Fail on a bad MTU before anything is measured (exit 2).
+    # Fail on a bad MTU before anything is measured (exit 2): each path's
+    # limits come from a short-lived instance of it.
+    if mtus:
+        for p in todo:
+            path = _open(p, ctx)
+            try:
+                _mtus_for(path, mtus)
+            finally:
+                path.close()
     probe = os.path.join(ctx.backend("host").img.rootfs, "probe")
     tasks = []
     for p in todo:
