@@ -14,7 +14,8 @@ from .load import Run
 
 JOB_ORDER = ["fc-randread", "fc-randwrite", "kata-seqread-4k", "kata-randread-64k",
              "meta-create", "meta-stat", "meta-unlink"]
-BACKING_SHADE = {"dir": 1.0, "bind": 1.0, "overlay": 0.65, "tmpfs": 0.35}
+BACKING_SHADE = {"dir": 1.0, "bind": 1.0, "overlay": 0.65, "tmpfs": 0.35, "gofer-root": 1.0,
+                 "gofer-overlay": 0.5}
 
 
 def _disk(run: Run):

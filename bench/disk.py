@@ -49,6 +49,16 @@ CONTAINER_BACKINGS = [
             "to the upper fs; dropped before each job", True),
     Backing("tmpfs", "tmpfs: the data is the page cache (RAM); O_DIRECT accepted, nothing to bypass", True),
 ]
+# gVisor: fio's files in the container root, which the gofer serves from a
+# host directory (a hard-link copy of the fio layer, so the shared layer is
+# never written), and the same root under runsc's own memory-backed overlay.
+RUNSC_BACKINGS = [
+    Backing("gofer-root", "gVisor gofer (--overlay2=none, file-access=exclusive: the Sentry caches file "
+            "data) to a host directory; host page cache dropped before each job", True),
+    Backing("gofer-overlay", "gVisor --overlay2=root:memory: writes land in the Sentry's memory, reads of "
+            "the lower layer through the gofer; not the host page cache", True),
+]
+RUNSC_FLAGS = {"gofer-root": ["--overlay2=none"], "gofer-overlay": ["--overlay2=root:memory"]}
 
 
 def state_root() -> Path:
@@ -180,7 +190,19 @@ class ContainerRunner:
         self.layer = layer
         self.workdir = workdir
 
-    def _mount(self, backing: Backing) -> dict:
+    def _root(self, backing: Backing) -> tuple[str, bool]:
+        """The container root and whether it is read-only: the shared layer,
+        or for gVisor's root backings a hard-link copy fio may write into."""
+        if backing.name not in RUNSC_FLAGS:
+            return os.path.realpath(self.layer), True
+        root = self.workdir / "rootfs"
+        if not root.exists():
+            subprocess.run(["cp", "-al", str(self.layer), str(root)], check=True, capture_output=True)
+        return str(root), False
+
+    def _mount(self, backing: Backing) -> dict | None:
+        if backing.name in RUNSC_FLAGS:
+            return None   # fio writes into the root itself
         if backing.name == "bind":
             src = self.workdir / "bind"
             src.mkdir(exist_ok=True)
@@ -206,9 +228,9 @@ class ContainerRunner:
         spec["process"]["args"] = args
         spec["process"]["terminal"] = False
         spec["process"]["env"] = ["PATH=/usr/bin:/bin", *(f"{k}={v}" for k, v in env.items())]
-        spec["root"]["path"] = os.path.realpath(self.layer)
-        spec["root"]["readonly"] = True
-        spec["mounts"] = [*spec.get("mounts", []), self._mount(backing)]
+        spec["root"]["path"], spec["root"]["readonly"] = self._root(backing)
+        mount = self._mount(backing)
+        spec["mounts"] = [*spec.get("mounts", []), *([mount] if mount else [])]
         spec.setdefault("linux", {})["cgroupsPath"] = f"/{cid}"
         (bundle / "config.json").write_text(json.dumps(spec))
         return bundle
@@ -226,7 +248,8 @@ class ContainerRunner:
                 cmd = [sys.executable, "-m", "runtime", "run", "--bundle", str(bundle), cid]
                 return _run(cmd, timeout, what, cwd=str(ROOT), env=dict(os.environ, PYTHONPATH=str(ROOT)))
             oci_root(self.b.binary).mkdir(parents=True, exist_ok=True)
-            return _run([*self.b._base(), "run", "--bundle", str(bundle), cid], timeout, what,
+            flags = RUNSC_FLAGS.get(backing.name, [])
+            return _run([*self.b._base(), *flags, "run", "--bundle", str(bundle), cid], timeout, what,
                         **self.b.popen_kw())
         finally:
             if self.b.name == "builtin-cli":
@@ -239,7 +262,9 @@ class ContainerRunner:
 
 
 def backings_for(backend) -> list[Backing]:
-    return HOST_BACKINGS if backend.kind == "process" else CONTAINER_BACKINGS
+    if backend.kind == "process":
+        return HOST_BACKINGS
+    return RUNSC_BACKINGS if backend.name == "runsc" else CONTAINER_BACKINGS
 
 
 def runner_for(backend, layer: Path, workdir: Path):

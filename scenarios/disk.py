@@ -1,6 +1,6 @@
 """disk: fio's standard profiles (Firecracker's, Kata's, metadata) on each
-storage path: a host directory (the floor), and a bind mount, overlayfs over
-the image and tmpfs in each container runtime.
+storage path: a host directory (the floor), a bind mount, overlayfs over the
+image and tmpfs in each container runtime, and gVisor's gofer root.
 
 One fio binary (bench.disk_fio's layer), one JSON parser, caches dropped
 before each job, O_DIRECT as the profiles ask.  Per job: IOPS, bandwidth,
@@ -8,9 +8,10 @@ completion-latency p50/p99/p99.9 from fio's own percentiles, and host
 CPU-seconds per GB (per 1,000 ops for metadata) from getrusage of the processes
 the harness reaped (fio, and the runtime that started it).
 
+gVisor: its gofer-mediated root and its memory overlay (--overlay2=root:memory).
 Rows not measured yet are named in meta.json's ``disk.rows`` with the reason:
-gVisor's gofer root and the VM paths (virtio-blk, virtio-fs, 9p) need fio and
-the guest's modules in the initramfs, which this change does not build.
+the VM paths (virtio-blk, virtio-fs, 9p) need fio and the guest's modules in
+the initramfs, which this change does not build.
 """
 from __future__ import annotations
 
@@ -18,12 +19,11 @@ from bench import disk, disk_fio, timing
 from bench.harness import Context, Task, progress
 
 DESCRIPTION = "fio profiles (Firecracker, Kata, metadata) per storage backing: IOPS, bandwidth, clat p50/p99/p99.9"
-REPEATS = {"quick": 1, "fast": 1, "default": 2, "rigorous": 3}
-SUPPORTED = ("host", "runc", "crun", "builtin-cli")
+REPEATS = {"quick": 1, "fast": 1, "default": 1, "rigorous": 3}
+SUPPORTED = ("host", "runc", "crun", "builtin-cli", "runsc")
 NOT_YET = {
     "builtin": "the in-process library backend is timed by builtin-cli here (same runtime, same bundle): "
                "fio needs a process of its own",
-    "runsc": "gVisor's gofer root and overlay: not wired in this change (needs the runsc bundle with the fio layer)",
     "qemu": "virtio-blk/virtio-fs/9p not wired yet: fio needs ~80 MB of libraries, too large for the "
             "128 MiB guest's initramfs, and the guest modules are not copied yet",
     "qemu-microvm": "as qemu: VM disk paths not wired yet",

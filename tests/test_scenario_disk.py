@@ -123,3 +123,26 @@ def test_sweep_keeps_a_live_owner(state):
     (dead / "f").write_text("x")
     removed = disk.sweep()
     assert live.is_dir() and not dead.exists() and removed == [f"disk state {dead}"]
+
+
+def test_runsc_backings_run_fio(state):
+    """gVisor's gofer root and its memory overlay, one short real fio job each
+    through bench.disk (the full profile set runs in the CLI test's backends)."""
+    require_backends(["runsc"])
+    from bench import backends, image
+    b = backends.get("runsc")
+    layer = disk_fio.build_layer(image.load())
+    win = disk_fio.WINDOWS["quick"]
+    workdir = disk.run_dir() / "runsc-test"
+    workdir.mkdir()
+    try:
+        for backing in disk.backings_for(b):
+            runner = disk.runner_for(b, layer, workdir)
+            env = win.env(disk_fio.DATA, backing.direct)
+            runner.run(backing, env, "firecracker", "fc-randwrite", 120, create_only=True)
+            text, cpu = runner.run(backing, env, "firecracker", "fc-randwrite", 120)
+            fig = disk_fio.parse(text, "fc-randwrite")
+            assert fig["iops"] > 0 and fig["io_bytes"] > 0 and cpu > 0, (backing.name, fig, cpu)
+    finally:
+        disk.remove_run_dir(workdir.parent)
+    assert not any(layer.joinpath("data").iterdir()), "gVisor's root backings wrote into the shared layer"
