@@ -15,9 +15,10 @@ import numpy as np
 from . import style
 from .load import Run
 
-PANELS = [("syscalls_reachable", "syscalls reachable (of 463)"),
-          ("caps_effective", "effective capabilities"),
-          ("escapes_succeeded", "escape attempts succeeded")]
+PANELS = [("syscalls_reachable", "syscalls reachable"),
+          ("caps_effective", "effective caps"),
+          ("escapes_succeeded", "escapes succeeded"),
+          ("host_syscalls", "host syscalls (strace)")]
 RESULT_COLOR = {"succeeded": "#d62728", "blocked": "#2ca02c", "na": "#cccccc"}
 MARKERS = "osD^v<>PX*"
 
@@ -43,6 +44,11 @@ def ready_median(run: Run, p: dict) -> float:
     return float(df["value"].median()) if not df.empty else float("nan")
 
 
+def host_syscalls(p: dict) -> int | None:
+    h = p.get("host_syscalls") or {}
+    return h.get("distinct") if h.get("measured") else None
+
+
 def _is_vm(p: dict) -> bool:
     return p.get("boundary", "").startswith("hardware")
 
@@ -51,10 +57,12 @@ def _note(run: Run) -> str:
     notes = ["hollow: a VM, the guest kernel's view behind a hardware boundary",
              "host row: no boundary (the attempts are harmless there by construction)",
              "syscall cost per backend: see the syscall and isolation scenarios"]
-    host_side = run.meta.get("strength_host_side") or {}
-    if host_side:
-        notes.append("host side of the boundary not in this chart: " + "; ".join(
-            f"{k}: {v.split(':')[0]}" for k, v in host_side.items()))
+    unmeasured = [label for label, p in _rows(run) if not p.get("rung") and host_syscalls(p) is None]
+    if unmeasured:
+        notes.append("host syscalls not measured for: " + ", ".join(unmeasured) + " (the report says why)")
+    kf = (run.meta.get("strength_host_side") or {}).get("kernel_functions")
+    if kf:
+        notes.append("host kernel functions: " + kf.split(":")[0])
     return "\n".join(notes)
 
 
@@ -68,10 +76,11 @@ def pareto(run: Run, st: str, out: Path) -> list[Path]:
         for ax, (key, title) in zip(axes, PANELS, strict=True):
             for i, (label, p) in enumerate(rows):
                 x = ready_median(run, p)
-                if not np.isfinite(x):
+                y = host_syscalls(p) if key == "host_syscalls" else p[key]
+                if not np.isfinite(x) or y is None:
                     continue
                 c = style.color(p["backend"])
-                ax.plot(x, p[key], MARKERS[i % len(MARKERS)], ms=9, mec=c,
+                ax.plot(x, y, MARKERS[i % len(MARKERS)], ms=9, mec=c,
                         mfc="none" if _is_vm(p) else c, mew=1.8, label=label if ax is axes[0] else None)
             ax.set_xscale("log")
             ax.xaxis.set_major_formatter(lambda v, _p: _fmt_s(v))
@@ -118,7 +127,8 @@ def battery(run: Run, st: str, out: Path) -> list[Path]:
 
 def table(run: Run) -> tuple[list[str], list[list[str]]]:
     hdr = ["row", "boundary", "seccomp", "syscalls reachable / blocked / not probed", "caps eff / bnd",
-           "ns shared with host", "devices", "paths r / w", "escapes succeeded", "ready median"]
+           "ns shared with host", "devices", "paths r / w", "escapes succeeded", "host syscalls (strace -f)",
+           "ready median"]
     body = []
     for label, p in _rows(run):
         s = p["syscalls"]
@@ -130,8 +140,15 @@ def table(run: Run) -> tuple[list[str], list[list[str]]]:
                      f"{p['caps_effective']} / {p['caps_bounding']}",
                      "n/a (guest)" if _is_vm(p) else (", ".join(p["namespaces_shared_names"]) or "none"),
                      str(p["devices"]), f"{p['paths_readable']} / {p['paths_writable']}",
-                     f"{len(won)}: {', '.join(won) or '-'}", _fmt_s(x) if np.isfinite(x) else "not measured"])
+                     f"{len(won)}: {', '.join(won) or '-'}", _host_cell(p), _fmt_s(x) if np.isfinite(x) else "not measured"])
     return hdr, body
+
+
+def _host_cell(p: dict) -> str:
+    if p.get("rung"):
+        return "see the backend row"
+    h = p.get("host_syscalls") or {}
+    return str(h["distinct"]) if h.get("measured") else f"not measured: {h.get('why', 'not recorded')}"
 
 
 CHARTS = [pareto, battery]

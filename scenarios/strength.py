@@ -14,7 +14,7 @@ objects in a private temp dir, and mount in a private mount namespace).
 """
 from __future__ import annotations
 
-from bench import estimate, strength, timing
+from bench import estimate, strength, strength_host, timing
 from bench.harness import Context, Task, progress
 
 DESCRIPTION = "exposure profile (syscalls, caps, namespaces, devices, paths, escapes) next to startup cost"
@@ -22,9 +22,9 @@ DESCRIPTION = "exposure profile (syscalls, caps, namespaces, devices, paths, esc
 RUNS = 3   # profiles per backend; they must agree
 
 HOST_SIDE = {
-    "host_syscalls": "not measured yet: counting the boundary processes' host syscalls (strace -f -c "
-                     "of runc/crun init, runsc's Sentry and gofer, QEMU) needs a hook in the backends "
-                     "that this change does not add",
+    "host_syscalls": "per backend row (profile 'host_syscalls'): distinct syscalls in strace -f -c of the "
+                     "backend's command running a fixed probe workload (bench/strength_host.py); rows "
+                     "without one say why",
     "kernel_functions": "not measurable here: tracefs has no readable available_filter_functions, "
                         "so the function tracer cannot be filtered to name the functions reached",
 }
@@ -38,6 +38,9 @@ def _task(ctx: Context, label: str, b: str, rung: str = "", variant: str = "") -
         progress(f"    {label}: {RUNS} x probe strength")
         prof = strength.measure(backend, vm=vm, runs=RUNS, timeout=ctx.timeout * 3)
         prof["backend"], prof["rung"] = b, variant
+        if not rung:
+            progress(f"    {label}: the workload under strace -f (host syscalls)")
+            prof["host_syscalls"] = strength_host.host_syscalls(backend, ctx.timeout)
         ctx.meta.setdefault("strength", {})[label] = prof
         name = f"strength.ready.{b}" + (f".{variant}" if variant else "")
         md = {"cvbench_rung": variant or "backend"}

@@ -71,6 +71,11 @@ def test_strength_profiles(root, image, tmp_path):
     # the VM's view is the guest's, behind a hardware boundary: no namespace comparison
     assert prof[VM]["boundary"].startswith("hardware") and prof[VM]["namespaces_shared"] == 0
     assert set(meta["strength_host_side"]) == {"host_syscalls", "kernel_functions"}
+    # the host side: strace -f of each backend's command; a runtime adds its own syscalls to the workload's
+    for b in ("host", "crun", "runc"):
+        assert prof[b]["host_syscalls"]["measured"] and prof[b]["host_syscalls"]["distinct"] > 5, prof[b]
+    assert prof["runc"]["host_syscalls"]["distinct"] > prof["host"]["host_syscalls"]["distinct"]
+    assert not prof[VM]["host_syscalls"]["measured"] and prof[VM]["host_syscalls"]["why"]
     # the Pareto chart, the battery heat map and the report's profile table, readable on a slide
     from analysis import render, style
     with warnings.catch_warnings():
