@@ -14,12 +14,13 @@ die() { echo "cvbench: setup: $*" >&2; exit 2; }
 [ "$(id -u)" -eq 0 ] || die "needs root (apt, libvirtd, /dev/kvm); run 'sudo make setup'"
 command -v apt-get >/dev/null || die "needs a Debian-like host with apt-get; install the packages listed in README.md by hand"
 
-# hyperfine cross-checks startup; golang-github-containers-common ships the default
+# hyperfine cross-checks startup; strace counts host syscalls behind a boundary (strength);
+# golang-github-containers-common ships the default
 # seccomp profile (/usr/share/containers/seccomp.json) the image's config.json is made from.
 PACKAGES=(qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev
   pkg-config busybox-static cpio gcc libc6-dev crun runc runsc linux-perf libxml2-utils
   iproute2 libseccomp2 python3-venv procps util-linux hyperfine golang-github-containers-common
-  iperf3 sockperf fio)
+  iperf3 sockperf fio strace)
 
 # 1. Debian packages.
 missing=()
