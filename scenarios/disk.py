@@ -21,13 +21,13 @@ from bench.harness import Context, Task, progress
 DESCRIPTION = "fio profiles (Firecracker, Kata, metadata) per storage backing: IOPS, bandwidth, clat p50/p99/p99.9"
 REPEATS = {"quick": 1, "fast": 1, "default": 1, "rigorous": 3}
 SUPPORTED = ("host", "runc", "crun", "builtin-cli", "runsc")
+VM_WHY = ("virtio-blk (raw file, cache=none), virtio-fs (virtiofsd) and 9p are not built yet: the kernel "
+          "cache keeps only vmlinuz (bench/kernel.py), so the guest has no virtio_blk/virtiofs/9p modules, "
+          "and fio with its ~80 MB of shared libraries does not fit the 128 MiB guest's initramfs")
 NOT_YET = {
     "builtin": "the in-process library backend is timed by builtin-cli here (same runtime, same bundle): "
                "fio needs a process of its own",
-    "qemu": "virtio-blk/virtio-fs/9p not wired yet: fio needs ~80 MB of libraries, too large for the "
-            "128 MiB guest's initramfs, and the guest modules are not copied yet",
-    "qemu-microvm": "as qemu: VM disk paths not wired yet",
-    "libvirt": "as qemu: VM disk paths not wired yet",
+    "qemu": VM_WHY, "qemu-microvm": VM_WHY, "libvirt": VM_WHY,
 }
 METRICS = {   # metric -> (pyperf unit, tidy unit)
     "iops": ("integer", "iops"), "bw": ("byte", "bytes_per_s"),
