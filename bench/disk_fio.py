@@ -112,18 +112,24 @@ def build_layer(image) -> Path:
     staging = out.with_name(out.name + f".tmp{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     root = staging / "rootfs"
-    shutil.copytree(image.rootfs, root, symlinks=True)
-    for d in ("lib64", "lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu", DATA.lstrip("/"),
-              IN_ROOT_JOBS.lstrip("/")):
-        (root / d).mkdir(parents=True, exist_ok=True)
-    _copy_into(root, str(fio_path()))
-    for lib in _libraries(FIO):
-        _copy_into(root, lib)
-    for f in JOBS_DIR.glob("*.fio"):
-        shutil.copy2(f, root / IN_ROOT_JOBS.lstrip("/") / f.name)
-    (staging / "done").write_text("ok\n")
-    shutil.rmtree(out, ignore_errors=True)
-    staging.rename(out)
+    try:
+        shutil.copytree(image.rootfs, root, symlinks=True)
+        for d in ("lib64", "lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu", DATA.lstrip("/"),
+                  IN_ROOT_JOBS.lstrip("/")):
+            (root / d).mkdir(parents=True, exist_ok=True)
+        _copy_into(root, str(fio_path()))
+        for lib in _libraries(FIO):
+            _copy_into(root, lib)
+        for f in JOBS_DIR.glob("*.fio"):
+            shutil.copy2(f, root / IN_ROOT_JOBS.lstrip("/") / f.name)
+        (staging / "done").write_text("ok\n")
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    try:
+        staging.rename(out)   # atomic: ``out`` only ever exists complete
+    except OSError:           # a concurrent build got there first: use theirs
+        shutil.rmtree(staging, ignore_errors=True)
     return out / "rootfs"
 
 
