@@ -277,9 +277,8 @@ def measure(runner, backing: Backing, window: disk_fio.Window, profile: str, tim
     figures plus ``cpu_s`` (host CPU-seconds of that fio run)."""
     env = window.env(disk_fio.DATA, backing.direct)
     out = {}
-    if profile in disk_fio.DATA_PROFILES:   # lay the files out first, outside any figure
-        for section in disk_fio.PROFILES[profile]:
-            runner.run(backing, env, profile, section, timeout, create_only=True)
+    if profile in disk_fio.DATA_PROFILES:   # lay the files out first (the sections share them)
+        runner.run(backing, env, profile, disk_fio.PROFILES[profile][0], timeout, create_only=True)
     for section in disk_fio.PROFILES[profile]:
         drop_caches()
         t0 = time.monotonic()
