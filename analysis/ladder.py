@@ -36,6 +36,7 @@ class Rung:
     median: float = 0.0
     delta: float = 0.0  # added over the previous rung (steps only)
     ci: tuple[float, float] = (0.0, 0.0)
+    clusters: np.ndarray | None = None   # the pyperf process of each value: the resampling unit
 
 
 def config_note(meta: dict) -> str:
@@ -83,22 +84,28 @@ def _rungs(run: Run, metric: str) -> list[Rung]:
         return []
     b = df[df.backend == "builtin"]
     by_variant = {v: g["value"].to_numpy() for v, g in b.groupby("variant")}
+    procs_of = {v: g["process"].to_numpy() for v, g in b.groupby("variant")}
     order = [v for v in run.meta.get("ladder") or [] if v.startswith("cum:")]
     cum = order or sorted((v for v in by_variant if v.startswith("cum:")), key=lambda v: len(_mechs(v)))
     out: list[Rung] = []
-    host = df[(df.backend == "host") & (df.variant == "bare")]["value"].to_numpy()
+    hdf = df[(df.backend == "host") & (df.variant == "bare")]
+    host = hdf["value"].to_numpy()
     if host.size:
-        out.append(Rung("bare process (fork+exec)", "bare", "host", host, "bare"))
+        out.append(Rung("bare process (fork+exec)", "bare", "host", host, "bare",
+                        clusters=hdf["process"].to_numpy()))
     if "bare" in by_variant:
         # With the host's floor below it, the runtime's own cost is a step of its own.
-        out.append(Rung("+ cvbench runtime itself", "bare", "builtin", by_variant["bare"], "step")
-                   if out else Rung("bare process", "bare", "builtin", by_variant["bare"], "bare"))
+        out.append(Rung("+ cvbench runtime itself", "bare", "builtin", by_variant["bare"], "step",
+                        clusters=procs_of["bare"])
+                   if out else Rung("bare process", "bare", "builtin", by_variant["bare"], "bare",
+                                    clusters=procs_of["bare"]))
     prev: list[str] = []
     for v in cum:
         if v not in by_variant:
             continue
         added = [m for m in _mechs(v) if m not in prev] or _mechs(v)[-1:]
-        out.append(Rung("+ " + " + ".join(added), v, "builtin", by_variant[v], "step"))
+        out.append(Rung("+ " + " + ".join(added), v, "builtin", by_variant[v], "step",
+                        clusters=procs_of[v]))
         prev = _mechs(v)
     if any(r.variant.startswith("cum:") for r in out):
         out.append(Rung("= all mechanisms stacked", out[-1].variant, "builtin", out[-1].values, "total"))
@@ -114,7 +121,9 @@ def _rungs(run: Run, metric: str) -> list[Rung]:
         r.median = float(np.median(r.values))
         if r.kind == "step" and i > 0:      # without a bare rung the first step has nothing before it
             r.delta = r.median - out[i - 1].median
-            r.ci = stats.diff_ci(out[i - 1].values, r.values)
+            # values of one pyperf process are not independent: resample whole processes
+            r.ci = stats.diff_ci(out[i - 1].values, r.values, base_clusters=out[i - 1].clusters,
+                                 new_clusters=r.clusters)
     return out
 
 

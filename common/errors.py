@@ -1,6 +1,6 @@
 """One error shape for every cvbench CLI: ``cvbench: <what>: <why>; <how to fix>``.
 
-Exit status follows DESIGN.md: 0 success, 1 the measured thing failed (or a
+Exit status follows docs/architecture.md: 0 success, 1 the measured thing failed (or a
 regression), 2 bad input or a bad environment.  Raising :class:`CvbError` from
 anywhere and running ``main`` through :func:`run_cli` gives that behaviour with
 no traceback unless ``--debug`` is on the command line.

@@ -142,3 +142,12 @@ def test_sweep_removes_a_killed_owners_container_but_not_a_live_one(root, image,
                                            if oci.owner_pid(c) in (os.getpid(), owner.pid)]:
         time.sleep(0.1)
     assert not [c for c in rtb.list_ids() if oci.owner_pid(c) in (os.getpid(), owner.pid)]
+
+
+def test_runsc_platform_is_read_from_runsc(root):
+    """The syscall chart names gVisor's platform: it must come from runsc itself."""
+    b = usable("runsc")
+    r = subprocess.run([b.path, "flags"], capture_output=True, text=True)
+    out = r.stdout + r.stderr                  # runsc prints its flags on stderr
+    name = b.metadata()["platform"].split()[0]
+    assert f'(default "{name}")' in out

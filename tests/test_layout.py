@@ -1,4 +1,4 @@
-"""DESIGN.md's dependency rule, checked on the source: scenarios -> bench ->
+"""docs/architecture.md's dependency rule, checked on the source: scenarios -> bench ->
 {runtime, vm_backend}; analysis reads files only; common is a leaf; and no
 measuring package imports pandas or matplotlib (a large parent slows fork)."""
 from __future__ import annotations

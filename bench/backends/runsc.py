@@ -10,6 +10,10 @@ empty cgroup folders: the shared cleanup removes both.
 """
 from __future__ import annotations
 
+import functools
+import re
+import subprocess
+
 from .oci import OCIBackend
 
 
@@ -19,8 +23,25 @@ class Runsc(OCIBackend):
 
     def metadata(self) -> dict:
         md = super().metadata()
-        md["platform"] = "ptrace (runsc default)"
+        md["platform"] = self.platform
         return md
+
+    @functools.cached_property
+    def platform(self) -> str:
+        """The platform this runsc runs the Sentry on, as runsc itself states it:
+        our own --platform flag if we pass one, else the default that
+        ``runsc flags`` prints (it changed from ptrace to systrap upstream)."""
+        for f in self.global_flags:
+            if f.startswith("--platform="):
+                return f.split("=", 1)[1] + " (--platform)"
+        if not self.path:
+            return "unknown (runsc not installed)"
+        try:
+            out = subprocess.run([self.path, "flags"], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return f"unknown (runsc flags: {e})"
+        m = re.search(r'-platform string\n.*?\(default "([^"]+)"\)', out.stdout + out.stderr)
+        return f"{m.group(1)} (runsc default)" if m else "unknown (runsc flags names no default platform)"
 
     def workload_pids(self, pids: list[int]) -> list[int]:
         # The probe runs inside the Sentry: no host process is the workload alone.
