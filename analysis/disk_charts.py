@@ -14,6 +14,11 @@ from .load import Run
 
 JOB_ORDER = ["fc-randread", "fc-randwrite", "kata-seqread-4k", "kata-randread-64k",
              "meta-create", "meta-stat", "meta-unlink"]
+SHORT_CACHE = {"dir": "host page cache, O_DIRECT", "bind": "host page cache, O_DIRECT",
+               "overlay": "overlayfs, upper on the host disk, O_DIRECT", "tmpfs": "RAM",
+               "gofer-root": "gVisor gofer, Sentry cache", "gofer-overlay": "Sentry memory"}
+# Backings whose data lives in memory, not on the disk: flagged on every chart.
+IN_MEMORY = {"tmpfs", "gofer-overlay"}
 BACKING_SHADE = {"dir": 1.0, "bind": 1.0, "overlay": 0.65, "tmpfs": 0.35, "gofer-root": 1.0,
                  "gofer-overlay": 0.5}
 
@@ -47,12 +52,19 @@ def notes(run: Run) -> str:
     caches = {}
     for key, r in rows.items():
         if r.get("cache"):
-            caches.setdefault(key.split("/", 1)[1], r["cache"].split(";")[0])
-    lines = ["cache: " + "; ".join(f"{k}: {v}" for k, v in caches.items())] if caches else []
-    missing = [f"{k} ({r.get('status')})" for k, r in rows.items()
-               if r.get("status") not in ("ok", "pending")]
-    if missing:
-        lines.append("not on the chart (why: meta.json disk.rows, report): " + ", ".join(missing))
+            backing = key.split("/", 1)[1]
+            caches.setdefault(backing, SHORT_CACHE.get(backing, r["cache"].split(";")[0]))
+    lines = ["cache (full text in the report): " + "; ".join(f"{k}: {v}" for k, v in caches.items())] \
+        if caches else []
+    mem = sorted(IN_MEMORY & set(caches))
+    if mem:
+        lines.append(f"† in memory, not on the disk ({', '.join(mem)}): O_DIRECT has nothing to bypass")
+    missing = {}
+    for k, r in rows.items():
+        if r.get("status") not in ("ok", "pending"):
+            missing.setdefault(r.get("status"), []).append(k)
+    for status, keys in missing.items():
+        lines.append(f"{status} (why: in the report): " + ", ".join(keys))
     win = (run.meta.get("disk") or {}).get("window") or {}
     if win:
         lines.append(f"each job {win.get('ramp_s')} s ramp + {win.get('runtime_s')} s, caches dropped before it, "
@@ -60,19 +72,26 @@ def notes(run: Run) -> str:
     return "\n".join(lines)
 
 
-def _grid(st: str, n: int):
+def _grid(st: str, n: int, rows: int):
     ncols = min(n, 4)
     nrows = math.ceil(n / ncols)
     fig, axes = style.figure(st, nrows, ncols, squeeze=False, layout="constrained")
+    w, h = fig.get_size_inches()
+    fig.set_size_inches(w, h * max(1.0, rows / 8))   # room for every backing's label
     flat = [a for row in axes for a in row]
     for a in flat[n:]:
         a.remove()
     return fig, flat[:n], ncols
 
 
+def _label(col: str) -> str:
+    return col + (" †" if col.split("/", 1)[1] in IN_MEMORY else "")
+
+
 def _rows(ax, i: int, ncols: int, cols: list[str]) -> None:
     """The same backing rows in every panel; labelled in the first column only."""
-    ax.set_yticks(range(len(cols)), cols if i % ncols == 0 else [""] * len(cols), fontsize="small")
+    ax.set_yticks(range(len(cols)), [_label(c) for c in cols] if i % ncols == 0 else [""] * len(cols),
+                  fontsize="small")
     ax.set_ylim(len(cols) - 0.5, -0.5)
 
 
@@ -98,7 +117,7 @@ def disk_iops(run: Run, st: str, out: Path) -> list[Path]:
     d = df[df["metric"] == "iops"]
     cols, jobs = _columns(run, d), _jobs(d)
     with style.styled(st):
-        fig, axes, ncols = _grid(st, len(jobs))
+        fig, axes, ncols = _grid(st, len(jobs), len(cols))
         for i, (ax, job) in enumerate(zip(axes, jobs, strict=False)):
             med = d[d["job"] == job].groupby("column")["value"].median()
             ys = [k for k, c in enumerate(cols) if c in med.index]
@@ -125,7 +144,7 @@ def disk_latency(run: Run, st: str, out: Path) -> list[Path]:
     cols, jobs = _columns(run, d), _jobs(d)
     marks = {"clat_p50": ("o", "p50"), "clat_p99": ("s", "p99"), "clat_p999": ("^", "p99.9")}
     with style.styled(st):
-        fig, axes, ncols = _grid(st, len(jobs))
+        fig, axes, ncols = _grid(st, len(jobs), len(cols))
         for i, (ax, job) in enumerate(zip(axes, jobs, strict=False)):
             g = d[d["job"] == job]
             for metric, (m, lab) in marks.items():
