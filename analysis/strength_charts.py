@@ -38,6 +38,21 @@ def _rows(run: Run) -> list[tuple[str, dict]]:
     return sorted(prof.items(), key=key)
 
 
+def short(label: str, p: dict) -> str:
+    """A cumulative rung by its last mechanism: "builtin +seccomp (13)"."""
+    rung = p.get("rung") or ""
+    if rung.startswith("cum:"):
+        mech = rung[4:].split("+")
+        return f"{p['backend']} +{mech[-1]} ({len(mech)})"
+    return label
+
+
+def charted(run: Run) -> list[tuple[str, dict]]:
+    """The rows the charts draw: backends and the cumulative ladder (the bare
+    rung included); single-mechanism rungs are in the report table only."""
+    return [(label, p) for label, p in _rows(run) if not (p.get("rung") or "").startswith("only:")]
+
+
 def ready_median(run: Run, p: dict) -> float:
     df = run.tidy[(run.tidy["scenario"] == "strength") & (run.tidy["metric"] == "ready")
                   & (run.tidy["backend"] == p["backend"]) & (run.tidy["variant"] == (p.get("rung") or ""))]
@@ -47,6 +62,10 @@ def ready_median(run: Run, p: dict) -> float:
 def host_syscalls(p: dict) -> int | None:
     h = p.get("host_syscalls") or {}
     return h.get("distinct") if h.get("measured") else None
+
+
+def _value(p: dict, key: str):
+    return host_syscalls(p) if key == "host_syscalls" else p.get(key)
 
 
 def _is_vm(p: dict) -> bool:
@@ -68,15 +87,20 @@ def _note(run: Run) -> str:
 
 def pareto(run: Run, st: str, out: Path) -> list[Path]:
     """Exposure (lower is stronger) against startup to READY (median, log axis)."""
-    rows = _rows(run)
+    rows = charted(run)
     if not rows:
         return []
     with style.styled(st):
         fig, axes = style.figure(st, 1, len(PANELS), sharex=True, layout="constrained")
         for ax, (key, title) in zip(axes, PANELS, strict=True):
-            for i, (label, p) in enumerate(rows):
+            ladder = [(ready_median(run, p), _value(p, key)) for _, p in rows if p.get("rung")]
+            ladder = [(x, y) for x, y in ladder if np.isfinite(x) and y is not None]
+            if ladder:
+                ax.plot(*zip(*sorted(ladder), strict=True), "-o", color=style.color("builtin"), ms=4, lw=1,
+                        alpha=0.6, label="builtin ladder (cumulative rungs)" if ax is axes[0] else None)
+            for i, (label, p) in enumerate(r for r in rows if not r[1].get("rung")):
                 x = ready_median(run, p)
-                y = host_syscalls(p) if key == "host_syscalls" else p[key]
+                y = _value(p, key)
                 if not np.isfinite(x) or y is None:
                     continue
                 c = style.color(p["backend"])
@@ -88,7 +112,7 @@ def pareto(run: Run, st: str, out: Path) -> list[Path]:
             ax.set_ylim(bottom=0)
             ax.grid(alpha=0.3, which="both")
         axes[len(axes) // 2].set_xlabel("startup to READY, median (log scale); exposure: lower is stronger")
-        fig.legend(loc="outside lower center", ncols=min(4, len(rows)), frameon=False)
+        fig.legend(loc="outside lower center", ncols=5, frameon=False)
         style.titled(fig, "What each isolation step buys, and what it costs to start", run.meta, st,
                      note=_note(run))
         return style.save(fig, out, "strength_pareto")
@@ -103,8 +127,8 @@ def _fmt_s(v: float) -> str:
 
 
 def battery(run: Run, st: str, out: Path) -> list[Path]:
-    """The escape battery: one row per attempt, one column per backend or rung."""
-    rows = _rows(run)
+    """The escape battery: one row per attempt, one column per backend or cumulative rung."""
+    rows = charted(run)
     if not rows:
         return []
     attempts = list(rows[0][1]["escapes"])
@@ -115,13 +139,14 @@ def battery(run: Run, st: str, out: Path) -> list[Path]:
     with style.styled(st):
         fig, ax = style.figure(st, layout="constrained")
         ax.imshow(grid, cmap=cmap, vmin=0, vmax=2, aspect="auto")
-        ax.set_xticks(range(len(rows)), [label for label, _ in rows], rotation=35, ha="right")
+        ax.set_xticks(range(len(rows)), [short(label, p) for label, p in rows], rotation=40, ha="right")
         ax.set_yticks(range(len(attempts)), attempts)
         for r in ("succeeded", "blocked", "na"):
             ax.plot([], [], "s", color=RESULT_COLOR[r], ms=10, label={"na": "not applicable"}.get(r, r))
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         style.titled(fig, "Escape battery: attempt x backend", run.meta, st,
-                     note="VM columns: inside the guest, behind a hardware boundary; host: no boundary")
+                     note="VM columns: inside the guest, behind a hardware boundary; host: no boundary; "
+                     "builtin +m (k): the first k mechanisms stacked; single-mechanism rungs: report table")
         return style.save(fig, out, "strength_battery")
 
 
