@@ -75,6 +75,7 @@ def _is_vm(p: dict) -> bool:
 def _note(run: Run) -> str:
     notes = ["hollow: a VM, the guest kernel's view behind a hardware boundary",
              "host row: no boundary (the attempts are harmless there by construction)",
+             "caps held in a user namespace (its rungs) count too, though they act on that namespace's objects only",
              "syscall cost per backend: see the syscall and isolation scenarios"]
     unmeasured = [label for label, p in _rows(run) if not p.get("rung") and host_syscalls(p) is None]
     if unmeasured:
