@@ -172,7 +172,7 @@ def table(run: Run) -> tuple[list[str], list[list[str]]]:
 
 def _host_cell(p: dict) -> str:
     if p.get("rung"):
-        return "see the backend row"
+        return "not measured for a rung (the builtin runtime has no single command to trace)"
     h = p.get("host_syscalls") or {}
     return str(h["distinct"]) if h.get("measured") else f"not measured: {h.get('why', 'not recorded')}"
 
