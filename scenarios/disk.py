@@ -63,7 +63,8 @@ def plan(ctx: Context) -> list[Task]:
         for backing in disk.backings_for(b):
             rows[f"{name}/{backing.name}"] = {"status": "pending", "cache": backing.cache,
                                               "direct": backing.direct}
-            est = repeats * (len(disk_fio.PROFILES) * 2 * (win.ramp_s + win.runtime_s + 2) + 5)
+            # 4 timed data jobs + starts, layout and metadata: ~17 s per backing under FAST=1 here
+            est = repeats * (len(disk_fio.DATA_PROFILES) * 2 * (win.ramp_s + win.runtime_s) + 6)
             tasks.append(Task(f"{name}/{backing.name}: fio x {repeats}", name, est,
                               lambda b=b, backing=backing: _one(ctx, b, backing, layer, win, repeats, rows)))
     ctx.summary_metrics = ["iops", "clat_p99"]
