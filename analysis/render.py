@@ -4,11 +4,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from . import charts, disk_charts, ladder, report
+from . import charts, disk_charts, ladder, network_charts, report
 from .load import Run, load_run
 from .strength_charts import CHARTS as STRENGTH_CHARTS
 
-ALL = charts.CHARTS + ladder.CHARTS + disk_charts.CHARTS + STRENGTH_CHARTS
+ALL = charts.CHARTS + ladder.CHARTS + disk_charts.CHARTS + STRENGTH_CHARTS + network_charts.CHARTS
 
 
 def render(path: str | os.PathLike, style: str = "talk", out: str | os.PathLike | None = None,

@@ -186,6 +186,10 @@ def write(run: Run, charts: list[Path], out: Path | None = None) -> tuple[Path, 
     disk_hdr, disk_rows = disk_charts.table(run)
     if disk_rows:
         md += ["## Disk: fio per backing and job (medians)", "", _md_table(disk_hdr, disk_rows), ""]
+    from . import network_charts
+    net_hdr, net_rows = network_charts.table(run)
+    if net_rows:
+        md += ["## Network: per path (medians)", "", _md_table(net_hdr, net_rows), ""]
     md += ["## Charts", ""] + [f"![{p.stem}]({p.relative_to(out) if p.is_relative_to(out) else p})\n" for p in pngs]
     md_path = out / "report.md"
     _atomic(md_path, "\n".join(md) + "\n")
@@ -212,6 +216,7 @@ def write(run: Run, charts: list[Path], out: Path | None = None) -> tuple[Path, 
             + (f"<h2>Cross-checks (independent tools, same run)</h2>{h_table(check_hdr, checks)}" if checks else "")
             + f"<h2>Environment</h2>{h_table(['', ''], environment(run))}"
             + (f"<h2>Disk: fio per backing and job (medians)</h2>{h_table(disk_hdr, disk_rows)}" if disk_rows else "")
+            + (f"<h2>Network: per path (medians)</h2>{h_table(net_hdr, net_rows)}" if net_rows else "")
             + (f"<h2>Strength: exposure profile per backend and rung</h2>{h_table(strength_hdr, strength_rows)}"
                if strength_rows else "")
             + f"<h2>Medians and spreads</h2>{h_table(header, rows)}<h2>Charts</h2>{imgs}")

@@ -97,6 +97,12 @@ class Path:
     links: list[tuple[str, str]] = field(default_factory=list)   # (netns, link) whose MTU we set
     max_mtu: int = 65536
     setup: str = ""
+    # Measured here: a round trip on one CPU took ~13 us, across the two CPUs
+    # ~41 us (a cross-CPU wakeup), so unpinned runs mix both modes by where the
+    # scheduler put them.  The scenario pins the server and the client (and
+    # iperf3/sockperf alike) to fixed CPUs for a whole run.
+    server_cpu: int | None = None
+    client_cpu: int | None = None
 
     def mtu(self) -> int:
         ns, link = self.links[0] if self.links else (None, "lo")
@@ -149,6 +155,10 @@ def veth(rng: dict) -> Path:
     return p
 
 
+def _pin(cpu: int | None):
+    return (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None
+
+
 def _in_ns(ns: str | None, argv: list[str]) -> list[str]:
     # ip netns exec execs the command itself: the pid is the probe's own.
     return ["ip", "netns", "exec", ns, *argv] if ns else argv
@@ -172,10 +182,11 @@ def free_port() -> int:
 class Server:
     """A long-lived server process in ``ns`` that announces itself with ``ready``."""
 
-    def __init__(self, argv: list[str], ns: str | None, ready: str, timeout: float = 20.0):
+    def __init__(self, argv: list[str], ns: str | None, ready: str, timeout: float = 20.0,
+                 cpu: int | None = None):
         self.argv = argv
         self.p = subprocess.Popen(_in_ns(ns, argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  env=_env(), text=True)
+                                  env=_env(), text=True, preexec_fn=_pin(cpu))
         if ready:
             self._wait_for(ready, timeout)
 
@@ -217,13 +228,14 @@ class Server:
                 s.close()
 
 
-def run_client(argv: list[str], ns: str | None, timeout: float) -> tuple[str, float]:
+def run_client(argv: list[str], ns: str | None, timeout: float, cpu: int | None = None) -> tuple[str, float]:
     """Run a client to completion: (stdout, its CPU seconds from wait4 accounting).
 
     The harness's other children (servers) are still running, so the
     RUSAGE_CHILDREN delta is this client's alone."""
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    r = subprocess.run(_in_ns(ns, argv), capture_output=True, text=True, timeout=timeout, env=_env())
+    r = subprocess.run(_in_ns(ns, argv), capture_output=True, text=True, timeout=timeout, env=_env(),
+                       preexec_fn=_pin(cpu))
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     if r.returncode != 0:
         raise CvbError("network", f"{' '.join(argv[:3])} failed (exit {r.returncode}): "
@@ -233,7 +245,7 @@ def run_client(argv: list[str], ns: str | None, timeout: float) -> tuple[str, fl
 
 def probe_client(probe: str, path: Path, op: str, port: int, ms: int, size: int, timeout: float) -> dict:
     out, cpu = run_client([probe, "net", "client", op, path.server_addr, str(port), "--ms", str(ms),
-                           "--size", str(size)], path.client_ns, timeout)
+                           "--size", str(size)], path.client_ns, timeout, path.client_cpu)
     res = net_result(out)
     if "op" not in res:
         raise CvbError("network", f"probe {op} printed no result: {out[-300:]}", "see the message", status=1)
@@ -244,10 +256,10 @@ def probe_client(probe: str, path: Path, op: str, port: int, ms: int, size: int,
 def iperf3(path: Path, port: int, secs: float, write: int) -> dict:
     """iperf3's received throughput (bytes/s), same endpoints, same write size as the probe."""
     srv = Server(["iperf3", "-s", "-1", "--forceflush", "-p", str(port), "-B", path.server_addr],
-                 path.server_ns, "Server listening")
+                 path.server_ns, "Server listening", cpu=path.server_cpu)
     try:
         out, _ = run_client(["iperf3", "-c", path.server_addr, "-p", str(port), "-t", f"{secs:g}",
-                             "-l", str(write), "-J"], path.client_ns, secs + 30)
+                             "-l", str(write), "-J"], path.client_ns, secs + 30, path.client_cpu)
     finally:
         srv.stop()
     bps = json.loads(out)["end"]["sum_received"]["bits_per_second"]
@@ -257,14 +269,14 @@ def iperf3(path: Path, port: int, secs: float, write: int) -> dict:
 def sockperf(path: Path, port: int, secs: float, size: int) -> dict:
     """sockperf ping-pong's round-trip p50 and p99 (ns), TCP, ``size``-byte messages."""
     srv = Server(["sockperf", "server", "--tcp", "-i", path.server_addr, "-p", str(port)],
-                 path.server_ns, "")
+                 path.server_ns, "", cpu=path.server_cpu)
     cmd = ["sockperf", "ping-pong", "--tcp", "-i", path.server_addr, "-p", str(port), "-t", f"{secs:g}",
            "-m", str(size), "--full-rtt"]
     pct: dict[float, float] = {}
     try:
         for _ in range(10):   # sockperf's server says nothing on a pipe when it listens
             time.sleep(0.3)
-            out, _ = run_client(cmd, path.client_ns, secs + 30)   # exits 0 even when refused
+            out, _ = run_client(cmd, path.client_ns, secs + 30, path.client_cpu)   # exits 0 even when refused
             pct = {float(a): float(b) * 1000
                    for a, b in re.findall(r"percentile\s+([\d.]+)\s*=\s*([\d.]+)", out)}
             if "connect" not in out or pct:

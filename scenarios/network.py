@@ -26,7 +26,7 @@ import os
 import shutil
 import statistics
 
-from bench import crosscheck, netpath, timing
+from bench import crosscheck, inside, netpath, timing
 from bench.harness import Context, Task, progress
 from common.errors import CvbError
 from common.probe import hist_quantile
@@ -78,6 +78,16 @@ def selection() -> tuple[list[str], list[int] | None]:
     return paths, mtus
 
 
+def _affinity() -> dict:
+    """Server and client on two fixed CPUs (bench.inside.pinning's pair), so every
+    round trip crosses the same CPUs; on one CPU, both on it."""
+    pin = inside.pinning()
+    srv, cli = (pin["pair"][1], pin["pair"][0]) if pin["pair"] else (pin["cpu"], pin["cpu"])
+    return {"server_cpu": srv, "client_cpu": cli,
+            "why": "measured here: one CPU ~13 us round trip, across CPUs ~41 us; unpinned runs mix both",
+            "tools": "iperf3 and sockperf pinned the same way"}
+
+
 def plan(ctx: Context) -> list[Task]:
     paths, mtus = selection()
     reps, ms, xsecs = SIZES["quick" if ctx.quick else ctx.mode]
@@ -86,7 +96,7 @@ def plan(ctx: Context) -> list[Task]:
         "repetitions": reps, "tolerance": TOLERANCE,
         "cpu_accounting": "client wait4 rusage + server /proc/PID/stat utime+stime over the stream; "
                           "softirq work counts only where the kernel ran it in an endpoint",
-        "paths": {}, "hist": {}})
+        "paths": {}, "hist": {}, "affinity": _affinity()})
     for p in paths:
         if p not in MEASURED:
             net["paths"][p] = {"status": "not measured", "why": _not_measured(p)}
@@ -148,13 +158,14 @@ def _measure(ctx: Context, name: str, probe: str, mtus, reps: int, ms: int, xsec
     servers = []
     try:
         path = _open(name, ctx)
+        path.server_cpu, path.client_cpu = net["affinity"]["server_cpu"], net["affinity"]["client_cpu"]
         row.update(setup=path.setup, max_mtu=path.max_mtu)
         plan_mtus = _mtus_for(path, mtus)
         port = netpath.free_port() if path.server_ns is None else netpath.PORT
         row["port"] = port
         timeout = ms / 1000 * 20 + 30
-        servers = [netpath.Server([probe, "net", "serve", proto, str(port)], path.server_ns, "CVB net_serve")
-                   for proto in ("tcp", "udp")]
+        servers = [netpath.Server([probe, "net", "serve", proto, str(port)], path.server_ns, "CVB net_serve",
+                                  cpu=path.server_cpu) for proto in ("tcp", "udp")]
         tcp_srv = servers[0]
         samples: dict[str, list[list[float]]] = {}
         units: dict[str, tuple[str, str]] = {}
@@ -215,7 +226,7 @@ def _measure(ctx: Context, name: str, probe: str, mtus, reps: int, ms: int, xsec
 
 def _judge(check: str, path: str, metric: str, unit: str, harness, tool, **extra) -> dict:
     """crosscheck.judge at this scenario's tolerance (the issue's ±15%)."""
-    rec = crosscheck.judge(check, "host", metric, unit, harness, tool, path=path, **extra)
+    rec = crosscheck.judge(check, f"host ({path})", metric, unit, harness, tool, path=path, **extra)
     rec["tolerance"] = TOLERANCE
     if rec["ratio"] is not None:
         rec["within"] = abs(rec["ratio"] - 1) <= TOLERANCE

@@ -78,6 +78,17 @@ def test_network_loopback_and_veth(tmp_path):
         assert checks[key]["ratio"] is not None, checks[key]   # really run and judged
         assert checks[key]["tolerance"] == 0.15
     assert not {n for n in _netns() - before if n.startswith("cvbench-n")}   # torn down
+    assert meta["network"]["affinity"]["server_cpu"] is not None
+    # The charts and the report table, from the files the run wrote.
+    folder = (tmp_path / "latest").resolve()
+    c = subprocess.run([sys.executable, "-m", "analysis", "charts", str(folder)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert c.returncode == 0, c.stderr
+    for name in ("network_latency_ecdf", "network_throughput", "network_cpu_per_gb"):
+        assert (folder / "charts" / f"{name}.png").stat().st_size > 10_000
+    report = (folder / "report.md").read_text()
+    assert "## Network: per path (medians)" in report
+    assert "| veth |" in report and "| gvisor | - |" in report and "not measured" in report
 
 
 @pytest.mark.parametrize("env,needle", [

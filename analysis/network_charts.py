@@ -1,0 +1,153 @@
+"""Network charts (RR latency ECDF per path, stream throughput per path and
+MTU, host CPU-seconds per GB) and the network table for the report, from
+tidy.csv and meta.json's ``network`` (scenarios/network.py writes both).
+
+Every subtitle names the accelerator (style.subtitle) and each path's setup;
+paths that were not measured or failed are named with why, never dropped.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from . import style
+from .load import Run
+
+PATH_COLORS = {"loopback": "#4c72b0", "veth": "#dd8452", "bridge": "#55a868", "tap-virtio": "#c44e52",
+               "user-mode": "#8172b3", "gvisor": "#937860"}
+_MTU = re.compile(r"^(stream|cpu_per_gb)_mtu(\d+)$")
+
+
+def _net(run: Run):
+    df = run.tidy[run.tidy["scenario"] == "network"]
+    return df
+
+
+def _paths(run: Run) -> dict:
+    return (run.meta.get("network") or {}).get("paths") or {}
+
+
+def notes(run: Run) -> str:
+    """Each measured path's setup in short, and every path not measured (or failed)."""
+    net = run.meta.get("network") or {}
+    rng = net.get("address_range") or {}
+    short = {"loopback": "loopback: two host processes on 127.0.0.1",
+             "veth": f"veth: a veth pair between two cvbench netns, {rng.get('cidr', '?')} "
+                     f"({str(rng.get('name', '')).split(' (')[0]}, checked unused on the host)"}
+    lines = [short.get(p, f"{p}: {r.get('setup', '')}")
+             for p, r in _paths(run).items() if r.get("status") == "measured"]
+    missing = [f"{p} ({r.get('status')})" for p, r in _paths(run).items() if r.get("status") != "measured"]
+    if missing:
+        lines.append("not shown, why in the report: " + ", ".join(missing))
+    return "\n".join(lines)
+
+
+def network_latency_ecdf(run: Run, st: str, out: Path) -> list[Path]:
+    """ECDF of every request/response round trip (the probe's HDR histogram,
+    all repetitions pooled), one line per path; TCP and UDP side by side."""
+    hist = (run.meta.get("network") or {}).get("hist") or {}
+    if not hist:
+        return []
+    with style.styled(st):
+        fig, axes = style.figure(st, 1, 2, squeeze=False, layout="constrained", sharey=True)
+        for ax, op in zip(axes[0], ("tcp_rr", "udp_rr"), strict=True):
+            for path, ops in hist.items():
+                h = sorted((int(lo), int(c)) for lo, c in ops.get(op) or [])
+                total = sum(c for _, c in h)
+                if not total:
+                    continue
+                xs, ys, seen = [], [], 0
+                for lo, c in h:
+                    seen += c
+                    xs.append(lo / 1000)
+                    ys.append(seen / total)
+                ax.step(xs, ys, where="post", color=PATH_COLORS.get(path, "#333333"), label=path)
+            ax.set_xscale("log")
+            ax.set_title(f"{op} ({(run.meta.get('network') or {}).get('rr_size_bytes', '?')} B each way)",
+                         fontsize="small")
+            ax.set_xlabel("round trip (µs, log scale)")
+            ax.grid(alpha=0.3)
+        axes[0][0].set_ylabel("fraction of requests")
+        axes[0][1].legend(loc="lower right", fontsize="small", frameon=False)
+        style.titled(fig, "Network: request/response latency ECDF per path", run.meta, st, note=notes(run))
+        return style.save(fig, out, "network_latency_ecdf")
+
+
+def _per_mtu(run: Run, kind: str):
+    """(path, mtu) -> median value of ``kind`` (stream or cpu_per_gb)."""
+    df = _net(run)
+    out = {}
+    for (metric, path), g in df.groupby(["metric", "variant"]):
+        m = _MTU.match(metric)
+        if m and m.group(1) == kind:
+            out[(path, int(m.group(2)))] = float(g["value"].median())
+    return dict(sorted(out.items(), key=lambda kv: (list(PATH_COLORS).index(kv[0][0])
+                                                    if kv[0][0] in PATH_COLORS else 99, kv[0][1])))
+
+
+def _bars(run: Run, st: str, out: Path, kind: str, scale: float, xlabel: str, title: str, name: str):
+    vals = _per_mtu(run, kind)
+    if not vals:
+        return []
+    with style.styled(st):
+        fig, ax = style.figure(st, layout="constrained")
+        labels = [f"{p}\nMTU {m}" for p, m in vals]
+        ax.barh(range(len(vals)), [v * scale for v in vals.values()],
+                color=[PATH_COLORS.get(p, "#333333") for p, _ in vals])
+        ax.set_yticks(range(len(vals)), labels, fontsize="small")
+        ax.set_ylim(len(vals) - 0.5, -0.5)
+        ax.set_xlabel(xlabel)
+        ax.grid(axis="x", alpha=0.3)
+        style.titled(fig, title, run.meta, st, note=notes(run))
+        return style.save(fig, out, name)
+
+
+def network_throughput(run: Run, st: str, out: Path) -> list[Path]:
+    """TCP stream throughput (median over repetitions) per path and MTU."""
+    return _bars(run, st, out, "stream", 8e-9, "TCP stream throughput (Gbit/s, probe, median over repetitions)",
+                 "Network: stream throughput per path and MTU", "network_throughput")
+
+
+def network_cpu_per_gb(run: Run, st: str, out: Path) -> list[Path]:
+    """Client + server CPU-seconds per GB streamed, per path and MTU."""
+    return _bars(run, st, out, "cpu_per_gb", 1.0,
+                 "CPU-seconds per GB (client wait4 + server /proc stat, user+system; median)",
+                 "Network: host CPU per GB streamed", "network_cpu_per_gb")
+
+
+def table(run: Run) -> tuple[list[str], list[list[str]]]:
+    """Per path: RR p50/p99 (TCP, UDP), throughput and CPU/GB per MTU, the
+    cross-check ratios; then the paths not measured or failed, with why."""
+    header = ["path", "TCP RR p50", "TCP RR p99", "UDP RR p50", "UDP RR p99", "stream (Gbit/s) per MTU",
+              "CPU s/GB per MTU", "iperf3 ratio", "sockperf ratio", "setup"]
+    df = _net(run)
+    paths = _paths(run)
+    if df.empty and not paths:
+        return header, []
+    med = df.groupby(["variant", "metric"])["value"].median() if not df.empty else {}
+    thr, cpu = _per_mtu(run, "stream"), _per_mtu(run, "cpu_per_gb")
+    checks = {(c.get("check"), c.get("path")): c for c in run.meta.get("crosschecks") or []}
+
+    def us(path, metric):
+        v = med.get((path, metric)) if len(med) else None
+        return f"{v / 1000:.1f} µs" if v is not None else "-"
+
+    def ratio(check, path):
+        c = checks.get((check, path))
+        return "-" if not c else (f"{c['ratio']:.2f}" if c.get("ratio") is not None else "not judged")
+
+    body = []
+    order = sorted(paths, key=lambda p: paths[p].get("status") != "measured")   # measured rows first
+    for p in order:
+        r = paths[p]
+        if r.get("status") != "measured":
+            body.append([p] + ["-"] * 8 + [f"{r.get('status')}: {r.get('why', '')}"])
+            continue
+        body.append([p, us(p, "tcp_rr_p50"), us(p, "tcp_rr_p99"), us(p, "udp_rr_p50"), us(p, "udp_rr_p99"),
+                     ", ".join(f"{m}: {v * 8e-9:.2f}" for (q, m), v in thr.items() if q == p),
+                     ", ".join(f"{m}: {v:.3g}" for (q, m), v in cpu.items() if q == p),
+                     ratio("iperf3", p), ratio("sockperf ping-pong", p), r.get("setup", "")])
+    return header, body
+
+
+CHARTS = [network_latency_ecdf, network_throughput, network_cpu_per_gb]
