@@ -26,7 +26,7 @@ bench_flags = $(if $(BACKENDS),--backends $(BACKENDS)) $(if $(FAST),--fast) $(if
 help: ## show this help
 	@echo "cvbench: containers versus VMs, measured"
 	@echo
-	@echo "  make bench SCENARIO=startup|memory|syscall|isolation|disk|all [BACKENDS=a,b] [FAST=1|RIGOROUS=1]"
+	@echo "  make bench SCENARIO=startup|memory|syscall|isolation|disk|network|all [BACKENDS=a,b] [FAST=1|RIGOROUS=1]"
 	@echo "             [CONFIG=path/to/config.json] [STRICT=1: exit 1 if a cross-check is off by >10%]"
 	@echo "  make test"
 	@echo
