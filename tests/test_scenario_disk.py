@@ -146,3 +146,19 @@ def test_runsc_backings_run_fio(state):
     finally:
         disk.remove_run_dir(workdir.parent)
     assert not any(layer.joinpath("data").iterdir()), "gVisor's root backings wrote into the shared layer"
+
+
+def test_a_backing_that_fails_is_a_failed_row(state, tmp_path):
+    """fio that cannot start (a layer without it) fails the backing: the error
+    propagates to the harness (which names the backend as failed, exit 1) and
+    the row says failed and why; its state folder is removed."""
+    from bench import backends
+    from scenarios import disk as scenario
+    empty_layer = tmp_path / "no-fio"
+    empty_layer.mkdir()
+    rows = {"host/dir": {"status": "pending"}}
+    with pytest.raises(OSError):
+        scenario._one(None, backends.get("host"), disk.HOST_BACKINGS[0], empty_layer,
+                      disk_fio.WINDOWS["quick"], 1, rows)
+    assert rows["host/dir"]["status"] == "failed" and "fio" in rows["host/dir"]["why"], rows
+    assert not list(state.glob("cvbench-d*/host-dir"))
