@@ -61,7 +61,7 @@ def test_list_shows_scenarios_and_backends_with_reasons():
     r = bench("list", "--json")
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
-    assert data["scenarios"] == ["startup", "memory", "syscall", "isolation"]
+    assert data["scenarios"] == ["startup", "memory", "syscall", "isolation", "disk", "network", "strength"]
     assert set(data["backends"]) == {"host", "builtin", "builtin-cli", "crun", "runc", "runsc", "qemu-microvm", "qemu",
                                      "libvirt"}
     for name, rec in data["backends"].items():

@@ -13,6 +13,7 @@ import pytest
 
 from bench import backends
 from bench.backends import oci
+from common import owner
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,8 +35,8 @@ def ours_alive() -> list[str]:
             env = Path(p).read_bytes().split(b"\0")
         except OSError:
             continue
-        owner = [e.split(b"=", 1)[1] for e in env if e.startswith(b"CVBENCH_OWNER=")]
-        if owner and owner[0].isdigit() and dead(int(owner[0])):
+        tag = [e.split(b"=", 1)[1] for e in env if e.startswith(b"CVBENCH_OWNER=")]
+        if tag and tag[0].isdigit() and dead(int(tag[0])):
             found.append(p)
     return found
 
