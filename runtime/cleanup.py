@@ -77,6 +77,30 @@ def sweep() -> list[str]:
     return removed
 
 
+def _supervised(path: str) -> bool:
+    """A cgroup with no state file here may still be live: a container started
+    with another --root keeps its state there.  It is live while one of its
+    processes has a living parent outside it (the runtime supervising it, or
+    the caller its init was cloned under); a dead supervisor's init has been
+    killed by its parent-death signal or reparented to init."""
+    pids: set[int] = set()
+    for root, _dirs, _files in os.walk(path):
+        try:
+            with open(os.path.join(root, "cgroup.procs")) as f:
+                pids.update(int(x) for x in f.read().split())
+        except (FileNotFoundError, ValueError):
+            continue
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                ppid = next(int(ln.split()[1]) for ln in f if ln.startswith("PPid:"))
+        except (OSError, StopIteration, ValueError):
+            continue
+        if ppid > 1 and ppid not in pids and os.path.exists(f"/proc/{ppid}"):
+            return True
+    return False
+
+
 def _sweep_cgroups(claimed: set[str]) -> list[str]:
     out = []
     be = cgroups.Backend()  # remove() and pids() work the same on v1 and v2
@@ -89,7 +113,8 @@ def _sweep_cgroups(claimed: set[str]) -> list[str]:
             continue  # a concurrent sweep (another cvbench process) removed it first
         for leaf in leaves:
             path = os.path.join(d, leaf)
-            if os.path.isdir(path) and leaf not in claimed and not state.path(leaf).exists():
+            if os.path.isdir(path) and leaf not in claimed and not state.path(leaf).exists() \
+                    and not _supervised(path):
                 try:
                     cgroups.kill_all([path], timeout=2.0)
                     be.remove([path])

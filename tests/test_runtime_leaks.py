@@ -179,6 +179,24 @@ def test_cli_run_killed_with_sigkill_then_sweep(root, image):
     assert leftovers(cid) == []
 
 
+def test_sweep_spares_a_live_container_whose_state_is_under_another_root(root, image, tmp_path):
+    """A container started with --root elsewhere has no state file where the
+    sweep looks; its live supervisor still claims its cgroup."""
+    cid = f"cvbench-leak{os.getpid()}o"
+    p = subprocess.Popen([sys.executable, "-m", "runtime", "--root", str(tmp_path), "run", "-b", image.bundle,
+                          cid, "--", "/probe", "sleep", "-1"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline() == "CVB READY\n"
+        r = subprocess.run([sys.executable, "-m", "runtime", "sweep"], cwd=ROOT, capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 0 and cid not in r.stdout, r.stdout
+        assert p.poll() is None, "the sweep killed a live container"
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=30)
+    assert leftovers(cid) == []
+
+
 def test_sigint_to_the_owner_cleans_up_without_sweep(root, image):
     tag = f"cvbench-leak{os.getpid()}i"
     p = owner(tag, "sigint", image.bundle)
