@@ -225,6 +225,14 @@ def _mount_cgroup(r: InRoot, dest: str, flags: int, cgroup_binds) -> None:
                     _symlink(name, ctrl, fd)
         finally:
             os.close(fd)
+    if flags & sc.MS_RDONLY:
+        # runc leaves the tmpfs mounted rw but its top 0555: a container root
+        # without CAP_DAC_OVERRIDE can add nothing beside the hierarchies
+        fd = r.open(dest)
+        try:
+            os.chmod(f"/proc/self/fd/{fd}", 0o555)   # fd is O_PATH: fchmod refuses it
+        finally:
+            os.close(fd)
 
 
 def _symlink(target: str, name: str, dirfd: int) -> None:

@@ -39,6 +39,7 @@ done
 p write.proc_sys "$(cat /proc/sys/kernel/hostname > /proc/sys/kernel/hostname 2>&1 | sed 's/.*: //')"
 p write.root "$(touch /cvb-x 2>&1 | sed 's/.*: //')"
 p write.cgroup "$(mkdir /sys/fs/cgroup/memory/cvb-x 2>&1 | sed 's/.*: //')"
+p write.cgroup_top "$(mkdir /sys/fs/cgroup/cvb-top 2>&1 | sed 's/.*: //')"
 p write.sysfs "$(echo 1 > /sys/kernel/mm/ksm/run 2>&1 | sed 's/.*: //')"
 p escape.mount "$(mount -t tmpfs cvb /tmp 2>&1 | sed 's/.*: //')"
 p escape.mknod "$(mknod /dev/shm/cvb-sda b 8 0 2>&1 | sed 's/.*: //')"
