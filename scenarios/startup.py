@@ -64,5 +64,26 @@ def plan(ctx: Context) -> list[Task]:
             return benches
         est = estimate.pyperf_task(b, p) + (6 * 0.7 if check else 0.0)   # six short hyperfine windows
         tasks.append(Task(f"{b}: ready+lifecycle", b, est, run))
+    vms = [b for b in ctx.backends if ctx.is_vm(b)]
+    if len(vms) > 1 and not ctx.quick:
+        tasks.append(_interleaved(ctx, vms))
     ctx.summary_metrics = ["ready", "lifecycle"]
     return tasks
+
+
+def _interleaved(ctx: Context, vms: list[str]) -> Task:
+    """The VM backends once more, boots interleaved round by round (bench/backends/vm.py
+    paired): the libvirt/raw-QEMU ratio without the drift between sequential tasks."""
+    from bench.backends.vm import PAIRED_ROUNDS, paired
+    rounds = PAIRED_ROUNDS.get(ctx.mode, 8)
+
+    def run():
+        progress(f"    {', '.join(vms)}: {rounds} rounds of interleaved boots")
+        res = paired(vms, rounds, ctx.timeout)
+        ctx.meta["vm_interleaved"] = res
+        if "libvirt_over_qemu" in res:
+            r = res["libvirt_over_qemu"]
+            progress(f"    interleaved: libvirt / raw QEMU (same machine) ready {r['ready']:.3f}, "
+                     f"lifecycle {r['lifecycle']:.3f}")
+        return []
+    return Task(f"{'/'.join(vms)}: interleaved boots", vms[-1], rounds * len(vms) * 3.0, run)
