@@ -11,6 +11,7 @@ import html
 from pathlib import Path
 
 from . import stats
+from .charts import fmt_seconds
 from .compare import fmt_value
 from .load import KEY, Run
 
@@ -159,6 +160,23 @@ def environment(run: Run) -> list[tuple[str, str]]:
     ]
 
 
+def interleaved_section(meta: dict) -> list[str]:
+    """The VM boots of one run once more, interleaved round by round: the
+    libvirt / raw QEMU ratio free of the drift between sequential tasks."""
+    iv = meta.get("vm_interleaved") or {}
+    med = iv.get("median_s") or {}
+    if not med:
+        return []
+    rows = [[b, fmt_seconds(v["ready"]), fmt_seconds(v["lifecycle"])] for b, v in med.items()]
+    out = ["", f"## VM boots interleaved ({iv.get('rounds')} rounds, {iv.get('order', '')})", "",
+           _md_table(["backend", "ready median", "lifecycle median"], rows)]
+    r = iv.get("libvirt_over_qemu")
+    if r:
+        out += ["", f"libvirt / raw QEMU on the same machine type: ready {r['ready']:.3f}×, "
+                    f"lifecycle {r['lifecycle']:.3f}× (lifecycle includes reaping QEMU after poweroff)."]
+    return out
+
+
 def _md_table(header, rows) -> str:
     esc = lambda c: str(c).replace("|", "\\|")  # noqa: E731
     return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -176,6 +194,7 @@ def write(run: Run, charts: list[Path], out: Path | None = None) -> tuple[Path, 
     check_hdr = ["check", "backend", "metric", "harness", "tool", "ratio", "verdict"]
     if checks:
         md += ["", "## Cross-checks (independent tools, same run)", "", _md_table(check_hdr, checks)]
+    md += interleaved_section(run.meta)
     md += ["", "## Environment", "", _md_table(["", ""], environment(run)), ""]
     md += ["## Medians and spreads", "", _md_table(header, rows), ""]
     from . import strength_charts
