@@ -79,12 +79,41 @@ def accel_refusals(base: Run, new: Run) -> list[str]:
     return out
 
 
+CONTAINER_BACKENDS = {"builtin", "builtin-cli", "crun", "runc", "runsc"}
+
+
+def _bundle_sig(meta: dict):
+    b = meta.get("bundle") or {}
+    if not b:
+        return None
+    return (tuple(b.get("namespaces") or ()), b.get("seccomp"), tuple(b.get("capabilities") or ()),
+            b.get("no_new_privileges"), b.get("readonly_root"))
+
+
+def config_refusals(base: Run, new: Run) -> list[str]:
+    """Container rows measured under different config.json files are not the
+    same experiment: a seccomp profile alone moves a runtime's start-up 2x."""
+    def containers(run: Run) -> bool:
+        return bool(CONTAINER_BACKENDS & set(run.tidy["backend"].unique()))
+    if not (containers(base) and containers(new)):
+        return []
+    sb, sn = _bundle_sig(base.meta), _bundle_sig(new.meta)
+    if sb == sn:
+        return []
+    def short(run: Run) -> str:
+        b = run.meta.get("bundle") or {}
+        return b.get("short") or "not recorded (measured before every runtime read one config.json)"
+    return [f"the container config differs (base: {short(base)}; new: {short(new)}); "
+            f"re-record the baseline ('make baseline') or compare runs of one config"]
+
+
 def check_comparable(base: Run, new: Run, force: bool = False) -> list[str]:
     """Refusals (raised unless forced) and warnings, as lines for the output."""
     notes, refusals = [], []
     if base.accel != new.accel:
         refusals.append(f"accelerators differ (base {base.accel}, new {new.accel})")
     refusals += accel_refusals(base, new)
+    refusals += config_refusals(base, new)
     hb, hn = host_class(base.env), host_class(new.env)
     if hb != hn:
         refusals.append(f"host classes differ (base {hb}, new {hn})")

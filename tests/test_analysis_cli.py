@@ -329,3 +329,19 @@ def test_history_with_several_scenarios_draws_each(tmp_path, capsys):
     assert (tmp_path / "h" / "history_startup_ready.png").is_file()
     assert (tmp_path / "h" / "history_isolation_ready.png").is_file()
     assert "startup.host" in out and "isolation.builtin.bare" in out
+
+
+def test_runs_of_different_container_configs_are_refused_with_exit_2(tmp_path, capsys):
+    """A baseline measured without the bundle's seccomp profile is not the same
+    experiment as a run with it: compare refuses rather than flag a regression."""
+    import json
+    a = synth.write_run(tmp_path / "a", "startup", n=20, seed=1, backends=["host", "crun"], created=T0)
+    b = synth.write_run(tmp_path / "b", "startup", n=20, seed=2, backends=["host", "crun"], created=T0)
+    meta = json.loads((b / "meta.json").read_text())
+    meta["bundle"] = {"namespaces": ["pid"], "seccomp": "seccomp default SCMP_ACT_ERRNO, 19 rules",
+                      "capabilities": [], "short": "1 namespace, seccomp"}
+    (b / "meta.json").write_text(json.dumps(meta))
+    rc, _, err = cli(capsys, "compare", str(a), str(b))
+    assert rc == 2 and "the container config differs" in one_line(err)
+    rc, _, _ = cli(capsys, "compare", str(b), str(b))
+    assert rc in (0, 1)
