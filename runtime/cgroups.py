@@ -31,6 +31,10 @@ V2_CONTROLLERS = ("memory", "cpu", "pids")
 @dataclass
 class Limits:
     memory_bytes: int | None = None
+    memory_reservation: int | None = None   # v1 soft limit, v2 memory.low
+    memory_swap: int | None = None          # memory + swap (OCI), -1 unlimited
+    memory_swappiness: int | None = None    # v1 only
+    oom_kill_disable: bool = False          # v1 only
     cpu_quota_us: int | None = None
     cpu_period_us: int | None = None
     cpu_weight: int | None = None   # cgroup v2 scale 1..10000 (v1 shares are converted)
@@ -40,6 +44,20 @@ class Limits:
     pids_max: int | None = None
     devices: list[tuple[bool, str]] | None = None  # (allow, "c 1:3 rwm"), applied in order
     path: str | None = None  # linux.cgroupsPath; None: <caller's cgroup>/cvbench/<id>
+
+
+def _v2_swap(swap: int, limit: int | None) -> str:
+    """OCI's swap is memory + swap; v2's memory.swap.max is the swap alone
+    (runc's conversion)."""
+    if swap == -1:
+        return "max"
+    if limit is None or limit == -1:
+        raise EnvError("linux.resources.memory.swap", "a swap limit on cgroup v2 needs a memory limit",
+                       "set linux.resources.memory.limit too")
+    if swap < limit:
+        raise EnvError("linux.resources.memory.swap", f"{swap} is below the memory limit {limit}",
+                       "swap is memory + swap: make it at least the limit")
+    return str(swap - limit)
 
 
 def shares_to_weight(shares: int) -> int:
@@ -245,6 +263,7 @@ class V1(Backend):
                 _write(f"{by('devices')}/devices.{'allow' if allow else 'deny'}", rule)
         if lim.memory_bytes is not None:
             _write(f"{by('memory')}/memory.limit_in_bytes", lim.memory_bytes)
+        self._apply_memory_extras(by, lim)
         if lim.cpu_period_us is not None:
             _write(f"{by('cpu')}/cpu.cfs_period_us", lim.cpu_period_us)
         if lim.cpu_quota_us is not None:
@@ -258,6 +277,24 @@ class V1(Backend):
                 _write(f"{by('cpuset')}/{f}", v)
         if lim.pids_max is not None:
             _write(f"{by('pids')}/pids.max", _pids_value(lim.pids_max))
+
+    @staticmethod
+    def _apply_memory_extras(by, lim: Limits) -> None:
+        """What runc writes for the rest of linux.resources.memory on v1; memsw
+        exists only with swap accounting on, and a swap limit that can't be
+        set is an error, not a silent no-op."""
+        if lim.memory_swap is not None:
+            f = f"{by('memory')}/memory.memsw.limit_in_bytes"
+            if not os.path.exists(f):
+                raise EnvError("linux.resources.memory.swap", "this kernel has no swap accounting "
+                               "(memory.memsw.limit_in_bytes)", "boot with swapaccount=1, or drop the field")
+            _write(f, lim.memory_swap)
+        if lim.memory_reservation is not None:
+            _write(f"{by('memory')}/memory.soft_limit_in_bytes", lim.memory_reservation)
+        if lim.memory_swappiness is not None:
+            _write(f"{by('memory')}/memory.swappiness", lim.memory_swappiness)
+        if lim.oom_kill_disable:
+            _write(f"{by('memory')}/memory.oom_control", 1)
 
     def self_join_files(self, dirs):
         # A single thread moving itself through `tasks` skips the global
@@ -307,7 +344,7 @@ class V2(Backend):
 
     def needed(self, lim: Limits) -> list[str]:
         need = []
-        if lim.memory_bytes is not None:
+        if lim.memory_bytes is not None or lim.memory_reservation is not None or lim.memory_swap is not None:
             need.append("memory")
         if lim.cpu_quota_us is not None or lim.cpu_weight is not None or lim.cpu_period_us is not None:
             need.append("cpu")
@@ -322,6 +359,14 @@ class V2(Backend):
         out = {}
         if lim.memory_bytes is not None:
             out["memory.max"] = str(lim.memory_bytes)
+        if lim.memory_reservation is not None:
+            out["memory.low"] = str(lim.memory_reservation)
+        if lim.memory_swap is not None:
+            out["memory.swap.max"] = _v2_swap(lim.memory_swap, lim.memory_bytes)
+        for fld, on in (("swappiness", lim.memory_swappiness is not None), ("disableOOMKiller", lim.oom_kill_disable)):
+            if on:
+                raise EnvError(f"linux.resources.memory.{fld}", "cgroup v2 has no such control",
+                               "drop the field (runc cannot apply it on v2 either)")
         if lim.cpu_quota_us is not None or lim.cpu_period_us is not None:
             quota = "max" if lim.cpu_quota_us is None else str(lim.cpu_quota_us)
             out["cpu.max"] = f"{quota} {lim.cpu_period_us or 100000}"

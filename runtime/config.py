@@ -32,8 +32,8 @@ _KNOWN = {
               {"mountLabel", "intelRdt", "personality"}),
     "linux.resources": ({"devices", "memory", "cpu", "pids"},
                         {"blockIO", "hugepageLimits", "network", "rdma", "unified"}),
-    "linux.resources.memory": ({"limit"}, {"reservation", "swap", "kernel", "kernelTCP", "swappiness",
-                                           "disableOOMKiller", "useHierarchy", "checkBeforeUpdate"}),
+    "linux.resources.memory": ({"limit", "reservation", "swap", "swappiness", "disableOOMKiller"},
+                               {"kernel", "kernelTCP", "useHierarchy", "checkBeforeUpdate"}),
     "linux.resources.cpu": ({"shares", "quota", "period", "cpus", "mems"},
                             {"realtimeRuntime", "realtimePeriod", "idle", "burst"}),
     "linux.resources.pids": ({"limit"}, set()),
@@ -69,6 +69,10 @@ class Config:
     uid_mappings: list[tuple[int, int, int]] = field(default_factory=list)
     gid_mappings: list[tuple[int, int, int]] = field(default_factory=list)
     memory_limit: int | None = None
+    memory_reservation: int | None = None
+    memory_swap: int | None = None          # memory + swap, as OCI and v1's memsw define it
+    memory_swappiness: int | None = None
+    oom_kill_disable: bool = False
     cpu_shares: int | None = None
     cpu_quota: int | None = None
     cpu_period: int | None = None
@@ -286,6 +290,12 @@ def _parse_linux(r: _Reader, lin: dict, cfg: Config) -> None:
     res = r.obj(lin, "resources", "linux")
     mem = r.obj(res, "memory", "linux.resources")
     cfg.memory_limit = r.typed(mem, "limit", "linux.resources.memory", int, None)
+    cfg.memory_reservation = r.typed(mem, "reservation", "linux.resources.memory", int, None)
+    cfg.memory_swap = r.typed(mem, "swap", "linux.resources.memory", int, None)
+    cfg.memory_swappiness = r.typed(mem, "swappiness", "linux.resources.memory", int, None)
+    if cfg.memory_swappiness is not None and not 0 <= cfg.memory_swappiness <= 100:
+        raise r.bad("linux.resources.memory.swappiness", "must be 0..100")
+    cfg.oom_kill_disable = r.typed(mem, "disableOOMKiller", "linux.resources.memory", bool, False)
     cpu = r.obj(res, "cpu", "linux.resources")
     cfg.cpu_shares = r.typed(cpu, "shares", "linux.resources.cpu", int, None)
     cfg.cpu_quota = r.typed(cpu, "quota", "linux.resources.cpu", int, None)

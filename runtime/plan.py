@@ -184,6 +184,10 @@ def plan(bundle, args, iso: Isolation, cid: str, detached: bool = False, *,
     if iso.cgroup:
         p.limits = cgroups.Limits(
             memory_bytes=iso.memory_bytes or cfg.memory_limit,
+            memory_reservation=cfg.memory_reservation if iso.follow_bundle else None,
+            memory_swap=cfg.memory_swap if iso.follow_bundle else None,
+            memory_swappiness=cfg.memory_swappiness if iso.follow_bundle else None,
+            oom_kill_disable=cfg.oom_kill_disable and iso.follow_bundle,
             cpu_quota_us=iso.cpu_quota_us or (cfg.cpu_quota if cfg.cpu_quota and cfg.cpu_quota > 0 else None),
             cpu_period_us=iso.cpu_period_us or cfg.cpu_period,
             cpu_weight=iso.cpu_weight or (cgroups.shares_to_weight(cfg.cpu_shares) if cfg.cpu_shares else None),

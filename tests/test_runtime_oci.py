@@ -302,3 +302,42 @@ def test_pids_limit_minus_one_is_unlimited(root, image, tmp_path):
     with spawn(tmp_path) as c:
         pids = [d for d in c.cgroup_dirs() if "/pids/" in d or d.startswith("/sys/fs/cgroup/cvbench")]
         assert open(f"{pids[0]}/pids.max").read().strip() == "max"
+
+
+def test_memory_reservation_swap_swappiness_and_oom_killer_are_applied(root, image, tmp_path):
+    """The rest of linux.resources.memory lands in the cgroup as runc writes it
+    (v1 here; v2 maps reservation and swap and refuses the v1-only two)."""
+    from runtime import cgroups
+    cfg = _runc_spec(tmp_path)
+    cfg["process"]["args"] = ["/probe", "sleep", "-1"]
+    mib = 1 << 20
+    cfg["linux"]["resources"] = {"memory": {"limit": 64 * mib, "reservation": 32 * mib, "swap": 96 * mib,
+                                            "swappiness": 7, "disableOOMKiller": True}}
+    b = _bundle(tmp_path, image, cfg)
+    if cgroups.backend().version != "v1":
+        with pytest.raises(CvbError, match="swappiness"):
+            spawn(str(b), None, Isolation.full())
+        return
+    with spawn(str(b), None, Isolation.full()) as c:
+        d = cgroups.backend().memory_dir(c.cgroup_dirs())
+        read = lambda f: open(f"{d}/{f}").read().split()  # noqa: E731
+        assert int(read("memory.limit_in_bytes")[0]) == 64 * mib
+        assert int(read("memory.soft_limit_in_bytes")[0]) == 32 * mib
+        if os.path.exists(f"{d}/memory.memsw.limit_in_bytes"):
+            assert int(read("memory.memsw.limit_in_bytes")[0]) == 96 * mib
+        assert int(read("memory.swappiness")[0]) == 7
+        oom = read("memory.oom_control")
+        assert oom[oom.index("oom_kill_disable") + 1] == "1"
+        c.kill()
+
+
+def test_v2_swap_is_memory_plus_swap_and_v1_only_fields_are_refused():
+    from runtime import cgroups
+    v2 = cgroups.V2.__new__(cgroups.V2)
+    assert v2.files(cgroups.Limits(memory_bytes=64, memory_swap=96, memory_reservation=32)) == {
+        "memory.max": "64", "memory.low": "32", "memory.swap.max": "32"}
+    assert v2.files(cgroups.Limits(memory_bytes=64, memory_swap=-1))["memory.swap.max"] == "max"
+    for lim, field in ((cgroups.Limits(memory_swap=96), "swap"), (cgroups.Limits(memory_swappiness=5), "swappiness"),
+                       (cgroups.Limits(oom_kill_disable=True), "disableOOMKiller")):
+        with pytest.raises(CvbError, match=field):
+            v2.files(lim)
