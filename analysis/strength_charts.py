@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from . import style
+from .charts import fmt_seconds
 from .load import Run
 
 PANELS = [("syscalls_reachable", "syscalls reachable"),
@@ -108,7 +109,7 @@ def pareto(run: Run, st: str, out: Path) -> list[Path]:
                 ax.plot(x, y, MARKERS[i % len(MARKERS)], ms=9, mec=c,
                         mfc="none" if _is_vm(p) else c, mew=1.8, label=label if ax is axes[0] else None)
             ax.set_xscale("log")
-            ax.xaxis.set_major_formatter(lambda v, _p: _fmt_s(v))
+            ax.xaxis.set_major_formatter(lambda v, _p: fmt_seconds(v))
             ax.set_title(title)
             ax.set_ylim(bottom=0)
             ax.grid(alpha=0.3, which="both")
@@ -117,14 +118,6 @@ def pareto(run: Run, st: str, out: Path) -> list[Path]:
         style.titled(fig, "What each isolation step buys, and what it costs to start", run.meta, st,
                      note=_note(run))
         return style.save(fig, out, "strength_pareto")
-
-
-def _fmt_s(v: float) -> str:
-    if v >= 1:
-        return f"{v:.3g} s"
-    if v >= 1e-3:
-        return f"{v * 1e3:.3g} ms"
-    return f"{v * 1e6:.3g} µs"
 
 
 def battery(run: Run, st: str, out: Path) -> list[Path]:
@@ -166,7 +159,7 @@ def table(run: Run) -> tuple[list[str], list[list[str]]]:
                      f"{p['caps_effective']} / {p['caps_bounding']}",
                      "n/a (guest)" if _is_vm(p) else (", ".join(p["namespaces_shared_names"]) or "none"),
                      str(p["devices"]), f"{p['paths_readable']} / {p['paths_writable']}",
-                     f"{len(won)}: {', '.join(won) or '-'}", _host_cell(p), _fmt_s(x) if np.isfinite(x) else "not measured"])
+                     f"{len(won)}: {', '.join(won) or '-'}", _host_cell(p), fmt_seconds(x) if np.isfinite(x) else "not measured"])
     return hdr, body
 
 
