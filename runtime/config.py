@@ -138,6 +138,14 @@ class _Reader:
             raise self.bad(_join(path, key), f"must be {name}, not {json.dumps(v)[:40]}")
         return v
 
+    def objects(self, parent: dict, key: str, path: str):
+        """(path, item) for a list of objects, each checked to be one."""
+        for i, v in enumerate(self.typed(parent, key, path, list, [])):
+            p = f"{_join(path, key)}[{i}]"
+            if not isinstance(v, dict):
+                raise self.bad(p, "must be an object")
+            yield p, v
+
     def strlist(self, parent: dict, key: str, path: str) -> list[str]:
         v = self.typed(parent, key, path, list, [])
         for i, s in enumerate(v):
@@ -178,10 +186,7 @@ def parse(raw: dict, bundle: str, file: str = "config.json") -> Config:
             for i, n in enumerate(names):
                 if n not in capabilities.BY_NAME:
                     raise r.bad(f"process.capabilities.{s}[{i}]", f"unknown capability {n!r}")
-    for i, rl in enumerate(r.typed(proc, "rlimits", "process", list, [])):
-        p = f"process.rlimits[{i}]"
-        if not isinstance(rl, dict):
-            raise r.bad(p, "must be an object")
+    for p, rl in r.objects(proc, "rlimits", "process"):
         t = r.typed(rl, "type", p, str)
         if not t or not t.startswith("RLIMIT_"):
             raise r.bad(f"{p}.type", "must be an RLIMIT_* name")
@@ -206,10 +211,7 @@ def parse(raw: dict, bundle: str, file: str = "config.json") -> Config:
     cfg.hostname = r.typed(raw, "hostname", "", str, None)
     cfg.annotations = r.typed(raw, "annotations", "", dict, {})
 
-    for i, m in enumerate(r.typed(raw, "mounts", "", list, [])):
-        p = f"mounts[{i}]"
-        if not isinstance(m, dict):
-            raise r.bad(p, "must be an object")
+    for p, m in r.objects(raw, "mounts", ""):
         dest = r.typed(m, "destination", p, str)
         if not dest or not dest.startswith("/"):
             raise r.bad(f"{p}.destination", "must be an absolute path")
@@ -255,10 +257,7 @@ def _parse_hooks(r: _Reader, raw: dict, cfg: Config) -> None:
             continue
         if not isinstance(items, list):
             raise r.bad(f"hooks.{kind}", "must be a list")
-        for i, h in enumerate(items):
-            p = f"hooks.{kind}[{i}]"
-            if not isinstance(h, dict):
-                raise r.bad(p, "must be an object")
+        for p, h in r.objects(hooks, kind, "hooks"):
             path = r.typed(h, "path", p, str)
             if not path or not path.startswith("/"):
                 raise r.bad(f"{p}.path", "must be an absolute path")
@@ -271,19 +270,13 @@ def _parse_hooks(r: _Reader, raw: dict, cfg: Config) -> None:
 
 
 def _parse_linux(r: _Reader, lin: dict, cfg: Config) -> None:
-    for i, ns in enumerate(r.typed(lin, "namespaces", "linux", list, [])):
-        p = f"linux.namespaces[{i}]"
-        if not isinstance(ns, dict):
-            raise r.bad(p, "must be an object")
+    for p, ns in r.objects(lin, "namespaces", "linux"):
         t = r.typed(ns, "type", p, str)
         if t not in NS_TYPES:
             raise r.bad(f"{p}.type", f"unknown namespace {t!r}; one of {', '.join(NS_TYPES)}")
         cfg.namespaces[NS_TYPES[t]] = r.typed(ns, "path", p, str, None)
     for key, dest in (("uidMappings", cfg.uid_mappings), ("gidMappings", cfg.gid_mappings)):
-        for i, mp in enumerate(r.typed(lin, key, "linux", list, [])):
-            p = f"linux.{key}[{i}]"
-            if not isinstance(mp, dict):
-                raise r.bad(p, "must be an object")
+        for p, mp in r.objects(lin, key, "linux"):
             dest.append(tuple(r.typed(mp, k, p, int, None) for k in ("containerID", "hostID", "size")))
             if None in dest[-1]:
                 raise r.bad(p, "needs containerID, hostID and size")
@@ -334,10 +327,7 @@ def _parse_linux(r: _Reader, lin: dict, cfg: Config) -> None:
     cfg.cgroups_path = r.typed(lin, "cgroupsPath", "linux", str, None) or None
     if cfg.cgroups_path and (":" in cfg.cgroups_path or ".." in cfg.cgroups_path.split("/")):
         raise r.bad("linux.cgroupsPath", "must be a cgroupfs path (no systemd slice:prefix:name, no ..)")
-    for i, d in enumerate(r.typed(lin, "devices", "linux", list, [])):
-        p = f"linux.devices[{i}]"
-        if not isinstance(d, dict):
-            raise r.bad(p, "must be an object")
+    for p, d in r.objects(lin, "devices", "linux"):
         path = r.typed(d, "path", p, str)
         if not path or not path.startswith("/dev/") or ".." in path.split("/"):
             raise r.bad(f"{p}.path", "must be an absolute path below /dev")

@@ -29,3 +29,13 @@ def need(binary: str) -> str:
     if not path:
         pytest.skip(f"{binary} not installed (make setup installs it)")
     return path
+
+
+def usable(name: str):
+    """The named bench backend, or a skip with the reason its available() gives."""
+    from bench import backends
+    b = backends.get(name)
+    ok, why = b.available()
+    if not ok:
+        pytest.skip(why)
+    return b

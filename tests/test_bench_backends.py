@@ -18,17 +18,10 @@ from bench import backends
 from bench.backends import crun as crun_mod
 from bench.backends import oci
 from common import procs
+from tests.conftest import usable
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTAINERS = ["host", "builtin", "crun", "runc", "runsc"]
-
-
-def usable(name: str):
-    b = backends.get(name)
-    ok, why = b.available()
-    if not ok:
-        pytest.skip(why)
-    return b
 
 
 def leftovers() -> set[str]:

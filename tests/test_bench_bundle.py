@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import backends, bundle, inside
+from bench import bundle, inside
+from tests.conftest import usable
 
 ROOT = Path(__file__).resolve().parent.parent
 SAME = ["builtin", "crun", "runc"]
@@ -91,16 +92,8 @@ def test_bad_config_is_exit_2_naming_the_file(tmp_path, content, needle):
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
-def usable(names):
-    for n in names:
-        ok, why = backends.get(n).available()
-        if not ok:
-            pytest.skip(why)
-    return [backends.get(n) for n in names]
-
-
 def test_observed_isolation_is_identical_for_builtin_crun_and_runc(root, image):
-    seen = {b.name: inside.observe(b) for b in usable(SAME)}
+    seen = {b.name: inside.observe(b) for b in usables(SAME)}
     first = seen["builtin"]
     assert all(o == first for o in seen.values()), seen
     # and it is what the bundle asks for: one filter, 3 caps, no_new_privs, 6 namespaces
@@ -120,7 +113,7 @@ def test_a_user_config_reaches_every_container_backend_alike(root, image, tmp_pa
     folder = bundle.write_user_bundle(str(cfg), image.rootfs)
     monkeypatch.setenv(bundle.BUNDLE_ENV, str(folder))
     try:
-        seen = {b.name: inside.observe(b) for b in usable(SAME)}
+        seen = {b.name: inside.observe(b) for b in usables(SAME)}
         written = json.loads((folder / "config.json").read_text())
     finally:
         shutil.rmtree(folder)
@@ -131,7 +124,7 @@ def test_a_user_config_reaches_every_container_backend_alike(root, image, tmp_pa
 
 
 def test_bench_run_config_runs_the_users_config_on_every_container_backend(root, image, tmp_path):
-    usable(["builtin", "crun"])
+    usables(["builtin", "crun"])
     spec = json.loads(Path(image.bundle, "config.json").read_text())
     del spec["linux"]["seccomp"]
     cfg = tmp_path / "no-seccomp.json"
@@ -147,3 +140,7 @@ def test_bench_run_config_runs_the_users_config_on_every_container_backend(root,
     assert bundle.BUNDLE_ENV not in os.environ
     # the run's copy of the config is gone with the run
     assert not list((bundle.state_dir() / "bench" / "bundles").glob("cvbench-b*-config-*"))
+
+
+def usables(names):
+    return [usable(n) for n in names]

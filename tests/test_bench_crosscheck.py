@@ -13,16 +13,9 @@ import pytest
 from bench import backends, crosscheck, inside
 from bench.backends import oci
 from bench.backends.host import Host
+from tests.conftest import usable
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def usable(name: str):
-    b = backends.get(name)
-    ok, why = b.available()
-    if not ok:
-        pytest.skip(why)
-    return b
 
 
 @pytest.mark.parametrize("name", ["host", "crun"])
