@@ -51,6 +51,16 @@ def parse_log(text: str) -> tuple[int, str] | None:
     return None
 
 
+def _cache_path() -> str | None:
+    """Per boot: the kernel's boot lines leave its ring buffer on a busy host
+    (veth and netns churn), so a rate once read is kept until reboot."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f"/run/cvbench/tsc-{f.read().strip()}.khz"
+    except OSError:
+        return None
+
+
 @functools.cache
 def host_tsc() -> tuple[int | None, str]:
     """(kHz or None, where it came from)."""
@@ -59,7 +69,22 @@ def host_tsc() -> tuple[int | None, str]:
             return int(f.read().strip()), "/sys/devices/system/cpu/cpu0/tsc_freq_khz"
     except (OSError, ValueError):
         pass
+    cache = _cache_path()
     found = parse_log(_kernel_log())
     if found:
+        if cache:
+            try:
+                os.makedirs(os.path.dirname(cache), exist_ok=True)
+                with open(cache + ".tmp", "w") as f:
+                    f.write(f"{found[0]} {found[1]}")
+                os.replace(cache + ".tmp", cache)
+            except OSError:
+                pass
         return found
-    return None, "unknown: no tsc_freq_khz in sysfs and no TSC line in the kernel log"
+    try:
+        with open(cache or "") as f:
+            khz, what = f.read().split(" ", 1)
+        return int(khz), f"{what} (kept for this boot in {cache})"
+    except (OSError, ValueError):
+        pass
+    return None, "unknown: no tsc_freq_khz in sysfs, no TSC line left in the kernel log, none kept for this boot"
