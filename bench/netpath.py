@@ -1,14 +1,60 @@
 """Network paths the network scenario measures, set up and torn down by cvbench.
 
-A path is two endpoints (a server and a client network namespace, or none for
-the host's loopback) plus the address the client reaches the server at.
-Traffic never leaves them:
+The path protocol
+=================
+scenarios/network.py knows a path only through this protocol, so a new kind of
+endpoint (bench/netpath_vm.py for the VM paths) plugs in without touching the
+scenario.  It is kept stable; see docs/architecture.md for the layering.
 
-- ``loopback``: both probes in the host's network namespace, on 127.0.0.1.
-- ``veth``: a veth pair between two network namespaces cvbench creates
-  (``cvbench-n<pid>-a`` and ``-b``, links ``cvbench<pid>a``/``b``), addressed
-  from a documentation (RFC 5737) or link-local range that :func:`pick_range`
-  checks no host address or route overlaps.
+Registry.  ``REGISTRY`` maps a path name to ``(module, attribute)`` of a
+:class:`PathKind`, imported lazily (as bench.backends does), so adding a path is
+one line, and a module that is missing or broken makes that path a "not
+measured"/"failed" row with the reason instead of breaking the others::
+
+    "tap-virtio": ("bench.netpath_vm", "KIND"),
+
+A :class:`PathKind` has
+
+- ``backends``: the ``--backends`` names the path has a column for ("host":
+  host processes; "builtin", "crun", ...: the client runs as that container;
+  "libvirt", "qemu": a guest);
+- ``why_not(backend) -> str | None``: None when the path can be set up here
+  for that backend, else why not (the row says it);
+- ``factory(env: PathEnv, backend) -> Path``: sets the path up, returns it;
+- ``max_mtu(backend) -> int`` or None: the largest MTU, known without setting
+  the path up (a VM boot is slow); None: the scenario sets one up briefly to
+  check the MTUs asked for before anything is measured.
+
+:class:`PathEnv` gives a factory the checked address range (``env.rng``,
+``env.addr(i)``), the host path of the image's static probe (``env.probe``) and
+cvbench names carrying the owner pid for the sweep: ``env.netns(tag)`` ->
+``cvbench-n<pid>-<tag>``, ``env.link(letter)`` -> ``cvbench<pid><letter>``
+(one letter: IFNAMSIZ).  Letters in use: a b (veth), c d e f (container paths),
+t u (reserved for the VM paths' taps).
+
+A path object (subclass :class:`Path`; its defaults are host processes) has
+
+- ``name``, ``backend``: the row it fills; ``setup``: one line for the chart
+  subtitle and meta.json; ``server_addr``: what the servers listen on and the
+  client dials; ``max_mtu``; ``client_tools``: which of ``probe``, ``iperf3``,
+  ``sockperf`` the client side can run (a guest or a container: ``probe``);
+- ``server_cpu``/``client_cpu``: CPUs the scenario pins the two sides to;
+- ``start_server(argv, ready, timeout) -> server`` with ``cpu_s()`` and
+  ``stop()``: by default a host process in netns ``server_ns`` (None: the
+  host's) that prints ``ready`` once listening;
+- ``run_client(argv, timeout) -> (stdout, cpu_seconds)``: runs ``argv`` to
+  completion in the client endpoint.  ``argv[0]`` is a tool name (``probe`` is
+  the image's static probe, wherever it lives); ``cpu_seconds`` is the host CPU
+  that endpoint used (process rusage, a container's cgroup cpuacct, a VM's
+  QEMU process).  A failure raises CvbError with status 1;
+- ``mtu()`` / ``set_mtu(mtu)`` (CvbError, exit 2, for an MTU the path cannot
+  carry); ``mtu_fixed``: True when cvbench must not change it (the host's lo);
+- ``close()``: idempotent, removes everything the factory made.
+
+The paths here: ``loopback`` (two host processes on 127.0.0.1) and ``veth``
+(two cvbench netns joined by a veth pair, addressed from a documentation
+(RFC 5737) or link-local range that :func:`pick_range` checks no host address
+or route overlaps); bench/netpath_container.py adds the container endpoints.
 
 Everything carries the owner's pid, so :func:`sweep` removes only what a dead
 cvbench run left (processes inside are tagged ``CVBENCH_OWNER`` and killed by
@@ -18,6 +64,7 @@ independent checks.
 """
 from __future__ import annotations
 
+import importlib
 import ipaddress
 import json
 import os
@@ -27,6 +74,7 @@ import select
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from common import owner
@@ -41,11 +89,75 @@ RANGES = (("198.51.100.0/24", "TEST-NET-2 (RFC 5737 documentation range)"),
           ("203.0.113.0/24", "TEST-NET-3 (RFC 5737 documentation range)"),
           ("192.0.2.0/24", "TEST-NET-1 (RFC 5737 documentation range)"),
           ("169.254.201.0/24", "link-local (RFC 3927)"))
-NS_RE = re.compile(r"^cvbench-n(\d+)-[ab]$")
-LINK_RE = re.compile(r"^cvbench(\d+)[ab]$")
+NS_RE = re.compile(r"^cvbench-n(\d+)-[a-z0-9]+$")
+LINK_RE = re.compile(r"^cvbench(\d+)[a-z]$")
 MIN_MTU = 68            # IPv4's minimum
 PORT = 47001            # inside cvbench's own namespaces nothing else listens
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+HOST_TOOLS = frozenset({"probe", "iperf3", "sockperf"})
+
+# name -> (module, attribute of a PathKind); the scenario's row order is ORDER.
+REGISTRY: dict[str, tuple[str, str]] = {
+    "loopback": ("bench.netpath", "LOOPBACK"),
+    "veth": ("bench.netpath", "VETH"),
+    "tap-virtio": ("bench.netpath_vm", "KIND"),
+}
+ORDER = ("loopback", "veth", "bridge", "tap-virtio", "user-mode", "gvisor")
+NOT_WIRED = {
+    "bridge": "two containers on a cvbench bridge: not wired into the scenario yet",
+    "tap-virtio": "VM tap + virtio-net (libvirt, raw QEMU; no vhost-net on this host): "
+                  "not wired into the scenario yet (bench/netpath_vm.py)",
+    "user-mode": "slirp4netns for a container: not wired into the scenario yet",
+    "gvisor": "runsc in a cvbench netns with a veth: not wired into the scenario yet",
+}
+
+
+@dataclass
+class PathEnv:
+    """What a path factory gets: the checked range, the probe, cvbench names."""
+    rng: dict | None
+    probe: str
+    owner: int = field(default_factory=os.getpid)
+
+    def netns(self, tag: str) -> str:
+        return f"cvbench-n{self.owner}-{tag}"
+
+    def link(self, letter: str) -> str:
+        if len(letter) != 1:
+            raise ValueError("a link tag is one letter: cvbench<pid><letter> fills IFNAMSIZ")
+        return f"cvbench{self.owner}{letter}"
+
+    def addr(self, i: int) -> ipaddress.IPv4Address:
+        if not self.rng:
+            raise EnvError("network", "this path needs an address range and none was picked",
+                           "free one of " + ", ".join(c for c, _ in RANGES))
+        return ipaddress.ip_network(self.rng["cidr"]).network_address + i
+
+
+@dataclass
+class PathKind:
+    """A registered path: which backends it has a column for, whether it can be
+    set up here (``why_not``), and how (``factory``)."""
+    backends: tuple[str, ...]
+    factory: Callable[[PathEnv, str], Path]
+    why_not: Callable[[str], str | None] = lambda backend: None
+    needs_range: bool = True
+    max_mtu: Callable[[str], int] | None = None
+
+
+def kind(name: str) -> PathKind | str:
+    """The PathKind registered as ``name``, or why there is none (a row's reason)."""
+    if name not in REGISTRY:
+        return NOT_WIRED.get(name, f"no path {name!r} is registered")
+    mod, attr = REGISTRY[name]
+    try:
+        return getattr(importlib.import_module(mod), attr)
+    except ModuleNotFoundError as e:
+        if e.name == mod:
+            return NOT_WIRED.get(name, f"{mod} is not there")
+        return f"{mod} cannot load ({type(e).__name__}: {e})"
+    except Exception as e:  # noqa: BLE001 - one broken path must not hide the others
+        return f"{mod} cannot load ({type(e).__name__}: {e})"
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -89,7 +201,8 @@ def pick_range() -> dict:
 
 @dataclass
 class Path:
-    """One path's endpoints.  ``server_ns``/``client_ns`` None: the host namespace."""
+    """One path's endpoints; by default both sides are host processes, in netns
+    ``server_ns``/``client_ns`` (None: the host's).  See the module docstring."""
     name: str
     server_addr: str
     server_ns: str | None = None
@@ -97,12 +210,21 @@ class Path:
     links: list[tuple[str, str]] = field(default_factory=list)   # (netns, link) whose MTU we set
     max_mtu: int = 65536
     setup: str = ""
+    backend: str = "host"
+    probe: str = "probe"
+    client_tools: frozenset = HOST_TOOLS
+    namespaces: list[str] = field(default_factory=list)           # netns close() deletes
     # Measured here: a round trip on one CPU took ~13 us, across the two CPUs
     # ~41 us (a cross-CPU wakeup), so unpinned runs mix both modes by where the
     # scheduler put them.  The scenario pins the server and the client (and
     # iperf3/sockperf alike) to fixed CPUs for a whole run.
     server_cpu: int | None = None
     client_cpu: int | None = None
+    cleanups: list[Callable[[], None]] = field(default_factory=list)
+
+    @property
+    def mtu_fixed(self) -> bool:
+        return not self.links
 
     def mtu(self) -> int:
         ns, link = self.links[0] if self.links else (None, "lo")
@@ -119,40 +241,100 @@ class Path:
         for ns, link in self.links:
             _ip("-n", ns, "link", "set", link, "mtu", str(mtu))
 
+    def _host_argv(self, argv: list[str]) -> list[str]:
+        return [self.probe if argv[0] == "probe" else argv[0], *argv[1:]]
+
+    def start_server(self, argv: list[str], ready: str, timeout: float = 20.0) -> Server:
+        return Server(self._host_argv(argv), self.server_ns, ready, timeout, cpu=self.server_cpu)
+
+    def run_client(self, argv: list[str], timeout: float) -> tuple[str, float]:
+        if argv[0] not in self.client_tools:
+            raise CvbError("network", f"the {self.name} path's client side ({self.backend}) cannot run "
+                           f"{argv[0]}", "run it on a path whose client_tools has it")
+        return run_client(self._host_argv(argv), self.client_ns, timeout, self.client_cpu)
+
     def close(self) -> None:
-        for ns in {n for n in (self.server_ns, self.client_ns) if n}:
-            _ip("netns", "del", ns, check=False)
+        while self.cleanups:
+            try:
+                self.cleanups.pop()()
+            except Exception:  # noqa: BLE001,S110 - go on removing the rest; the sweep is the backstop
+                pass
+        for ns in dict.fromkeys([*self.namespaces, self.server_ns, self.client_ns]):
+            if ns:
+                _ip("netns", "del", ns, check=False)
+        self.namespaces = []
 
 
-def loopback() -> Path:
-    p = Path("loopback", "127.0.0.1", setup="two host processes on 127.0.0.1 (host lo)")
+def add_netns(p: Path, name: str) -> str:
+    """A cvbench netns with lo up, deleted by ``p.close()``."""
+    p.namespaces.append(name)
+    _ip("netns", "add", name)
+    _ip("-n", name, "link", "set", "lo", "up")
+    return name
+
+
+def add_veth(a: tuple[str, str, str], b: tuple[str, str, str], prefix: int = 30) -> int:
+    """A veth pair made straight inside two netns (never in the host's): ends
+    ``(netns, link, address or "")``, both up; returns the pair's max MTU."""
+    (na, la, _), (nb, lb, _) = a, b
+    _ip("link", "add", la, "netns", na, "type", "veth", "peer", "name", lb, "netns", nb)
+    for ns, link, addr in (a, b):
+        if addr:
+            _ip("-n", ns, "addr", "add", f"{addr}/{prefix}", "dev", link)
+        _ip("-n", ns, "link", "set", link, "up")
+    info = json.loads(_ip("-n", na, "-d", "-j", "link", "show", la).stdout)[0]
+    return int(info.get("max_mtu", 65535))
+
+
+def _loopback(env: PathEnv, backend: str) -> Path:
+    p = Path("loopback", "127.0.0.1", probe=env.probe, setup="two host processes on 127.0.0.1 (host lo)")
     p.max_mtu = p.mtu()
     return p
 
 
-def veth(rng: dict) -> Path:
+def _veth(env: PathEnv, backend: str) -> Path:
     """Two cvbench netns joined by a veth pair; the server at .2, the client at .1."""
-    pid = os.getpid()
-    a, b = f"cvbench-n{pid}-a", f"cvbench-n{pid}-b"
-    la, lb = f"cvbench{pid}a", f"cvbench{pid}b"
-    net = ipaddress.ip_network(rng["cidr"])
-    ca, cb = net.network_address + 1, net.network_address + 2
-    p = Path("veth", str(cb), server_ns=b, client_ns=a, links=[(a, la), (b, lb)],
-             setup=f"veth {la}<->{lb} between netns {a} and {b}, {ca}/30 <-> {cb}/30 ({rng['name']})")
+    a, b = env.netns("a"), env.netns("b")
+    la, lb = env.link("a"), env.link("b")
+    ca, cb = env.addr(1), env.addr(2)
+    p = Path("veth", str(cb), server_ns=b, client_ns=a, links=[(a, la), (b, lb)], probe=env.probe,
+             setup=f"veth {la}<->{lb} between netns {a} and {b}, {ca}/30 <-> {cb}/30 ({env.rng['name']})")
     try:
-        _ip("netns", "add", a)
-        _ip("netns", "add", b)
-        _ip("link", "add", la, "netns", a, "type", "veth", "peer", "name", lb, "netns", b)
-        for ns, link, addr in ((a, la, ca), (b, lb, cb)):
-            _ip("-n", ns, "addr", "add", f"{addr}/30", "dev", link)
-            _ip("-n", ns, "link", "set", "lo", "up")
-            _ip("-n", ns, "link", "set", link, "up")
-        info = json.loads(_ip("-n", a, "-d", "-j", "link", "show", la).stdout)[0]
-        p.max_mtu = int(info.get("max_mtu", 65535))
+        add_netns(p, a)
+        add_netns(p, b)
+        p.max_mtu = add_veth((a, la, str(ca)), (b, lb, str(cb)))
     except BaseException:
         p.close()
         raise
     return p
+
+
+def _veth_or_container(env: PathEnv, backend: str) -> Path:
+    if backend == "host":
+        return _veth(env, backend)
+    from . import netpath_container
+    return netpath_container.veth(env, backend)
+
+
+def _container_why_not(backend: str) -> str | None:
+    if backend == "host":
+        return None
+    from . import netpath_container
+    return netpath_container.why_not(backend)
+
+
+LOOPBACK = PathKind(("host",), _loopback, needs_range=False)
+VETH = PathKind(("host",), _veth_or_container, _container_why_not)
+
+
+def loopback() -> Path:
+    """The loopback path outside the registry (tests)."""
+    return _loopback(PathEnv(None, "probe"), "host")
+
+
+def veth(rng: dict, probe: str = "probe") -> Path:
+    """The host-process veth path outside the registry (tests)."""
+    return _veth(PathEnv(rng, probe), "host")
 
 
 def _pin(cpu: int | None):
@@ -243,9 +425,9 @@ def run_client(argv: list[str], ns: str | None, timeout: float, cpu: int | None 
     return r.stdout, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
 
 
-def probe_client(probe: str, path: Path, op: str, port: int, ms: int, size: int, timeout: float) -> dict:
-    out, cpu = run_client([probe, "net", "client", op, path.server_addr, str(port), "--ms", str(ms),
-                           "--size", str(size)], path.client_ns, timeout, path.client_cpu)
+def probe_client(path: Path, op: str, port: int, ms: int, size: int, timeout: float) -> dict:
+    out, cpu = path.run_client(["probe", "net", "client", op, path.server_addr, str(port), "--ms", str(ms),
+                                "--size", str(size)], timeout)
     res = net_result(out)
     if "op" not in res:
         raise CvbError("network", f"probe {op} printed no result: {out[-300:]}", "see the message", status=1)
@@ -255,11 +437,11 @@ def probe_client(probe: str, path: Path, op: str, port: int, ms: int, size: int,
 
 def iperf3(path: Path, port: int, secs: float, write: int) -> dict:
     """iperf3's received throughput (bytes/s), same endpoints, same write size as the probe."""
-    srv = Server(["iperf3", "-s", "-1", "--forceflush", "-p", str(port), "-B", path.server_addr],
-                 path.server_ns, "Server listening", cpu=path.server_cpu)
+    srv = path.start_server(["iperf3", "-s", "-1", "--forceflush", "-p", str(port), "-B", path.server_addr],
+                            "Server listening")
     try:
-        out, _ = run_client(["iperf3", "-c", path.server_addr, "-p", str(port), "-t", f"{secs:g}",
-                             "-l", str(write), "-J"], path.client_ns, secs + 30, path.client_cpu)
+        out, _ = path.run_client(["iperf3", "-c", path.server_addr, "-p", str(port), "-t", f"{secs:g}",
+                                  "-l", str(write), "-J"], secs + 30)
     finally:
         srv.stop()
     bps = json.loads(out)["end"]["sum_received"]["bits_per_second"]
@@ -268,15 +450,14 @@ def iperf3(path: Path, port: int, secs: float, write: int) -> dict:
 
 def sockperf(path: Path, port: int, secs: float, size: int) -> dict:
     """sockperf ping-pong's round-trip p50 and p99 (ns), TCP, ``size``-byte messages."""
-    srv = Server(["sockperf", "server", "--tcp", "-i", path.server_addr, "-p", str(port)],
-                 path.server_ns, "", cpu=path.server_cpu)
+    srv = path.start_server(["sockperf", "server", "--tcp", "-i", path.server_addr, "-p", str(port)], "")
     cmd = ["sockperf", "ping-pong", "--tcp", "-i", path.server_addr, "-p", str(port), "-t", f"{secs:g}",
            "-m", str(size), "--full-rtt"]
     pct: dict[float, float] = {}
     try:
         for _ in range(10):   # sockperf's server says nothing on a pipe when it listens
             time.sleep(0.3)
-            out, _ = run_client(cmd, path.client_ns, secs + 30, path.client_cpu)   # exits 0 even when refused
+            out, _ = path.run_client(cmd, secs + 30)   # exits 0 even when refused
             pct = {float(a): float(b) * 1000
                    for a, b in re.findall(r"percentile\s+([\d.]+)\s*=\s*([\d.]+)", out)}
             if "connect" not in out or pct:

@@ -23,7 +23,6 @@ exits 2.  Paths not measured yet are rows with the reason in meta.json.
 from __future__ import annotations
 
 import os
-import shutil
 import statistics
 
 from bench import crosscheck, inside, netpath, timing
@@ -36,8 +35,7 @@ DESCRIPTION = "latency (RR p50/p99/p99.9), stream throughput and CPU per GB per 
 TOLERANCE = 0.15
 RR_SIZE = 64            # bytes per request and response (sockperf's -m)
 STREAM_WRITE = 1 << 17  # the probe's write size; iperf3 gets the same -l
-MEASURED = ("loopback", "veth")
-PATHS = ("loopback", "veth", "bridge", "tap-virtio", "user-mode", "gvisor")
+PATHS = netpath.ORDER
 # mode -> (repetitions, seconds per client run).  The probe and iperf3/sockperf
 # run for the same time: measured here, a veth stream ran ~5 GB/s over 1 s but
 # ~1 GB/s over 3 s (many retransmits), so unequal durations alone made the
@@ -46,16 +44,10 @@ SIZES = {"quick": (2, 1), "fast": (3, 1), "default": (5, 2), "rigorous": (10, 3)
 QUANTILES = (("p50", 0.50), ("p99", 0.99), ("p999", 0.999))
 
 
-def _not_measured(path: str) -> str:
-    """Why a path has no figures in this run: the row the report shows."""
-    if path == "user-mode":
-        have = [t for t in ("slirp4netns", "passt") if shutil.which(t)]
-        return ("not wired into the scenario yet; " +
-                (f"{', '.join(have)} installed" if have else "neither slirp4netns nor passt is installed"))
-    return {"bridge": "two containers on a cvbench bridge: not wired into the scenario yet",
-            "tap-virtio": "VM tap + virtio-net (libvirt, raw QEMU; no vhost-net on this host): "
-                          "not wired into the scenario yet",
-            "gvisor": "runsc in a cvbench netns with a veth: not wired into the scenario yet"}[path]
+def row_key(path: str, backend: str) -> str:
+    """A row of the table and a line of the charts: the path, and where the
+    client runs when that is not a host process."""
+    return path if backend == "host" else f"{path} ({backend})"
 
 
 def selection() -> tuple[list[str], list[int] | None]:
@@ -90,6 +82,28 @@ def _affinity() -> dict:
             "tools": "iperf3 and sockperf pinned the same way"}
 
 
+def columns(paths: list[str], backends: list[str], net: dict) -> list[tuple[str, str, netpath.PathKind]]:
+    """(path, backend, kind) to measure; every other selected path becomes a
+    "not measured" row with the reason (never a silent gap)."""
+    todo = []
+    for p in paths:
+        k = netpath.kind(p)
+        if isinstance(k, str):
+            net["paths"][p] = {"path": p, "backend": "-", "status": "not measured", "why": k}
+            continue
+        mine = [b for b in k.backends if b in backends]
+        if not mine:
+            net["paths"][p] = {"path": p, "backend": "-", "status": "not measured",
+                               "why": f"needs one of the backends {', '.join(k.backends)} in --backends"}
+        for b in mine:
+            why = k.why_not(b)
+            if why:
+                net["paths"][row_key(p, b)] = {"path": p, "backend": b, "status": "not measured", "why": why}
+            else:
+                todo.append((p, b, k))
+    return todo
+
+
 def plan(ctx: Context) -> list[Task]:
     paths, mtus = selection()
     reps, xsecs = SIZES["quick" if ctx.quick else ctx.mode]
@@ -97,78 +111,73 @@ def plan(ctx: Context) -> list[Task]:
     net = ctx.meta.setdefault("network", {
         "rr_size_bytes": RR_SIZE, "stream_write_bytes": STREAM_WRITE, "ms_per_client_run": ms,
         "repetitions": reps, "tolerance": TOLERANCE,
-        "cpu_accounting": "client wait4 rusage + server /proc/PID/stat utime+stime over the stream; "
-                          "softirq work counts only where the kernel ran it in an endpoint",
+        "cpu_accounting": "client: wait4 rusage of a host process, or the container's cgroup cpuacct; "
+                          "server: /proc/PID/stat utime+stime over the stream; softirq work counts only "
+                          "where the kernel ran it in an endpoint",
         "paths": {}, "hist": {}, "affinity": _affinity()})
-    for p in paths:
-        if p not in MEASURED:
-            net["paths"][p] = {"status": "not measured", "why": _not_measured(p)}
-    for b in ctx.backends:
-        if b != "host":
-            net.setdefault("backends_not_used", {})[b] = (
-                "the network endpoints run as host processes in cvbench netns; "
-                "container and VM endpoints are not wired into the scenario yet")
-    todo = [p for p in paths if p in MEASURED]
-    if todo and "host" not in ctx.backends:
-        raise CvbError("--backends", "the network scenario's measured paths run on the host backend",
-                       "include host in --backends")
-    if "veth" in todo:
+    todo = columns(paths, ctx.backends, net)
+    if any(k.needs_range for _, _, k in todo):
         net["address_range"] = netpath.pick_range()
+    env = netpath.PathEnv(net.get("address_range"), os.path.join(ctx.backend("host").img.rootfs, "probe"))
     # Fail on a bad MTU before anything is measured (exit 2): each path's
-    # limits come from a short-lived instance of it.
+    # limits come from its kind, or from a short-lived instance of it.
     if mtus:
-        for p in todo:
-            path = _open(p, ctx)
+        for p, b, k in todo:
+            if k.max_mtu is not None:
+                _check_mtus(p, None, k.max_mtu(b), mtus)
+                continue
+            path = k.factory(env, b)
             try:
                 _mtus_for(path, mtus)
             finally:
                 path.close()
-    probe = os.path.join(ctx.backend("host").img.rootfs, "probe")
     tasks = []
-    for p in todo:
+    for p, b, k in todo:
         n_mtu = 1 if p == "loopback" else len(mtus or (0, 0))
         est = reps * (2 + n_mtu + 2) * xsecs + 3   # probe ops, then iperf3 and sockperf
-        tasks.append(Task(f"host: {p} path", "host", est,
-                          lambda p=p: _measure(ctx, p, probe, mtus, reps, ms, xsecs)))
+        tasks.append(Task(f"{b}: {p} path", b, est,
+                          lambda p=p, b=b, k=k: _measure(ctx, env, p, b, k, mtus, reps, ms, xsecs)))
     ctx.summary_metrics = None
     return tasks
 
 
-def _open(name: str, ctx: Context):
-    if name == "loopback":
-        return netpath.loopback()
-    return netpath.veth(ctx.meta["network"]["address_range"])
+def _check_mtus(name: str, fixed: int | None, max_mtu: int, mtus: list[int]) -> None:
+    if fixed is not None:
+        if mtus and mtus != [fixed]:
+            raise CvbError("CVBENCH_NET_MTUS", f"the {name} path runs at its fixed MTU {fixed} (the host's); "
+                           "cvbench does not change host links", f"drop {name} or the MTUs")
+        return
+    for m in mtus:
+        if m > max_mtu:
+            raise CvbError("CVBENCH_NET_MTUS", f"MTU {m} is more than the {name} path can carry "
+                           f"(max {max_mtu})", f"pick MTUs in {netpath.MIN_MTU}..{max_mtu}")
 
 
 def _mtus_for(path, mtus: list[int] | None) -> list[int]:
-    if path.name == "loopback":
-        if mtus and mtus != [path.max_mtu]:
-            raise CvbError("CVBENCH_NET_MTUS", f"the loopback path runs at the host lo's MTU {path.max_mtu}; "
-                           "cvbench does not change host links", "drop loopback or the MTUs")
+    if path.mtu_fixed:
+        _check_mtus(path.name, path.max_mtu, path.max_mtu, mtus or [])
         return [path.max_mtu]
     want = mtus or [1500, path.max_mtu]
-    for m in want:
-        if m > path.max_mtu:
-            raise CvbError("CVBENCH_NET_MTUS", f"MTU {m} is more than the {path.name} path can carry "
-                           f"(max {path.max_mtu})", f"pick MTUs in {netpath.MIN_MTU}..{path.max_mtu}")
+    _check_mtus(path.name, None, path.max_mtu, want)
     return want
 
 
-def _measure(ctx: Context, name: str, probe: str, mtus, reps: int, ms: int, xsecs: int) -> list:
+def _measure(ctx: Context, env, name: str, backend: str, kind, mtus, reps: int, ms: int, xsecs: int) -> list:
     net = ctx.meta["network"]
-    row = net["paths"].setdefault(name, {"status": "failed"})
+    key = row_key(name, backend)
+    row = net["paths"].setdefault(key, {"path": name, "backend": backend, "status": "failed"})
     path = None
     servers = []
     try:
-        path = _open(name, ctx)
+        path = kind.factory(env, backend)
         path.server_cpu, path.client_cpu = net["affinity"]["server_cpu"], net["affinity"]["client_cpu"]
         row.update(setup=path.setup, max_mtu=path.max_mtu)
         plan_mtus = _mtus_for(path, mtus)
         port = netpath.free_port() if path.server_ns is None else netpath.PORT
         row["port"] = port
         timeout = ms / 1000 * 20 + 30
-        servers = [netpath.Server([probe, "net", "serve", proto, str(port)], path.server_ns, "CVB net_serve",
-                                  cpu=path.server_cpu) for proto in ("tcp", "udp")]
+        servers = [path.start_server(["probe", "net", "serve", proto, str(port)], "CVB net_serve")
+                   for proto in ("tcp", "udp")]
         tcp_srv = servers[0]
         samples: dict[str, list[list[float]]] = {}
         units: dict[str, tuple[str, str]] = {}
@@ -180,41 +189,44 @@ def _measure(ctx: Context, name: str, probe: str, mtus, reps: int, ms: int, xsec
 
         tools: dict[str, list] = {"iperf3": [], "sockperf": [], "iperf3_errors": [], "sockperf_errors": [],
                                   "commands": []}
-        if path.links:
+        checked = {"iperf3", "sockperf"} <= set(path.client_tools)
+        if not path.mtu_fixed:
             path.set_mtu(plan_mtus[0])
         for rep in range(reps):
             for op in ("tcp_rr", "udp_rr"):
-                res = netpath.probe_client(probe, path, op, port, ms, RR_SIZE, timeout)
+                res = netpath.probe_client(path, op, port, ms, RR_SIZE, timeout)
                 h = res["hist"]
                 for lo, c in h:
                     hist[op][lo] = hist[op].get(lo, 0) + c
                 for q, f in QUANTILES:
                     add(f"{op}_{q}", hist_quantile(h, f) * 1e-9, "second", "ns")
             for mtu in plan_mtus:
-                if path.links:
+                if not path.mtu_fixed:
                     path.set_mtu(mtu)
                 s0 = tcp_srv.cpu_s()
-                res = netpath.probe_client(probe, path, "tcp_stream", port, ms, 1, timeout)
+                res = netpath.probe_client(path, "tcp_stream", port, ms, 1, timeout)
                 cpu = res["client_cpu_s"] + tcp_srv.cpu_s() - s0
                 gb = int(res["bytes"]) / 1e9
                 add(f"stream_mtu{mtu}", int(res["bytes"]) / (int(res["ns"]) / 1e9), "byte", "bytes_per_s")
                 add(f"cpu_per_gb_mtu{mtu}", cpu / gb, "second", "s_per_GB")
             # The independent tools right after, on the same endpoints: each
             # repetition's pair sees the same machine state.
-            if path.links:
-                path.set_mtu(plan_mtus[0])
-            _tools_once(path, tools, xsecs)
-            progress(f"[network] {name}: repetition {rep + 1}/{reps} done")
+            if checked:
+                if not path.mtu_fixed:
+                    path.set_mtu(plan_mtus[0])
+                _tools_once(path, tools, xsecs)
+            progress(f"[network] {key}: repetition {rep + 1}/{reps} done")
         for s in servers:
             s.stop()
         servers = []
-        net["hist"][name] = {op: sorted(h.items()) for op, h in hist.items()}
+        net["hist"][key] = {op: sorted(h.items()) for op, h in hist.items()}
         row.update(status="measured", mtus=plan_mtus)
-        benches = [timing.in_instance_runs(f"network.{metric}.host.{name}", vals, units[metric][0],
+        benches = [timing.in_instance_runs(f"network.{metric}.{backend}.{name}", vals, units[metric][0],
                                            {"cvbench_tidy_unit": units[metric][1], "cvbench_path": name,
                                             "cvbench_path_setup": path.setup})
                    for metric, vals in samples.items()]
-        _crosschecks(ctx, path.name, plan_mtus[0], samples, tools)
+        if checked:
+            _crosschecks(ctx, key, plan_mtus[0], samples, tools)
         return benches
     except BaseException as e:
         # The row says why: a failed path is a row, never a silent gap.
