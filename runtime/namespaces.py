@@ -45,12 +45,36 @@ def open_paths(paths: dict[str, str]) -> list[tuple[str, int]]:
     try:
         for kind in JOIN_ORDER:
             if kind in paths:
-                out.append((kind, os.open(paths[kind], os.O_RDONLY | os.O_CLOEXEC)))
-    except OSError:
+                out.append((kind, _open_ns(kind, paths[kind])))
+    except BaseException:
         for _, fd in out:  # the caller never sees a partial list: close what was opened
             os.close(fd)
         raise
     return out
+
+
+NS_GET_NSTYPE = 0xB703   # linux/nsfs.h: the CLONE_NEW* type of a namespace fd
+
+
+def _open_ns(kind: str, path: str) -> int:
+    """The namespace file at ``path``, checked to be a ``kind`` namespace (as
+    runc checks a path's type), so a wrong or missing path is a one-line error
+    naming the field, not a failed setns in the child."""
+    from common.errors import CvbError
+    field = f"linux.namespaces {PROC_NAME[kind]} path"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise CvbError(field, f"{path}: {e.strerror}", "give an existing namespace file, e.g. /run/netns/NAME") from None
+    try:
+        got = fcntl.ioctl(fd, NS_GET_NSTYPE)
+    except OSError:
+        got = None   # not a namespace file at all
+    if got != FLAGS[kind]:
+        os.close(fd)
+        raise CvbError(field, f"{path} is not a {PROC_NAME[kind]} namespace",
+                       f"give a {PROC_NAME[kind]} namespace file, e.g. /proc/PID/ns/{PROC_NAME[kind]}")
+    return fd
 
 
 def join(fds: list[tuple[str, int]]) -> None:
