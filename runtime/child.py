@@ -118,7 +118,7 @@ def init(p: Plan, status_w: int, go_r: int) -> None:
         namespaces.loopback_up()
     if iso.follow_bundle:
         for name, soft, hard in cfg.rlimits:
-            resource.setrlimit(getattr(resource, name), (soft, hard))
+            resource.setrlimit(getattr(resource, name), (_rlim_t(soft), _rlim_t(hard)))
     if cfg.oom_score_adj is not None:
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write(str(cfg.oom_score_adj))
@@ -166,6 +166,12 @@ def init(p: Plan, status_w: int, go_r: int) -> None:
     os.umask(0o022 if cfg.umask is None else cfg.umask)
     clean_exec_state(p.preserve_fds)
     os.execve(p.exe, p.argv, p.env)
+
+
+def _rlim_t(v: int) -> int:
+    """An OCI rlimit (a u64: 2**64-1 is unlimited, as `runc spec` writes it)
+    as the signed value Python's setrlimit passes on to the kernel's rlim_t."""
+    return v - (1 << 64) if v >= 1 << 63 else v
 
 
 def clean_exec_state(preserve_fds: int) -> None:

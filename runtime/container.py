@@ -290,10 +290,11 @@ def spawn(bundle, args: list[str] | None = None, iso: Isolation | None = None, *
             raise CvbError("spawn", "stderr=PIPE is not supported", "pass a file, an fd, or None (inherit)")
         err_w = 2 if stderr is None else (stderr if isinstance(stderr, int) else stderr.fileno())
         exe = stage.binary() if stage.eligible(p) else None
+        prog = stage.init_program(p) if exe is not None else None
         c.t_spawn_ns = time.perf_counter_ns()
-        if exe is not None:  # nothing for Python to do in the child: the C stage, vfork'd
+        if prog is not None:  # nothing for Python to do in the child: the C stage, vfork'd
             def start() -> int:
-                return stage.start(exe, p, status_w, go_r, (null, out_w, err_w))
+                return stage.start(exe, p, prog, status_w, go_r, (null, out_w, err_w))
             pid = _in_new_pidns(start) if p.pre_pid else start()
             c.stage = "c"
         else:

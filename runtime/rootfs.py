@@ -111,6 +111,11 @@ class InRoot:
     def __init__(self, root: str):
         self.fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
 
+    @staticmethod
+    def host_mount(source, target, fstype, flags: int, data=None) -> None:
+        """A mount on a host path (before the root is entered)."""
+        sc.mount(source, target, fstype, flags, data)
+
     def close(self) -> None:
         os.close(self.fd)
 
@@ -162,6 +167,51 @@ class InRoot:
             sc.mount_setattr(f"/proc/self/fd/{fd}", attr_set, attr_clr, recursive=True)
         finally:
             os.close(fd)
+
+    def symlink(self, dest_dir: str, target: str, name: str) -> None:
+        """name -> target in dest_dir, unless something is there already."""
+        fd = self.open(dest_dir)
+        try:
+            os.symlink(target, name, dir_fd=fd)
+        except FileExistsError:
+            pass
+        finally:
+            os.close(fd)
+
+    def chmod(self, dest: str, mode: int) -> None:
+        fd = self.open(dest)
+        try:
+            os.chmod(f"/proc/self/fd/{fd}", mode)   # fd is O_PATH: fchmod refuses it
+        finally:
+            os.close(fd)
+
+    def node(self, dest_dir: str, name: str, mode: int, major: int, minor: int, in_userns: bool,
+             replace: bool = False, owner: tuple[int, int] | None = None) -> None:
+        """A device node (mode exactly as given, umask 0) in dest_dir, kept if
+        one exists unless replace; in a userns, where mknod is never allowed,
+        an empty file with the host's node of the same path bound on it."""
+        dirfd = self.open(dest_dir)
+        old = os.umask(0)
+        try:
+            try:
+                os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+                if not replace:
+                    return
+                os.unlink(name, dir_fd=dirfd)
+            except FileNotFoundError:
+                pass
+            dest = posixpath.join(dest_dir, name)
+            if in_userns:
+                os.close(os.open(name, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666,
+                                 dir_fd=dirfd))
+                self.mount(dest, dest, None, sc.MS_BIND)  # the host's node of the same path
+            else:
+                os.mknod(name, mode, os.makedev(major, minor), dir_fd=dirfd)
+            if owner is not None:
+                os.chown(name, owner[0], owner[1], dir_fd=dirfd, follow_symlinks=False)
+        finally:
+            os.umask(old)
+            os.close(dirfd)
 
 
 def _mount_one(r: InRoot, bundle: str, m, in_userns: bool, cgroup_binds) -> None:
@@ -218,73 +268,29 @@ def _mount_cgroup(r: InRoot, dest: str, flags: int, cgroup_binds) -> None:
         r.ensure(d)
         r.mount(d, host_dir, None, sc.MS_BIND)
         r.remount(d, sc.MS_RDONLY | _CG_FLAGS | (flags & (sc.MS_RELATIME | sc.MS_NOATIME)))
-        fd = r.open(dest)
-        try:
-            for ctrl in name.split(","):
-                if ctrl != name:
-                    _symlink(name, ctrl, fd)
-        finally:
-            os.close(fd)
+        for ctrl in name.split(","):
+            if ctrl != name:
+                r.symlink(dest, name, ctrl)
     if flags & sc.MS_RDONLY:
         # runc leaves the tmpfs mounted rw but its top 0555: a container root
         # without CAP_DAC_OVERRIDE can add nothing beside the hierarchies
-        fd = r.open(dest)
-        try:
-            os.chmod(f"/proc/self/fd/{fd}", 0o555)   # fd is O_PATH: fchmod refuses it
-        finally:
-            os.close(fd)
-
-
-def _symlink(target: str, name: str, dirfd: int) -> None:
-    """name -> target in dirfd, unless something is there already."""
-    try:
-        os.symlink(target, name, dir_fd=dirfd)
-    except FileExistsError:
-        pass
+        r.chmod(dest, 0o555)
 
 
 def _make_dev(r: InRoot, in_userns: bool, devices=()) -> None:
     """The OCI default device nodes, then linux.devices: mknod, or bind-mount the
     host's in a userns (where mknod is never allowed)."""
-    old = os.umask(0)
-    fd = r.open("/dev")
-    try:
-        for name, major, minor in DEVICES:
-            _node(r, fd, f"/dev/{name}", name, stat.S_IFCHR | 0o666, major, minor, in_userns)
-        for d in devices:
-            kind = stat.S_IFBLK if d["type"] == "b" else stat.S_IFIFO if d["type"] == "p" else stat.S_IFCHR
-            parent = posixpath.dirname(posixpath.normpath(d["path"]))
-            r.ensure(parent)
-            pfd = r.open(parent)
-            try:
-                name = posixpath.basename(d["path"])
-                _node(r, pfd, d["path"], name, kind | (d.get("fileMode", 0o666) & 0o7777),
-                      d.get("major", 0), d.get("minor", 0), in_userns, replace=True)
-                os.chown(name, d.get("uid", 0), d.get("gid", 0), dir_fd=pfd, follow_symlinks=False)
-            finally:
-                os.close(pfd)
-        for name, target in LINKS:
-            _symlink(target, name, fd)
-    finally:
-        os.close(fd)
-        os.umask(old)
-
-
-def _node(r: InRoot, dirfd: int, dest: str, name: str, mode: int, major: int, minor: int,
-          in_userns: bool, replace: bool = False) -> None:
-    try:
-        os.stat(name, dir_fd=dirfd, follow_symlinks=False)
-        if not replace:
-            return
-        os.unlink(name, dir_fd=dirfd)
-    except FileNotFoundError:
-        pass
-    if in_userns:
-        os.close(os.open(name, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666,
-                         dir_fd=dirfd))
-        r.mount(dest, dest, None, sc.MS_BIND)  # the host's node of the same path
-    else:
-        os.mknod(name, mode, os.makedev(major, minor), dir_fd=dirfd)
+    for name, major, minor in DEVICES:
+        r.node("/dev", name, stat.S_IFCHR | 0o666, major, minor, in_userns)
+    for d in devices:
+        kind = stat.S_IFBLK if d["type"] == "b" else stat.S_IFIFO if d["type"] == "p" else stat.S_IFCHR
+        parent = posixpath.dirname(posixpath.normpath(d["path"]))
+        r.ensure(parent)
+        r.node(parent, posixpath.basename(d["path"]), kind | (d.get("fileMode", 0o666) & 0o7777),
+               d.get("major", 0), d.get("minor", 0), in_userns, replace=True,
+               owner=(d.get("uid", 0), d.get("gid", 0)))
+    for name, target in LINKS:
+        r.symlink("/dev", target, name)
 
 
 def _parent_mount(path: str) -> tuple[str, bool]:
@@ -301,21 +307,25 @@ def _parent_mount(path: str) -> tuple[str, bool]:
 
 
 def prepare(root: str, mounts, *, propagation: str = "rslave", in_userns: bool = False,
-            cgroup_binds=(), bundle: str = "", devices=()) -> None:
+            cgroup_binds=(), bundle: str = "", devices=(), r: InRoot | None = None) -> None:
     """Everything before the root switch: propagation, the rootfs bind, mounts, /dev.
 
     Nothing made here may reach the host's mount namespace, whatever
     rootfsPropagation says: "/" is made a slave (private when asked) first,
     the rootfs's parent mount private (runc's rootfsParentMountPrivate), and the
     bundle's shared/unbindable modes are applied only after the root switch
-    (finish())."""
+    (finish()).
+
+    r: the InRoot that does the work; by default one that does it now, here;
+    the C stage's program.Recorder writes the same steps down for stage.c."""
+    host = r or InRoot
     private = propagation in ("private", "rprivate")
-    sc.mount(None, "/", None, (sc.MS_PRIVATE if private else sc.MS_SLAVE) | sc.MS_REC)
+    host.host_mount(None, "/", None, (sc.MS_PRIVATE if private else sc.MS_SLAVE) | sc.MS_REC)
     parent, shared = _parent_mount(os.path.realpath(root))
     if shared:
-        sc.mount(None, parent, None, sc.MS_PRIVATE)
-    sc.mount(root, root, None, sc.MS_BIND | sc.MS_REC)
-    r = InRoot(root)
+        host.host_mount(None, parent, None, sc.MS_PRIVATE)
+    host.host_mount(root, root, None, sc.MS_BIND | sc.MS_REC)
+    r = r.enter(root) if r is not None else InRoot(root)
     try:
         dests = {posixpath.normpath(m.destination) for m in mounts}
         if "/proc" not in dests:
@@ -331,11 +341,11 @@ def prepare(root: str, mounts, *, propagation: str = "rslave", in_userns: bool =
         r.close()
 
 
-def finish(propagation: str) -> None:
+def finish(propagation: str, r=None) -> None:
     """After the root switch: the bundle's rootfsPropagation on the new "/"
     (shared or unbindable now make new peer groups of the container's own)."""
     if propagation not in ("private", "rprivate", "slave", "rslave"):
-        sc.mount(None, "/", None, PROPAGATION[propagation])
+        (r or InRoot).host_mount(None, "/", None, PROPAGATION[propagation])
 
 
 def switch_root(root: str) -> None:

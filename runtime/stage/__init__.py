@@ -1,15 +1,19 @@
-"""cvbench-stage: the C stage a plan without namespaces is started through.
+"""cvbench-stage: the C stage most plans are started through.
 
 Forking the Python caller copies its page tables (a large harness takes
-about a millisecond) and then runs Python in the child.  For a plan without
-pivot_root, user or time namespaces, hooks or handshakes (the isolation
-ladder's bare rung and its cheap mechanisms: pid, mount (propagation only),
-uts, ipc, net, cgroup namespaces,
-v1 cgroups, capabilities, no_new_privs, seccomp), spawn() starts stage.c
-with posix_spawn instead (vfork: nothing copied), and the stage does exactly
-those steps of runtime/child.py in C, in the same order.  Every other plan
-keeps the Python child.  `make setup` builds the binary (python -m runtime.stage); a
-checkout without it uses the Python child, and Container.stage says which.
+about a millisecond) and then runs Python in the child (several more).  For
+a plan without user or time namespaces, joined namespaces, hooks, handshakes
+or a detached create (the isolation ladder's rungs below the user namespace,
+and the default bundle on a v1 host: pid, mount, uts, ipc, net, cgroup
+namespaces, v1 cgroups, keyring, mounts, pivot_root, sysctls, masked and
+read-only paths, rlimits, capabilities, no_new_privs, seccomp), spawn()
+starts stage.c with posix_spawn instead (vfork: nothing copied), and the
+stage does exactly those steps of runtime/child.py in C, in the same order:
+the mounts and the rest of init()'s kernel work are recorded by program.py
+(rootfs.prepare() itself, with a recorder in place of the InRoot) and
+replayed by program.c.  Every other plan keeps the Python child.  `make setup`
+builds the binary (python -m runtime.stage); a checkout without it uses the
+Python child, and Container.stage says which.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from common.errors import CvbError, EnvError
 from common.paths import build_dir
 
 SOURCE = Path(__file__).with_name("stage.c")
+SOURCES = [SOURCE, SOURCE.with_name("program.c"), SOURCE.with_name("stage.h")]
 CC_FLAGS = ["-O2", "-static", "-Wall", "-Wextra", "-Werror"]
 _found: tuple[str, str | None] | None = None  # (build dir, binary or None), per process
 
@@ -27,7 +32,7 @@ _found: tuple[str, str | None] | None = None  # (build dir, binary or None), per
 def path() -> Path:
     """Where the binary for this source and these flags lives (content-addressed)."""
     import hashlib
-    h = hashlib.sha256(SOURCE.read_bytes() + " ".join(CC_FLAGS).encode()).hexdigest()[:16]
+    h = hashlib.sha256(b"".join(s.read_bytes() for s in SOURCES) + " ".join(CC_FLAGS).encode()).hexdigest()[:16]
     return build_dir() / "stage" / h / "cvbench-stage"
 
 
@@ -42,7 +47,8 @@ def build() -> Path:
         raise EnvError("runtime stage", "no C compiler", "apt-get install gcc (make setup does)")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(f".tmp{os.getpid()}")
-    r = subprocess.run([cc, *CC_FLAGS, "-o", str(tmp), str(SOURCE)], capture_output=True, text=True)
+    r = subprocess.run([cc, *CC_FLAGS, "-o", str(tmp), *(str(s) for s in SOURCES if s.suffix == ".c")],
+                       capture_output=True, text=True)
     if r.returncode != 0:
         raise CvbError("runtime stage", f"{SOURCE.name} does not compile:\n{r.stderr}",
                        "fix the C source; static linking needs libc6-dev")
@@ -62,40 +68,52 @@ def binary() -> str | None:
 
 def eligible(p) -> bool:
     """True when runtime/child.py would do nothing for this plan beyond what
-    stage.c does.  Not: pivot_root or chroot, user namespaces, a time namespace (double
-    fork), joined namespaces, cgroup v2 (the parent moves the child), veth or
-    hooks (handshakes), keyring, rlimits, sysctls, oom_score_adj, a fifo or
-    kept fds: the bundle-following plans and the ladder's upper rungs."""
-    iso, cfg = p.iso, p.cfg
-    return not (p.ns_join or p.keyring or p.chroot or p.hooks or p.detached or p.preserve_fds
-                or p.sysctl or p.uid_map or p.handshake or p.double_fork or p.parent_join
-                or p.late_cgroupns or iso.userns or iso.timens or iso.pivot_root
-                or iso.follow_bundle or cfg.oom_score_adj is not None
+    stage.c does.  Not: user namespaces, a time namespace (double fork),
+    joined namespaces, cgroup v2 (the parent moves the child), veth or hooks
+    (handshakes), a fifo (detached create) or kept fds."""
+    iso = p.iso
+    return not (p.ns_join or p.hooks or p.detached or p.preserve_fds
+                or p.uid_map or p.handshake or p.double_fork or p.parent_join
+                or p.late_cgroupns or iso.userns or iso.timens
                 or any(n in p.child_ns for n in ("userns", "timens")))
 
 
-def start(exe: str, p, status_w: int, go_r: int, stdio: tuple[int, int, int]) -> int:
-    """posix_spawn the stage for plan p; returns its pid (the container's)."""
+def init_program(p) -> bytes | None:
+    """The init's recorded kernel work for plan p, or None when it cannot be
+    recorded (a mount option rootfs.py refuses): then the Python child runs
+    and reports the error as it always does."""
+    from .program import build
+    try:
+        return build(p)
+    except (OSError, ValueError):
+        return None
+
+
+def start(exe: str, p, prog: bytes, status_w: int, go_r: int, stdio: tuple[int, int, int]) -> int:
+    """posix_spawn the stage for plan p with its init program prog; returns
+    its pid (the container's)."""
     from .. import capabilities, namespaces
     iso, cfg = p.iso, p.cfg
     gids = ",".join(str(g) for g in cfg.additional_gids) or "-"
     umask = 0o022 if cfg.umask is None else cfg.umask
     caps = "-" if p.caps is None else ",".join(
         f"{p.caps[k]:x}" for k in ("bounding", "effective", "permitted", "inheritable", "ambient"))
-    propagation = 0
-    if iso.mountns:  # without pivot_root (eligible): the root made private or slave
-        from .. import syscalls as sc
-        propagation = (sc.MS_PRIVATE if cfg.propagation in ("private", "rprivate")
-                       else sc.MS_SLAVE) | sc.MS_REC
     hostname = "=" + cfg.hostname if iso.utsns and cfg.hostname is not None else "-"
-    argv = [exe, str(status_w), str(go_r), "0" if p.detached else "1", p.cwd, f"{umask:o}", gids,
-            str(cfg.uid), str(cfg.gid), f"{namespaces.flags(p.child_ns):x}",
-            "\n".join(p.self_join) if p.self_join else "-", hostname,
-            "1" if iso.netns and iso.network != "none" else "0", "1" if iso.no_new_privs else "0",
-            caps, str(capabilities.LAST_CAP), str(p.bpf_fd if p.seccomp else -1), f"{propagation:x}",
-            p.exe, *p.argv]
-    # the same dup2 of 0-2 as the Python child; the status, go and filter
-    # fds stay open (a dup2 onto itself clears close-on-exec)
-    actions = [(os.POSIX_SPAWN_DUP2, fd, i) for i, fd in enumerate(stdio) if fd != i]
-    actions += [(os.POSIX_SPAWN_DUP2, fd, fd) for fd in (status_w, go_r) + ((p.bpf_fd,) if p.seccomp else ())]
-    return os.posix_spawn(exe, argv, p.env, file_actions=actions)
+    # the program in a memfd: no size limit, nothing to block on, read once
+    mfd = os.memfd_create("cvbench-stage-init", os.MFD_CLOEXEC)
+    try:
+        os.write(mfd, prog)  # a memfd takes it all in one write
+        argv = [exe, str(status_w), str(go_r), "0" if p.detached else "1", p.cwd, f"{umask:o}", gids,
+                str(cfg.uid), str(cfg.gid), f"{namespaces.flags(p.child_ns):x}",
+                "\n".join(p.self_join) if p.self_join else "-", hostname,
+                "1" if iso.netns and iso.network != "none" else "0", "1" if iso.no_new_privs else "0",
+                caps, str(capabilities.LAST_CAP), str(p.bpf_fd if p.seccomp else -1), str(mfd),
+                p.exe, *p.argv]
+        # the same dup2 of 0-2 as the Python child; the status, go, filter and
+        # program fds stay open (a dup2 onto itself clears close-on-exec)
+        actions = [(os.POSIX_SPAWN_DUP2, fd, i) for i, fd in enumerate(stdio) if fd != i]
+        actions += [(os.POSIX_SPAWN_DUP2, fd, fd)
+                    for fd in (status_w, go_r, mfd) + ((p.bpf_fd,) if p.seccomp else ())]
+        return os.posix_spawn(exe, argv, p.env, file_actions=actions)
+    finally:
+        os.close(mfd)

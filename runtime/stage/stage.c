@@ -1,10 +1,13 @@
-/* cvbench-stage: a container start without mount or user namespaces, in C,
- * so the runtime can start it with posix_spawn (vfork: no copy of the large
- * Python parent) instead of fork + Python.
+/* cvbench-stage: a container start without user namespaces or handshakes, in
+ * C, so the runtime can start it with posix_spawn (vfork: no copy of the
+ * large Python parent) instead of fork + Python.
  *
  * It does exactly what runtime/child.py does for such a plan, in the same
  * order: parent-death signal and orphan check, v1 cgroup self-join, unshare,
- * new session, mount propagation (a mount namespace without pivot_root), hostname, loopback up, no_new_privs, bounding set, seccomp
+ * new session, the first part of the init's program (program.c: keyring,
+ * mounts, device nodes, pivot_root, sysctls, read-only and masked paths),
+ * hostname, loopback up, its second part (rlimits, oom_score_adj),
+ * no_new_privs, bounding set, seccomp
  * (before the id switch without no_new_privs, after it with), supplementary
  * groups dropped, uid/gid, capability sets, parent-death signal again (a
  * credential change resets it), cwd, umask, every signal back to its default
@@ -14,7 +17,7 @@
  * argv: STATUS_FD GO_FD PDEATHSIG(0|1) CWD UMASK(octal) GIDS(a,b,..|-) UID GID
  *       UNSHARE(hex) TASKS(newline-separated|-) HOSTNAME(=name|-) LOOPBACK(0|1)
  *       NNP(0|1) CAPS(bnd,eff,perm,inh,amb hex|-) LAST_CAP BPF_FD(-1: none)
- *       PROPAGATION(mount flags for / , hex; 0: no mount namespace)
+ *       PROGRAM_FD(-1: none; runtime/stage/program.py wrote it)
  *       EXE ARG0 [ARG...]
  * The environment is the container's (posix_spawn's envp).
  */
@@ -42,6 +45,8 @@
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 
+#include "stage.h"
+
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
 #endif
@@ -49,7 +54,7 @@
 extern char **environ;
 static int status_fd = -1;
 
-static void fail(const char *what, const char *path)
+void fail(const char *what, const char *path)
 {
     char msg[4200];
     int e = errno, n;
@@ -190,8 +195,11 @@ int main(int argc, char **argv)
         fail("cvbench-stage: bad capability sets", NULL);
     }
     int last_cap = (int)number(argv[15], 10), bpf_fd = (int)number(argv[16], 10);
-    unsigned long propagation = (unsigned long)number(argv[17], 16);
+    int program_fd = (int)number(argv[17], 10);
     const char *exe = argv[18];
+    struct program init = {0};
+    if (program_fd >= 0)
+        program_read(&init, program_fd);
 
     if (pdeath) {
         if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0)
@@ -208,14 +216,15 @@ int main(int argc, char **argv)
         fail("unshare", NULL);
     if (setsid() < 0)
         fail("setsid", NULL);
-    umask(022);
-    /* the ladder's mount-namespace rung: nothing is mounted, nothing may leak */
-    if (propagation && mount(NULL, "/", NULL, propagation, NULL) != 0)
-        fail("mount", "/");
+    umask(022);  /* for mountpoints made in the rootfs; the process's own is set below */
+    if (program_fd >= 0)
+        program_run(&init);   /* keyring, chroot, mounts, pivot_root, sysctls, paths */
     if (hostname && sethostname(hostname, strlen(hostname)) != 0)
         fail("sethostname", NULL);
     if (lo)
         loopback_up();
+    if (program_fd >= 0)
+        program_run(&init);   /* rlimits, oom_score_adj */
     if (nnp && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
         fail("prctl(PR_SET_NO_NEW_PRIVS)", NULL);
     if (caps) {  /* runc's order: bounding set while CAP_SETPCAP is still effective */
