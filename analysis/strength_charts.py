@@ -4,7 +4,9 @@ profile table for the report; from meta.json's ``strength`` and tidy.csv.
 
 A VM row is the guest kernel's view, behind a hardware boundary (here: TCG
 emulation, named in the subtitle): its counts say what the workload can reach of
-the guest, not of the host, and the charts mark it with a hollow symbol.
+the guest, not of the host, and the charts mark it with a hollow symbol.  The
+host row has no boundary and no battery: its heat-map column and table cell read
+"no boundary", and it has no point in the escapes panel.
 """
 from __future__ import annotations
 
@@ -19,8 +21,9 @@ from .load import Run
 PANELS = [("syscalls_reachable", "syscalls reachable"),
           ("caps_effective", "effective caps"),
           ("escapes_succeeded", "escapes succeeded"),
-          ("host_syscalls", "host syscalls (strace)")]
-RESULT_COLOR = {"succeeded": "#d62728", "blocked": "#2ca02c", "na": "#cccccc"}
+          ("host_syscalls", "host syscalls entered")]
+RESULT_COLOR = {"succeeded": "#d62728", "blocked": "#2ca02c", "na": "#cccccc", "no_boundary": "#ffffff"}
+RESULT_CODE = {"succeeded": 2, "blocked": 1}   # anything else is n/a (0); no battery is 3
 MARKERS = "osD^v<>PX*"
 
 
@@ -75,16 +78,28 @@ def _is_vm(p: dict) -> bool:
 
 def _note(run: Run) -> str:
     notes = ["hollow: a VM, the guest kernel's view behind a hardware boundary",
-             "host row: no boundary (the attempts are harmless there by construction)",
+             "host row: no boundary, so no escape battery (the bare rung is the unfenced reference)",
+             "host syscalls of builtin and its rungs: its CLI as a process (Python start included)",
              "caps held in a user namespace (its rungs) count too, though they act on that namespace's objects only",
              "syscall cost per backend: see the syscall and isolation scenarios"]
     unmeasured = [label for label, p in _rows(run) if not p.get("rung") and host_syscalls(p) is None]
     if unmeasured:
         notes.append("host syscalls not measured for: " + ", ".join(unmeasured) + " (the report says why)")
-    kf = (run.meta.get("strength_host_side") or {}).get("kernel_functions")
+    perf = [label for label, p in _rows(run) if (p.get("host_syscalls") or {}).get("tool") == "perf trace"]
+    if perf:
+        notes.append("host syscalls by perf trace (strace cannot follow) for: " + ", ".join(perf))
+    kf = kernel_functions(run)
     if kf:
-        notes.append("host kernel functions: " + kf.split(":")[0])
+        notes.append("host kernel functions: " + kf)
     return "\n".join(notes)
+
+
+def kernel_functions(run: Run) -> str:
+    """The kernel-functions measure, or why it is missing ("" if not recorded)."""
+    kf = (run.meta.get("strength_host_side") or {}).get("kernel_functions")
+    if isinstance(kf, dict):
+        return f"{kf['distinct']} distinct" if kf.get("measured") else f"not measured: {kf.get('why', '?')}"
+    return kf or ""
 
 
 def pareto(run: Run, st: str, out: Path) -> list[Path]:
@@ -103,6 +118,9 @@ def pareto(run: Run, st: str, out: Path) -> list[Path]:
             for i, (label, p) in enumerate(r for r in rows if not r[1].get("rung")):
                 x = ready_median(run, p)
                 y = _value(p, key)
+                if key == "escapes_succeeded" and not ran(p) and np.isfinite(x):
+                    ax.text(x, 0.3, "host: no boundary,\nno battery", transform=ax.get_xaxis_transform(),
+                            ha="left", va="bottom", fontsize="x-small", color=style.color(p["backend"]))
                 if not np.isfinite(x) or y is None:
                     continue
                 c = style.color(p["backend"])
@@ -123,35 +141,43 @@ def pareto(run: Run, st: str, out: Path) -> list[Path]:
 def battery(run: Run, st: str, out: Path) -> list[Path]:
     """The escape battery: one row per attempt, one column per backend or cumulative rung."""
     rows = charted(run)
-    if not rows:
+    # the attempts of every row that ran the battery, in the probe's order
+    attempts = list(dict.fromkeys(a for _, p in rows for a in p["escapes"]))
+    if not rows or not attempts:
         return []
-    attempts = list(rows[0][1]["escapes"])
-    grid = np.array([[{"succeeded": 2, "blocked": 1}.get(p["escapes"][a]["result"], 0)
+    grid = np.array([[RESULT_CODE.get(p["escapes"][a]["result"], 0) if ran(p) else 3
                       for _, p in rows] for a in attempts])
     from matplotlib.colors import ListedColormap
-    cmap = ListedColormap([RESULT_COLOR["na"], RESULT_COLOR["blocked"], RESULT_COLOR["succeeded"]])
+    cmap = ListedColormap([RESULT_COLOR[r] for r in ("na", "blocked", "succeeded", "no_boundary")])
     with style.styled(st):
         fig, ax = style.figure(st, layout="constrained")
-        ax.imshow(grid, cmap=cmap, vmin=0, vmax=2, aspect="auto")
+        ax.imshow(grid, cmap=cmap, vmin=0, vmax=3, aspect="auto")
+        for col, (_, p) in enumerate(rows):
+            if not ran(p):
+                ax.text(col, (len(attempts) - 1) / 2, "no boundary: battery not run", rotation=90,
+                        ha="center", va="center", fontsize="small", color="#555555")
         ax.set_xticks(range(len(rows)), [short(label, p) for label, p in rows], rotation=40, ha="right")
         ax.set_yticks(range(len(attempts)), attempts)
-        for r in ("succeeded", "blocked", "na"):
-            ax.plot([], [], "s", color=RESULT_COLOR[r], ms=10, label={"na": "not applicable"}.get(r, r))
+        for r in ("succeeded", "blocked", "na", "no_boundary"):
+            ax.plot([], [], "s", color=RESULT_COLOR[r], mec="#999999", ms=10,
+                    label={"na": "not applicable", "no_boundary": "no boundary: not run"}.get(r, r))
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         style.titled(fig, "Escape battery: attempt x backend", run.meta, st,
-                     note="VM columns: inside the guest, behind a hardware boundary; host: no boundary; "
+                     note="VM columns: inside the guest, behind a hardware boundary; host: no boundary, "
+                     "battery not run; builtin bare: every mechanism off (the unfenced reference); "
                      "builtin +m (k): the first k mechanisms stacked; single-mechanism rungs: report table")
         return style.save(fig, out, "strength_battery")
 
 
 def table(run: Run) -> tuple[list[str], list[list[str]]]:
     hdr = ["row", "boundary", "seccomp", "syscalls reachable / blocked / not probed", "caps eff / bnd",
-           "ns shared with host", "devices", "paths r / w", "escapes succeeded", "host syscalls (strace -f)",
+           "ns shared with host", "devices", "paths r / w", "escapes succeeded", "host syscalls entered (strace -f unless noted)",
            "ready median"]
     body = []
     for label, p in _rows(run):
         s = p["syscalls"]
         won = [a for a, e in p["escapes"].items() if e["result"] == "succeeded"]
+        escaped = f"{len(won)}: {', '.join(won) or '-'}" if ran(p) else "no boundary (battery not run)"
         x = ready_median(run, p)
         body.append([label, "hardware (guest view)" if _is_vm(p) else
                      ("none (host)" if label == "host" else "host kernel"),
@@ -159,15 +185,23 @@ def table(run: Run) -> tuple[list[str], list[list[str]]]:
                      f"{p['caps_effective']} / {p['caps_bounding']}",
                      "n/a (guest)" if _is_vm(p) else (", ".join(p["namespaces_shared_names"]) or "none"),
                      str(p["devices"]), f"{p['paths_readable']} / {p['paths_writable']}",
-                     f"{len(won)}: {', '.join(won) or '-'}", _host_cell(p), fmt_seconds(x) if np.isfinite(x) else "not measured"])
+                     escaped, _host_cell(p), fmt_seconds(x) if np.isfinite(x) else "not measured"])
     return hdr, body
 
 
+def ran(p: dict) -> bool:
+    """Whether the escape battery ran for this row (not on the host: no boundary)."""
+    return p.get("battery", "run") == "run"
+
+
 def _host_cell(p: dict) -> str:
-    if p.get("rung"):
-        return "not measured for a rung (the builtin runtime has no single command to trace)"
     h = p.get("host_syscalls") or {}
-    return str(h["distinct"]) if h.get("measured") else f"not measured: {h.get('why', 'not recorded')}"
+    if not h.get("measured"):
+        return f"not measured: {h.get('why', 'not recorded')}"
+    how = [h["tool"]] if h.get("tool") == "perf trace" else []
+    if h.get("via"):
+        how.append("via " + h["via"].split(":")[0])
+    return str(h["distinct"]) + (f" ({'; '.join(how)})" if how else "")
 
 
 CHARTS = [pareto, battery]

@@ -6,6 +6,10 @@ scenarios/probe/probe.c), the device nodes and sensitive /proc and /sys paths it
 can see, and the escape battery's results.  This module turns one report into a
 profile (a vector, not a score) and checks that repeated runs agree.
 
+A backend without a boundary (the host: a bare process) gets no battery: its
+profile's ``battery`` reads "no boundary" and it has no attempt results, so no
+chart or table can read the host's own power as escapes.
+
 In a VM the namespaces and capabilities are the guest's own: "the host" is
 outside the guest, behind the hardware (here: emulated) boundary, and the
 profile says so instead of comparing guest namespace ids with the host's.
@@ -25,6 +29,9 @@ VECTOR = ("syscalls_reachable", "syscalls_blocked", "caps_effective", "caps_boun
           "namespaces_shared", "devices", "paths_readable", "paths_writable", "escapes_succeeded")
 
 
+NO_BOUNDARY = "not run: no boundary (a bare host process)"
+
+
 class ProfileError(Exception):
     pass
 
@@ -40,16 +47,25 @@ def _nrs(v: str) -> list[int]:
     return [] if v in ("", "-") else [int(x) for x in v.split(",")]
 
 
-def parse(values: dict[str, str], *, vm: bool) -> dict:
+def args(battery: bool) -> list[str]:
+    """The probe command: the battery only where there is a boundary to test."""
+    return ["strength"] if battery else ["strength", "--no-battery"]
+
+
+def parse(values: dict[str, str], *, vm: bool, battery: bool = True) -> dict:
     """One ``probe strength`` report -> a profile.  Raises ProfileError when a
-    part is missing (no silent gaps)."""
-    missing = [k for k in ("CapEff", "CapBnd", "sys_reachable", "dev_nodes", "paths_readable")
-               + tuple(f"esc_{e}" for e in ESCAPES) if k not in values]
+    part is missing (no silent gaps), or when the battery ran where it was not
+    asked for, or not where it was."""
+    want = ("CapEff", "CapBnd", "sys_reachable", "dev_nodes", "paths_readable")
+    missing = [k for k in want + (tuple(f"esc_{e}" for e in ESCAPES) if battery else ("battery",))
+               if k not in values]
     if missing:
         raise ProfileError(f"probe strength did not report {', '.join(missing)}")
+    if not battery and any(k.startswith("esc_") for k in values):
+        raise ProfileError("probe strength ran the escape battery though --no-battery was given")
     sys = {k: int(values[f"sys_{k}"]) for k in SYSCALL_KEYS}
     escapes = {}
-    for e in ESCAPES:
+    for e in ESCAPES if battery else ():
         result, _, detail = values[f"esc_{e}"].partition(":")
         escapes[e] = {"result": result, "detail": detail}
     own, shared = [], []
@@ -82,8 +98,9 @@ def parse(values: dict[str, str], *, vm: bool) -> dict:
         "paths_readable": int(values["paths_readable"]),
         "paths_writable": int(values["paths_writable"]),
         "paths": {k[len("path_"):]: v for k, v in values.items() if k.startswith("path_")},
+        "battery": "run" if battery else NO_BOUNDARY,
         "escapes": escapes,
-        "escapes_succeeded": sum(1 for e in escapes.values() if e["result"] == "succeeded"),
+        "escapes_succeeded": sum(1 for e in escapes.values() if e["result"] == "succeeded") if battery else None,
     }
 
 
@@ -98,18 +115,24 @@ def differences(profiles: list[dict]) -> list[str]:
     return sorted(k for k in vecs[0] if any(v.get(k) != vecs[0][k] for v in vecs[1:]))
 
 
+def has_boundary(backend) -> bool:
+    """A bare host process ("process" kind) has no boundary to test."""
+    return backend.kind != "process"
+
+
 def measure(backend, *, vm: bool, runs: int, timeout: float) -> dict:
-    """``runs`` instances of ``probe strength``; the first profile plus how the
-    others compare.  A failed instance raises (the harness records the backend
-    as failed)."""
+    """``runs`` instances of ``probe strength`` (with the battery where the
+    backend has a boundary); the first profile plus how the others compare.  A
+    failed instance raises (the harness records the backend as failed)."""
     from .backends import InstanceFailed
+    battery = has_boundary(backend)
     profiles = []
     for _ in range(runs):
-        t = backend.run(["strength"], timeout=timeout)
+        t = backend.run(args(battery), timeout=timeout)
         if t.rc != 0:
             raise InstanceFailed(backend.name, f"probe strength ended with rc={t.rc}", t.console)
         try:
-            profiles.append(parse(t.probe.values, vm=vm))
+            profiles.append(parse(t.probe.values, vm=vm, battery=battery))
         except ProfileError as e:
             raise InstanceFailed(backend.name, str(e), t.console) from None
     out = profiles[0]

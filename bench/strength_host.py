@@ -1,102 +1,278 @@
 """The host side of the boundary: the distinct host syscalls that everything a
-backend runs (runtime, its init, the workload; or QEMU) makes during one fixed
-workload, counted with ``strace -f -c``.
+backend runs (runtime, its init, the workload; or QEMU) enters during one fixed
+workload, and whether the host kernel functions behind them can be counted.
 
 For a container the workload's own syscalls are host syscalls (one kernel), so
 they count; under a VM only QEMU's reach the host (raw QEMU rows: QEMU started
-through a wrapper that execs it under strace).  Run once, outside any
-timing (strace slows everything it traces).
+through a wrapper that execs it under the tracer).  One definition for every
+row: each syscall entered, by name, from the tracer's full event log (so
+``exit_group``, which never returns, counts too).  The tracer is ``strace -f``,
+except where strace cannot follow (see TRACEPOINT_TOOL); a test checks that the
+two tools give the same set on the same command.  Run once, outside any timing
+(tracing slows everything it traces).
 """
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
+
 # The fixed workload: every probe op a few hundred times.
 WORKLOAD = ["ops", "--iters", "300", "getppid", "read_zero", "open_close", "mmap_touch", "fork_wait",
             "pipe_pingpong"]
 
-
-def parse_summary(text: str) -> list[str]:
-    """Syscall names from an ``strace -c`` table (the total row left out)."""
-    names = []
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) >= 5 and parts[0][:1].isdigit() and parts[-1] != "total":
-            names.append(parts[-1])
-    return sorted(set(names))
-
-
 # Raw QEMU backends start the binary named by CVBENCH_QEMU (vm_backend/qemu_vm.py),
-# so a wrapper can put QEMU under strace; libvirt's QEMU is libvirtd's child.
+# so a wrapper can put QEMU under the tracer; libvirt's QEMU is libvirtd's child.
 RAW_QEMU = ("qemu", "qemu-microvm")
+# gVisor's ptrace platform ptraces its own stub processes, and a process has one
+# tracer at most, so strace -f cannot follow them.  perf trace reads the
+# raw_syscalls tracepoints instead (no ptrace involved).
+TRACEPOINT_TOOL = ("runsc",)
+# builtin is a library call inside the harness's worker, not a process of its
+# own; the same runtime on the same bundle as a process is the builtin-cli backend.
+PROCESS_FORM = {"builtin": "builtin-cli"}
+
+_STRACE_LINE = re.compile(r"^(?:\d+\s+)?(?:<\.\.\. ([a-z0-9_]+) resumed>|([a-z0-9_]+)\()")
+_PERF_LINE = re.compile(r"\): .*?/\d+\s+(?:\.\.\.\s+\[continued\]:\s+)?([a-z0-9_]+)\(")
 
 
-def _qemu_syscalls(backend, strace: str, timeout: float) -> dict:
-    """One guest boot running WORKLOAD, its QEMU under strace -f -c (in a child
+def strace_names(text: str) -> list[str]:
+    """Syscall names from ``strace -f -o FILE`` (one line per call, pid first)."""
+    names = set()
+    for line in text.splitlines():
+        m = _STRACE_LINE.match(line)
+        if m:
+            names.add(m.group(1) or m.group(2))
+    return sorted(names)
+
+
+def perf_names(text: str) -> list[str]:
+    """Syscall names from ``perf trace -o FILE`` (``time (dur): comm/pid name(...``)."""
+    return sorted({m.group(1) for m in map(_PERF_LINE.search, text.splitlines()) if m})
+
+
+def tracer(tool: str, out: Path) -> tuple[list[str] | None, str]:
+    """(argv prefix that traces a command and its children into ``out``, or None; why not)."""
+    if tool == "perf":
+        # perf mounts tracefs at /sys/kernel/tracing when it isn't, and leaves it:
+        # in a private mount namespace that mount ends with perf (the traced
+        # command starts there too, on a copy of the host's mounts).  A 16 MiB
+        # buffer: with perf's default, runsc's run here lost events.
+        perf, unshare = shutil.which("perf"), shutil.which("unshare")
+        if not perf or not unshare:
+            return None, "perf or unshare not installed (apt-get install linux-perf util-linux; make setup does)"
+        return [unshare, "--mount", "--propagation", "private", perf, "trace", "--mmap-pages", "16M", "-o", str(out)], ""
+    strace = shutil.which("strace")
+    return ([strace, "-f", "-qq", "-o", str(out)], "") if strace else \
+        (None, "strace not installed (apt-get install strace; make setup does)")
+
+
+def read_names(tool: str, out: Path) -> tuple[list[str], str]:
+    """(names, why they can't be trusted or ""): perf drops events when its
+    buffer overflows, and says so with a LOST line."""
+    text = out.read_text(errors="replace") if out.exists() else ""
+    if tool == "perf":
+        lost = re.search(r"LOST (\d+) events", text)
+        if lost:
+            return [], f"perf trace lost {lost.group(1)} events (a partial set would undercount)"
+        return perf_names(text), ""
+    return strace_names(text), ""
+
+
+def _qemu_syscalls(backend, timeout: float) -> dict:
+    """One guest boot running WORKLOAD, its QEMU under strace -f (in a child
     Python, since vm_backend reads CVBENCH_QEMU at import)."""
     qemu = shutil.which(os.environ.get("CVBENCH_QEMU", "qemu-system-x86_64"))
     if not qemu:
         return {"measured": False, "why": "qemu-system-x86_64 not found"}
     with tempfile.TemporaryDirectory(prefix="cvbench-strace-") as tmp:
-        out, wrapper = Path(tmp, "summary.txt"), Path(tmp, "qemu")
-        wrapper.write_text(f'#!/bin/sh\nexec {strace} -f -qq -c -o {out} -- {qemu} "$@"\n')
+        out, wrapper = Path(tmp, "trace.txt"), Path(tmp, "qemu")
+        prefix, why = tracer("strace", out)
+        if prefix is None:
+            return {"measured": False, "why": why}
+        wrapper.write_text(f'#!/bin/sh\nexec {" ".join(prefix)} -- {qemu} "$@"\n')
         wrapper.chmod(0o755)
         code = ("import sys\nfrom bench import backends\nfrom bench.strength_host import WORKLOAD\n"
                 f"t = backends.get({backend.name!r}).run(WORKLOAD, timeout={timeout!r})\n"
                 "sys.exit(0 if t.rc == 0 else 1)\n")
         try:
             r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                               timeout=timeout * 2, env={**os.environ, "CVBENCH_QEMU": str(wrapper)},
-                               cwd=Path(__file__).resolve().parent.parent)
+                               timeout=timeout * 2, env={**os.environ, "CVBENCH_QEMU": str(wrapper)}, cwd=ROOT)
         except subprocess.TimeoutExpired:
             return {"measured": False, "why": f"the guest under strace did not finish in {timeout * 2:.0f} s"}
-        names = parse_summary(out.read_text()) if out.exists() else []
+        names, _ = read_names("strace", out)
     if r.returncode != 0 or not names:
         tail = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["no output"]
         return {"measured": False, "why": f"the guest under strace ended with rc={r.returncode}: {tail[0][:200]}"}
-    return {"measured": True, "distinct": len(names), "names": names,
-            "command": f"strace -f -c -- {qemu} (one boot of the guest running probe {' '.join(WORKLOAD)})"}
+    return {"measured": True, "distinct": len(names), "names": names, "tool": "strace -f",
+            "command": f"strace -f -- {qemu} (one boot of the guest running probe {' '.join(WORKLOAD)})"}
 
 
-def host_syscalls(backend, timeout: float) -> dict:
-    """{"measured": True, "distinct": N, "names": [...], "command": ...} or
-    {"measured": False, "why": ...}: never a silent gap."""
-    strace = shutil.which("strace")
-    if not strace:
-        return {"measured": False, "why": "strace not installed (apt-get install strace; make setup does)"}
-    if backend.name in RAW_QEMU:
-        return _qemu_syscalls(backend, strace, timeout)
-    if backend.name == "libvirt":
-        return {"measured": False, "why": "libvirt's QEMU is started by libvirtd, outside cvbench's process "
-                                          "tree; the raw qemu row counts the same QEMU binary"}
-    try:
-        cmd = backend.command_for(WORKLOAD, 1)
-    except NotImplementedError:
-        return {"measured": False, "why": f"{backend.name} exposes no single command (command_for) to run "
-                                          "under strace yet: the cvbench-runtime backends lack one"}
+def _traced(cmd, tool: str, timeout: float) -> dict:
+    """Run one CrossCommand under ``tool``; the distinct syscall names entered."""
     argv = [a.replace("{id}", cmd.ids[0]) for a in cmd.argv] if cmd.ids else list(cmd.argv)
     try:
         with tempfile.TemporaryDirectory(prefix="cvbench-strace-") as tmp:
-            out = Path(tmp, "summary.txt")
-            full = [*cmd.wrapper, strace, "-f", "-qq", "-c", "-o", str(out), "--", *argv]
+            out = Path(tmp, "trace.txt")
+            prefix, why = tracer(tool, out)
+            if prefix is None:
+                return {"measured": False, "why": why}
             try:
-                r = subprocess.run(full, capture_output=True, text=True, timeout=timeout, **cmd.kw)
+                r = subprocess.run([*cmd.wrapper, *prefix, "--", *argv], capture_output=True, text=True,
+                                   timeout=timeout, **cmd.kw)
             except subprocess.TimeoutExpired:
-                return {"measured": False, "why": f"strace -f of the workload did not finish in {timeout:.0f} s"}
-            names = parse_summary(out.read_text()) if out.exists() else []
+                return {"measured": False, "why": f"{tool} of the workload did not finish in {timeout:.0f} s"}
+            names, lost = read_names(tool, out)
     finally:
         if cmd.cleanup:
             cmd.cleanup()
+    if lost:
+        return {"measured": False, "why": lost}
     if r.returncode != 0 or "CVB DONE rc=0" not in r.stdout or not names:
         tail = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["no output"]
-        why = f"the workload under strace -f ended with rc={r.returncode}: {tail[0][:200]}"
-        if backend.name == "runsc":
-            why += " (gVisor's ptrace platform traces its own stub processes, so strace -f cannot follow them)"
-        return {"measured": False, "why": why}
-    return {"measured": True, "distinct": len(names), "names": names,
-            "command": "strace -f -c -- " + " ".join(argv[:3]) + " ... probe " + " ".join(WORKLOAD)}
+        return {"measured": False, "why": f"the workload under {tool} ended with rc={r.returncode}: {tail[0][:200]}"}
+    label = "perf trace" if tool == "perf" else "strace -f"
+    return {"measured": True, "distinct": len(names), "names": names, "tool": label,
+            "command": f"{label} -- " + " ".join(argv[:3]) + " ... probe " + " ".join(WORKLOAD)}
+
+
+def host_syscalls(backend, timeout: float, tool: str | None = None, rung: str = "") -> dict:
+    """{"measured": True, "distinct": N, "names": [...], "tool": ..., "command": ...}
+    or {"measured": False, "why": ...}: never a silent gap.  ``tool`` overrides
+    the choice of tracer (the tools' agreement test); ``rung`` is a builtin
+    ladder rung, run by the runtime CLI's ``--isolation`` (the names are shared)."""
+    if backend.name in RAW_QEMU:
+        return _qemu_syscalls(backend, timeout)
+    if backend.name == "libvirt":
+        return {"measured": False, "why": "libvirt's QEMU is started by libvirtd, outside cvbench's process "
+                                          "tree, and its domain XML names no emulator a wrapper could replace; "
+                                          "the raw qemu row counts the same QEMU binary"}
+    from . import backends
+    twin = PROCESS_FORM.get(backend.name)
+    target = backends.get(twin) if twin else backend
+    tool = tool or ("perf" if backend.name in TRACEPOINT_TOOL else "strace")
+    try:
+        cmd = target.command_for(WORKLOAD, 1)
+    except NotImplementedError:
+        return {"measured": False, "why": f"{target.name} exposes no single command (command_for) to trace"}
+    if rung:
+        if not twin:
+            return {"measured": False, "why": f"{backend.name} has no command that takes a ladder rung"}
+        at = cmd.argv.index("run") + 1
+        cmd.argv[at:at] = ["--isolation", rung]
+    res = _traced(cmd, tool, timeout)
+    if twin and res["measured"]:
+        res["via"] = (f"{twin}{' --isolation ' + rung if rung else ''}: the same runtime and bundle as a "
+                      f"process (Python interpreter start included); {backend.name} itself is a library "
+                      "call inside the harness")
+    if backend.name in TRACEPOINT_TOOL and res["measured"]:
+        res["why_tool"] = "its ptrace platform ptraces its own stubs, so strace -f cannot follow them"
+    return res
+
+
+# ---- host kernel functions: can the function tracer count them here? ----------
+
+TRACEFS = "/sys/kernel/tracing"
+INSTANCE_PREFIX = "cvbench-strength-"
+
+
+def _errname(e: OSError) -> str:
+    import errno
+    return errno.errorcode.get(e.errno or 0, str(e.errno))
+
+
+def _sweep_instances(root: Path) -> None:
+    """Remove tracefs instances a dead cvbench process left (only dead owners)."""
+    for inst in (root / "instances").glob(INSTANCE_PREFIX + "*"):
+        pid = inst.name[len(INSTANCE_PREFIX):]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            try:
+                inst.rmdir()
+            except OSError:
+                pass
+
+
+def tracefs_checks() -> dict:
+    """Run inside a private mount namespace (see kernel_functions): mount
+    tracefs if it isn't, and try what counting functions per process needs, in
+    a tracefs instance of our own (the global tracer is never touched)."""
+    root = Path(TRACEFS)
+    checks: dict[str, str] = {}
+    if not (root / "available_tracers").exists():
+        try:
+            subprocess.run(["mount", "-t", "tracefs", "cvbench-tracefs", TRACEFS], check=True,
+                           capture_output=True, text=True)
+            checks["tracefs"] = "mounted by cvbench in a private mount namespace"
+        except (OSError, subprocess.CalledProcessError) as e:
+            return {"tracefs": f"mount failed: {getattr(e, 'stderr', '') or e}".strip()}
+    else:
+        checks["tracefs"] = "already mounted"
+    tracers = (root / "available_tracers").read_text().split()
+    checks["available_tracers"] = " ".join(tracers)
+    try:
+        (root / "available_filter_functions").open().close()
+        checks["available_filter_functions"] = "readable"
+    except OSError as e:
+        checks["available_filter_functions"] = _errname(e)
+    if "function" not in tracers:
+        return checks
+    _sweep_instances(root)
+    inst = root / "instances" / f"{INSTANCE_PREFIX}{os.getpid()}"
+    try:
+        inst.mkdir()
+    except OSError as e:
+        checks["instance"] = _errname(e)
+        return checks
+    try:
+        for name, path, value in (("current_tracer=function", "current_tracer", "function"),
+                                  ("set_ftrace_pid", "set_ftrace_pid", str(os.getpid()))):
+            try:
+                (inst / path).write_text(value)
+                checks[name] = "ok"
+            except OSError as e:
+                checks[name] = _errname(e)
+    finally:
+        try:
+            (inst / "current_tracer").write_text("nop")
+        except OSError:
+            pass
+        inst.rmdir()
+    return checks
+
+
+def kernel_functions() -> dict:
+    """{"measured": False, "why": ..., "checks": {...}}: whether the host kernel
+    functions reached could be counted with the function tracer (ftrace with
+    set_ftrace_pid, as nabla-containers did), detected here, not assumed."""
+    unshare = shutil.which("unshare")
+    if "tracefs" not in Path("/proc/filesystems").read_text():
+        return {"measured": False, "why": "the kernel has no tracefs", "checks": {}}
+    if not unshare:
+        return {"measured": False, "why": "unshare (util-linux) not found", "checks": {}}
+    code = "import json\nfrom bench.strength_host import tracefs_checks\nprint(json.dumps(tracefs_checks()))\n"
+    try:
+        r = subprocess.run([unshare, "--mount", "--propagation", "private", sys.executable, "-c", code],
+                           capture_output=True, text=True, timeout=30, cwd=ROOT)
+        checks = json.loads(r.stdout.strip().splitlines()[-1])
+    except (subprocess.TimeoutExpired, ValueError, IndexError):
+        return {"measured": False, "why": "the tracefs check did not finish", "checks": {}}
+    bad = {k: v for k, v in checks.items()
+           if k in ("current_tracer=function", "set_ftrace_pid", "instance") and v != "ok"}
+    if "function" not in checks.get("available_tracers", "function").split():
+        why = "the kernel's tracefs offers no function tracer"
+    elif checks.get("tracefs", "").startswith("mount failed"):
+        why = f"tracefs: {checks['tracefs']}"
+    elif bad:
+        why = ("the function tracer is listed but refused: " + ", ".join(f"{k}: {v}" for k, v in bad.items())
+               + f" (available_filter_functions: {checks.get('available_filter_functions', '?')})")
+    else:
+        why = ("the function tracer is usable here, but cvbench does not count functions yet (it could not "
+               "be exercised on the development machine, which refuses the tracer)")
+    return {"measured": False, "why": why, "checks": checks}

@@ -8,9 +8,10 @@ and the escape battery (every attempt harmless by construction, see
 scenarios/probe/probe.c).  The profiles go to meta.json ("strength"); the cost
 axis is the startup-to-READY time measured in the same run (tidy.csv).
 
-The host row is the reference: there is no boundary, so every "succeeded" in it
-is simply the host's own power (the attempts only open files, create and remove
-objects in a private temp dir, and mount in a private mount namespace).
+The host row has no boundary, so the battery does not run there: the row reads
+"no boundary" (bench.strength.has_boundary).  The ladder's bare rung is the
+unfenced reference instead: the builtin runtime with every mechanism off, a
+root process with all capabilities in the host's namespaces.
 """
 from __future__ import annotations
 
@@ -21,13 +22,9 @@ DESCRIPTION = "exposure profile (syscalls, caps, namespaces, devices, paths, esc
 
 RUNS = 3   # profiles per backend; they must agree
 
-HOST_SIDE = {
-    "host_syscalls": "per backend row (profile 'host_syscalls'): distinct syscalls in strace -f -c of the "
-                     "backend's command running a fixed probe workload (bench/strength_host.py); rows "
-                     "without one say why",
-    "kernel_functions": "not measurable here: tracefs has no readable available_filter_functions, "
-                        "so the function tracer cannot be filtered to name the functions reached",
-}
+HOST_SIDE_NOTE = ("per backend row (profile 'host_syscalls'): distinct syscalls entered, by name, by the "
+                  "backend's command running a fixed probe workload, from strace -f's event log (perf trace "
+                  "where strace cannot follow; bench/strength_host.py); rows without one say why")
 
 
 def _task(ctx: Context, label: str, b: str, rung: str = "", variant: str = "") -> Task:
@@ -38,9 +35,11 @@ def _task(ctx: Context, label: str, b: str, rung: str = "", variant: str = "") -
         progress(f"    {label}: {RUNS} x probe strength")
         prof = strength.measure(backend, vm=vm, runs=RUNS, timeout=ctx.timeout * 3)
         prof["backend"], prof["rung"] = b, variant
-        if not rung:
-            progress(f"    {label}: the workload under strace -f (host syscalls)")
-            prof["host_syscalls"] = strength_host.host_syscalls(backend, ctx.timeout)
+        progress(f"    {label}: the workload under a syscall tracer (host syscalls)")
+        prof["host_syscalls"] = strength_host.host_syscalls(backend, ctx.timeout, rung=rung)
+        side = ctx.meta["strength_host_side"]
+        if not side["kernel_functions"]["checks"]:
+            side["kernel_functions"] = strength_host.kernel_functions()
         ctx.meta.setdefault("strength", {})[label] = prof
         name = f"strength.ready.{b}" + (f".{variant}" if variant else "")
         md = {"cvbench_rung": variant or "backend"}
@@ -64,7 +63,11 @@ def plan(ctx: Context) -> list[Task]:
             tasks.append(_task(ctx, f"builtin/{variant}", "builtin", spec, variant))
     ctx.meta["strength_ladder"] = ladder
     ctx.meta["strength_runs"] = RUNS
-    ctx.meta["strength_host_side"] = HOST_SIDE
+    # checked in the first task (it mounts tracefs in a private mount namespace:
+    # root, not at plan time); until then it says so
+    ctx.meta["strength_host_side"] = {"host_syscalls": HOST_SIDE_NOTE,
+                                      "kernel_functions": {"measured": False, "checks": {},
+                                                           "why": "not checked: no row ran"}}
     ctx.meta["strength_note"] = ("syscalls: x86-64 numbers probed with invalid arguments in a throw-away "
                                  "child; 'blocked' = ENOSYS or EPERM (from a filter, a capability check, "
                                  "or the syscall itself, as on the host) or the child was killed; "

@@ -1,5 +1,9 @@
 """strength, end to end: exposure profiles of host, builtin, crun, runc and a VM
-(quick mode), the battery harmless to the real host, and the runtimes alike."""
+(quick mode), the battery harmless to the real host, and the runtimes alike.
+
+The host row has no boundary and runs no battery; the unfenced reference is the
+builtin ladder's bare rung (every mechanism off: root, all capabilities, the
+host's namespaces), where the battery runs with the host's own power."""
 from __future__ import annotations
 
 import glob
@@ -10,9 +14,10 @@ import warnings
 from pathlib import Path
 
 import pytest
+from conftest import need, usable
 from scenario_run import ROOT, VM, names, run_scenario
 
-from bench import strength
+from bench import strength, strength_host
 
 BACKENDS = ["host", "builtin", "crun", "runc", VM]
 
@@ -37,7 +42,7 @@ def _host_state() -> dict:
 def test_strength_profiles(root, image, tmp_path):
     before = _host_state()
     suite, meta, tidy, _ = run_scenario("strength", tmp_path, backends=BACKENDS)
-    assert _host_state() == before   # the battery ran on the host too and changed nothing there
+    assert _host_state() == before   # the battery ran unfenced (bare rung) and changed nothing there
     prof = meta["strength"]
     rungs = meta["strength_ladder"]
     assert rungs and "bare" in rungs
@@ -47,7 +52,10 @@ def test_strength_profiles(root, image, tmp_path):
         assert f"strength.ready.{b}" in got   # the cost axis, from the same run
     for label, p in prof.items():
         assert p["runs"] == 3 and p["differs_between_runs"] == [], (label, p["differs_between_runs"])
-        assert set(p["escapes"]) == set(strength.ESCAPES)
+        if label == "host":   # no boundary: no battery, and the row says so
+            assert p["battery"] == strength.NO_BOUNDARY and p["escapes"] == {} and p["escapes_succeeded"] is None
+            continue
+        assert p["battery"] == "run" and set(p["escapes"]) == set(strength.ESCAPES), label
         assert all(e["result"] in ("blocked", "succeeded", "na") for e in p["escapes"].values())
         s = p["syscalls"]
         assert sum(s[k] for k in strength.SYSCALL_KEYS) == 463, label
@@ -61,20 +69,32 @@ def test_strength_profiles(root, image, tmp_path):
         assert {k: v["result"] for k, v in prof[b]["escapes"].items()} == \
             {k: v["result"] for k, v in ref["escapes"].items()}, b
         assert prof[b]["cap_eff_mask"] == ref["cap_eff_mask"], b
-    # the containers are fenced where the host is not: the seccomp profile and dropped caps show
-    host = prof["host"]
-    assert ref["syscalls_reachable"] < host["syscalls_reachable"]
-    assert ref["caps_effective"] < host["caps_effective"]
+    # the unfenced reference, the bare rung, has the host's reach, and the battery acted there
+    # with the host's own power (so the unchanged host state above means something)
+    host, bare = prof["host"], prof["builtin/bare"]
+    for k in ("syscalls_reachable", "caps_effective", "namespaces_shared_names"):
+        assert bare[k] == host[k], k
+    for a in ("raw_socket", "mknod_block", "mount_tmpfs"):
+        assert bare["escapes"][a]["result"] == "succeeded", (a, bare["escapes"][a])
+    # the containers are fenced where it is not: the seccomp profile and dropped caps show
+    assert ref["syscalls_reachable"] < bare["syscalls_reachable"]
+    assert ref["caps_effective"] < bare["caps_effective"]
     assert ref["escapes"]["raw_socket"]["result"] == "blocked"
-    assert host["escapes"]["raw_socket"]["result"] == "succeeded"
+    assert ref["escapes_succeeded"] < bare["escapes_succeeded"]
     assert "pid" in ref["namespaces_own"] and "pid" in host["namespaces_shared_names"]
     # the VM's view is the guest's, behind a hardware boundary: no namespace comparison
     assert prof[VM]["boundary"].startswith("hardware") and prof[VM]["namespaces_shared"] == 0
     assert set(meta["strength_host_side"]) == {"host_syscalls", "kernel_functions"}
-    # the host side: strace -f of each backend's command; a runtime adds its own syscalls to the workload's
-    for b in ("host", "crun", "runc"):
-        assert prof[b]["host_syscalls"]["measured"] and prof[b]["host_syscalls"]["distinct"] > 5, prof[b]
+    assert meta["strength_host_side"]["kernel_functions"]["checks"]   # detected in the run, not assumed
+    # the host side: strace -f of each backend's command (builtin and its rungs: its CLI as a process);
+    # a runtime adds its own syscalls to the workload's
+    for label, p in prof.items():
+        if label != VM:
+            assert p["host_syscalls"]["measured"] and p["host_syscalls"]["distinct"] > 5, (label, p)
+            assert "exit_group" in p["host_syscalls"]["names"], label   # entered, though it never returns
+    assert prof["builtin"]["host_syscalls"]["via"].startswith("builtin-cli")
     assert prof["runc"]["host_syscalls"]["distinct"] > prof["host"]["host_syscalls"]["distinct"]
+    assert "seccomp" in set(prof["builtin"]["host_syscalls"]["names"]) - set(bare["host_syscalls"]["names"])
     # under a VM only QEMU's own syscalls reach the host kernel
     assert prof[VM]["host_syscalls"]["measured"] and prof[VM]["host_syscalls"]["distinct"] > 5, prof[VM]
     assert not {"mount", "mknod", "ptrace"} & set(prof[VM]["host_syscalls"]["names"])
@@ -88,6 +108,8 @@ def test_strength_profiles(root, image, tmp_path):
     assert "## Strength: exposure profile" in text
     for label in prof:
         assert f"| {label} |" in text, label
+    host_line = next(line for line in text.splitlines() if line.startswith("| host | none (host) |"))
+    assert "no boundary (battery not run)" in host_line
 
 
 def test_parse_refuses_a_partial_report():
@@ -95,6 +117,65 @@ def test_parse_refuses_a_partial_report():
         strength.parse({"CapEff": "0", "CapBnd": "0", "sys_reachable": "1", "dev_nodes": "0",
                         "paths_readable": "0", **{f"esc_{e}": "blocked:EPERM"
                                                   for e in strength.ESCAPES[:-1]}}, vm=False)
+
+
+def _report(battery: bool) -> dict:
+    base = {"CapEff": "0", "CapBnd": "0", "sys_reachable": "1", "dev_nodes": "0", "paths_readable": "0",
+            "paths_writable": "0", **{f"sys_{k}": "0" for k in strength.SYSCALL_KEYS}}
+    if battery:
+        return {**base, **{f"esc_{e}": "blocked:EPERM" for e in strength.ESCAPES}}
+    return {**base, "battery": "not_run:no_boundary"}
+
+
+def test_parse_battery_only_where_asked():
+    p = strength.parse(_report(False), vm=False, battery=False)
+    assert p["battery"] == strength.NO_BOUNDARY and p["escapes"] == {} and p["escapes_succeeded"] is None
+    assert strength.parse(_report(True), vm=False)["escapes_succeeded"] == 0
+    with pytest.raises(strength.ProfileError, match="--no-battery"):   # ran though not asked
+        strength.parse({**_report(True), "battery": "not_run:no_boundary"}, vm=False, battery=False)
+    with pytest.raises(strength.ProfileError, match="esc_sysrq_trigger"):   # asked but not run
+        strength.parse(_report(False), vm=False)
+
+
+def _tracefs_state() -> tuple:
+    mounts = [line for line in Path("/proc/self/mountinfo").read_text().splitlines() if " tracefs " in line]
+    inst = sorted(glob.glob(f"/sys/kernel/tracing/instances/{strength_host.INSTANCE_PREFIX}*"))
+    return mounts, inst
+
+
+def test_tracers_agree_on_the_host_command(root, image):
+    """strace -f and perf trace (the tool for runsc) give the same set of
+    syscalls entered for the same command, and perf leaves no tracefs mount."""
+    need("strace")
+    need("perf")
+    before = _tracefs_state()
+    host = usable("host")
+    by = {t: strength_host.host_syscalls(host, 60, tool=t) for t in ("strace", "perf")}
+    assert by["strace"]["measured"] and by["perf"]["measured"], by
+    assert by["strace"]["names"] == by["perf"]["names"]
+    assert {"getppid", "exit_group", "wait4"} <= set(by["perf"]["names"])
+    assert _tracefs_state() == before
+
+
+def test_runsc_host_syscalls_by_perf_trace(root, image):
+    runsc = usable("runsc")
+    need("perf")
+    before = _tracefs_state()
+    h = strength_host.host_syscalls(runsc, 120)
+    assert h["measured"] and h["tool"] == "perf trace", h
+    assert "ptrace" in h["names"]   # its platform: the Sentry traces the workload's stubs
+    assert _tracefs_state() == before
+
+
+def test_kernel_functions_says_why_and_leaves_nothing(root):
+    before = _tracefs_state()
+    kf = strength_host.kernel_functions()
+    assert kf["measured"] is False and kf["why"]
+    if "tracefs" in Path("/proc/filesystems").read_text():
+        assert kf["checks"].get("available_tracers"), kf   # detected, not assumed
+        if kf["checks"].get("current_tracer=function") not in (None, "ok"):
+            assert kf["checks"]["current_tracer=function"] in kf["why"]
+    assert _tracefs_state() == before
 
 
 def test_unknown_backend_exits_2(tmp_path):

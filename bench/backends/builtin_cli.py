@@ -15,7 +15,7 @@ import sys
 from common import procs
 from common.paths import ROOT, state_dir
 
-from .base import Backend, Instance, PopenInstance, Timings, long_lived, probe_pids, timed_popen
+from .base import Backend, CrossCommand, Instance, PopenInstance, Timings, long_lived, probe_pids, timed_popen
 from .oci import container_id
 
 LABEL = "python -m runtime run (interpreter start included)"
@@ -51,6 +51,14 @@ class BuiltinCli(Backend):
         ``delete -f`` removes (outside the timed interval)."""
         subprocess.run([sys.executable, "-m", "runtime", "delete", "-f", cid], capture_output=True,
                        timeout=30, cwd=str(ROOT), env=self._env())
+
+    def command_for(self, args: list[str], runs: int) -> CrossCommand:
+        """The runtime CLI as one process per run, each with a fresh container
+        id (the strength scenario traces it: bench/strength_host.py)."""
+        ids = [container_id() for _ in range(runs)]
+        argv = [sys.executable, "-m", "runtime", "run", "--bundle", self.bundle, "{id}", "--", "/probe", *args]
+        return CrossCommand(argv, kw={"cwd": str(ROOT), "env": self._env()}, ids=ids,
+                            cleanup=lambda: [self._cleanup_if_left(cid) for cid in ids])
 
     def run(self, args: list[str], timeout: float = 60.0) -> Timings:
         cmd = self._cmd(args)

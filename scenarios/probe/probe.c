@@ -10,7 +10,7 @@
  *   probe ready                       print READY and exit
  *   probe ops [--iters N] [--min-ms M] [--repeat R] [--cpu C] [--pair A,B] OP...
  *   probe self                        the isolation it got: Seccomp, CapEff, NoNewPrivs, ns ids
- *   probe strength                    self + syscall reachability, devices, sensitive paths, escape battery
+ *   probe strength [--no-battery]     self + syscall reachability, devices, sensitive paths, escape battery
  *   probe mem MiB                     touch MiB of anonymous memory, then wait
  *   probe sleep S                     wait S seconds (S < 0: forever)
  *
@@ -986,8 +986,16 @@ static void strength_battery(void)
 		close(m);
 }
 
-static int cmd_strength(void)
+/* --no-battery: the host backend has no boundary, so it gets no escape
+ * battery (its row reads "no boundary"); the reachability part still runs. */
+static int cmd_strength(int argc, char **argv)
 {
+	int battery = 1;
+	for (int i = 0; i < argc; i++) {
+		if (strcmp(argv[i], "--no-battery") != 0)
+			return fail(argv[i], "usage: strength [--no-battery]");
+		battery = 0;
+	}
 	int rc = cmd_self();
 	if (rc)
 		return rc;
@@ -997,7 +1005,10 @@ static int cmd_strength(void)
 	int n = count_devices("/dev", 1, names, sizeof(names));
 	printf("CVB dev_nodes=%d dev_list=%s\n", n, *names ? names : "-");
 	strength_paths();
-	strength_battery();
+	if (battery)
+		strength_battery();
+	else
+		printf("CVB battery=not_run:no_boundary\n");
 	return 0;
 }
 /* ---- end strength ---- */
@@ -1036,11 +1047,11 @@ int main(int argc, char **argv)
 	else if (strcmp(cmd, "self") == 0)
 		rc = cmd_self();
 	else if (strcmp(cmd, "strength") == 0)
-		rc = cmd_strength();
+		rc = cmd_strength(argc - 2, argv + 2);
 	else if (strcmp(cmd, "net") == 0)
 		rc = cmd_net(argc - 2, argv + 2);
 	else {
-		fprintf(stderr, "commands: ready | ops [--iters N] [--min-ms M] [--repeat R] [--cpu C] [--pair A,B] OP... | mem MiB [S] | sleep S | self\n");
+		fprintf(stderr, "commands: ready | ops [--iters N] [--min-ms M] [--repeat R] [--cpu C] [--pair A,B] OP... | mem MiB [S] | sleep S | self | strength [--no-battery] | net ...\n");
 		rc = fail(cmd, "unknown command");
 	}
 	printf("CVB DONE rc=%d\n", rc);
