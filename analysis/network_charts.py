@@ -16,6 +16,21 @@ from .load import Run
 PATH_COLORS = {"loopback": "#4c72b0", "veth": "#dd8452", "bridge": "#55a868", "tap-virtio": "#c44e52",
                "user-mode": "#8172b3", "gvisor": "#937860"}
 _MTU = re.compile(r"^(stream|cpu_per_gb)_mtu(\d+)$")
+# Where the client ran, when not a host process: a line style / bar hatch each.
+BACKEND_LINES = {"host": "-", "builtin": "--", "builtin-cli": "-.", "crun": ":", "runc": (0, (5, 1)),
+                 "runsc": (0, (1, 1)), "libvirt": (0, (3, 1, 1, 1)), "qemu": (0, (5, 2, 1, 2))}
+BACKEND_HATCH = {"host": "", "builtin": "//", "builtin-cli": "\\\\", "crun": "..", "runc": "xx",
+                 "runsc": "oo", "libvirt": "--", "qemu": "++"}
+
+
+def row_key(path: str, backend: str) -> str:
+    """The row name scenarios/network.py gives a (path, backend) column."""
+    return path if backend == "host" else f"{path} ({backend})"
+
+
+def _path_of(run: Run, key: str) -> tuple[str, str]:
+    r = _paths(run).get(key) or {}
+    return r.get("path", key), r.get("backend", "host")
 
 
 def _net(run: Run):
@@ -51,7 +66,8 @@ def network_latency_ecdf(run: Run, st: str, out: Path) -> list[Path]:
     with style.styled(st):
         fig, axes = style.figure(st, 1, 2, squeeze=False, layout="constrained", sharey=True)
         for ax, op in zip(axes[0], ("tcp_rr", "udp_rr"), strict=True):
-            for path, ops in hist.items():
+            for key, ops in hist.items():
+                path, backend = _path_of(run, key)
                 h = sorted((int(lo), int(c)) for lo, c in ops.get(op) or [])
                 total = sum(c for _, c in h)
                 if not total:
@@ -61,7 +77,8 @@ def network_latency_ecdf(run: Run, st: str, out: Path) -> list[Path]:
                     seen += c
                     xs.append(lo / 1000)
                     ys.append(seen / total)
-                ax.step(xs, ys, where="post", color=PATH_COLORS.get(path, "#333333"), label=path)
+                ax.step(xs, ys, where="post", color=PATH_COLORS.get(path, "#333333"), label=key,
+                        linestyle=BACKEND_LINES.get(backend, "-"))
             ax.set_xscale("log")
             ax.set_title(f"{op} ({(run.meta.get('network') or {}).get('rr_size_bytes', '?')} B each way)",
                          fontsize="small")
@@ -74,15 +91,17 @@ def network_latency_ecdf(run: Run, st: str, out: Path) -> list[Path]:
 
 
 def _per_mtu(run: Run, kind: str):
-    """(path, mtu) -> median value of ``kind`` (stream or cpu_per_gb)."""
+    """(row, mtu) -> median value of ``kind`` (stream or cpu_per_gb); rows in
+    path order, host first within a path."""
     df = _net(run)
     out = {}
-    for (metric, path), g in df.groupby(["metric", "variant"]):
+    for (metric, path, backend), g in df.groupby(["metric", "variant", "backend"]):
         m = _MTU.match(metric)
         if m and m.group(1) == kind:
-            out[(path, int(m.group(2)))] = float(g["value"].median())
-    return dict(sorted(out.items(), key=lambda kv: (list(PATH_COLORS).index(kv[0][0])
-                                                    if kv[0][0] in PATH_COLORS else 99, kv[0][1])))
+            out[(row_key(path, backend), int(m.group(2)))] = (float(g["value"].median()), path, backend)
+    order = list(PATH_COLORS)
+    return dict(sorted(out.items(), key=lambda kv: (order.index(kv[1][1]) if kv[1][1] in order else 99,
+                                                    kv[1][2] != "host", kv[0][0], kv[0][1])))
 
 
 def _bars(run: Run, st: str, out: Path, kind: str, scale: float, xlabel: str, title: str, name: str):
@@ -91,9 +110,10 @@ def _bars(run: Run, st: str, out: Path, kind: str, scale: float, xlabel: str, ti
         return []
     with style.styled(st):
         fig, ax = style.figure(st, layout="constrained")
-        labels = [f"{p}\nMTU {m}" for p, m in vals]
-        ax.barh(range(len(vals)), [v * scale for v in vals.values()],
-                color=[PATH_COLORS.get(p, "#333333") for p, _ in vals])
+        labels = [f"{k}\nMTU {m}" for k, m in vals]
+        ax.barh(range(len(vals)), [v * scale for v, _, _ in vals.values()],
+                color=[PATH_COLORS.get(p, "#333333") for _, p, _ in vals.values()],
+                hatch=[BACKEND_HATCH.get(b, "") for _, _, b in vals.values()], edgecolor="white")
         ax.set_yticks(range(len(vals)), labels, fontsize="small")
         ax.set_ylim(len(vals) - 0.5, -0.5)
         ax.set_xlabel(xlabel)
@@ -124,12 +144,13 @@ def table(run: Run) -> tuple[list[str], list[list[str]]]:
     paths = _paths(run)
     if df.empty and not paths:
         return header, []
-    med = df.groupby(["variant", "metric"])["value"].median() if not df.empty else {}
+    med = ({(row_key(p, b), m): v for (p, b, m), v in
+            df.groupby(["variant", "backend", "metric"])["value"].median().items()} if not df.empty else {})
     thr, cpu = _per_mtu(run, "stream"), _per_mtu(run, "cpu_per_gb")
     checks = {(c.get("check"), c.get("path")): c for c in run.meta.get("crosschecks") or []}
 
     def us(path, metric):
-        v = med.get((path, metric)) if len(med) else None
+        v = med.get((path, metric))
         return f"{v / 1000:.1f} µs" if v is not None else "-"
 
     def ratio(check, path):
@@ -144,8 +165,8 @@ def table(run: Run) -> tuple[list[str], list[list[str]]]:
             body.append([p] + ["-"] * 8 + [f"{r.get('status')}: {r.get('why', '')}"])
             continue
         body.append([p, us(p, "tcp_rr_p50"), us(p, "tcp_rr_p99"), us(p, "udp_rr_p50"), us(p, "udp_rr_p99"),
-                     ", ".join(f"{m}: {v * 8e-9:.2f}" for (q, m), v in thr.items() if q == p),
-                     ", ".join(f"{m}: {v:.3g}" for (q, m), v in cpu.items() if q == p),
+                     ", ".join(f"{m}: {v[0] * 8e-9:.2f}" for (q, m), v in thr.items() if q == p),
+                     ", ".join(f"{m}: {v[0]:.3g}" for (q, m), v in cpu.items() if q == p),
                      ratio("iperf3", p), ratio("sockperf ping-pong", p), r.get("setup", "")])
     return header, body
 

@@ -28,7 +28,8 @@ A :class:`PathKind` has
 :class:`PathEnv` gives a factory the checked address range (``env.rng``,
 ``env.addr(i)``), the host path of the image's static probe (``env.probe``) and
 cvbench names carrying the owner pid for the sweep: ``env.netns(tag)`` ->
-``cvbench-n<pid>-<tag>``, ``env.link(letter)`` -> ``cvbench<pid><letter>``
+``cvbench-n<pid>-<slot><tag>`` (the scenario sets ``slot`` per column, so
+a path's columns can be up at once), ``env.link(letter)`` -> ``cvbench<pid><letter>``
 (one letter: IFNAMSIZ).  Letters in use: a b (veth), c d e f (container paths),
 t u (reserved for the VM paths' taps).
 
@@ -89,7 +90,7 @@ RANGES = (("198.51.100.0/24", "TEST-NET-2 (RFC 5737 documentation range)"),
           ("203.0.113.0/24", "TEST-NET-3 (RFC 5737 documentation range)"),
           ("192.0.2.0/24", "TEST-NET-1 (RFC 5737 documentation range)"),
           ("169.254.201.0/24", "link-local (RFC 3927)"))
-NS_RE = re.compile(r"^cvbench-n(\d+)-[a-z0-9]+$")
+NS_RE = re.compile(r"^cvbench-n(\d+)-[a-z0-9-]+$")
 LINK_RE = re.compile(r"^cvbench(\d+)[a-z]$")
 MIN_MTU = 68            # IPv4's minimum
 PORT = 47001            # inside cvbench's own namespaces nothing else listens
@@ -118,9 +119,10 @@ class PathEnv:
     rng: dict | None
     probe: str
     owner: int = field(default_factory=os.getpid)
+    slot: str = ""          # the scenario gives each column its own (e.g. "crun-")
 
     def netns(self, tag: str) -> str:
-        return f"cvbench-n{self.owner}-{tag}"
+        return f"cvbench-n{self.owner}-{self.slot}{tag}"
 
     def link(self, letter: str) -> str:
         if len(letter) != 1:
@@ -324,7 +326,7 @@ def _container_why_not(backend: str) -> str | None:
 
 
 LOOPBACK = PathKind(("host",), _loopback, needs_range=False)
-VETH = PathKind(("host",), _veth_or_container, _container_why_not)
+VETH = PathKind(("host", "builtin", "builtin-cli", "crun", "runc"), _veth_or_container, _container_why_not)
 
 
 def loopback() -> Path:

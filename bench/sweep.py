@@ -86,4 +86,6 @@ def sweep_all(mine: bool = False) -> list[str]:
             removed += [f"{label}: {x}" for x in call(importlib.import_module(mod))]
         except Exception as e:  # noqa: BLE001 - a broken sweep must not block measuring
             removed.append(f"{label}: sweep failed ({type(e).__name__}: {e})")
+    from . import netpath_container  # last: the runtimes have removed its children by now
+    removed += netpath_container.sweep_cgroups(mine)
     return removed

@@ -22,8 +22,10 @@ exits 2.  Paths not measured yet are rows with the reason in meta.json.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import statistics
+import subprocess
 
 from bench import crosscheck, inside, netpath, timing
 from bench.harness import Context, Task, progress
@@ -114,6 +116,9 @@ def plan(ctx: Context) -> list[Task]:
         "cpu_accounting": "client: wait4 rusage of a host process, or the container's cgroup cpuacct; "
                           "server: /proc/PID/stat utime+stime over the stream; softirq work counts only "
                           "where the kernel ran it in an endpoint",
+        "interleaving": "a path's columns (host, each container backend) take turns within each "
+                        "repetition, the order rotated each time, and the probe and iperf3/sockperf "
+                        "alternate which goes first: slow drifts of the shared machine's load hit all alike",
         "paths": {}, "hist": {}, "affinity": _affinity()})
     todo = columns(paths, ctx.backends, net)
     if any(k.needs_range for _, _, k in todo):
@@ -126,19 +131,26 @@ def plan(ctx: Context) -> list[Task]:
             if k.max_mtu is not None:
                 _check_mtus(p, None, k.max_mtu(b), mtus)
                 continue
-            path = k.factory(env, b)
+            path = k.factory(_env_for(env, b), b)
             try:
                 _mtus_for(path, mtus)
             finally:
                 path.close()
     tasks = []
-    for p, b, k in todo:
+    for p in dict.fromkeys(p for p, _, _ in todo):
+        cols = [(b, k) for q, b, k in todo if q == p]
         n_mtu = 1 if p == "loopback" else len(mtus or (0, 0))
-        est = reps * (2 + n_mtu + 2) * xsecs + 3   # probe ops, then iperf3 and sockperf
-        tasks.append(Task(f"{b}: {p} path", b, est,
-                          lambda p=p, b=b, k=k: _measure(ctx, env, p, b, k, mtus, reps, ms, xsecs)))
+        est = sum(reps * (2 + n_mtu + (2 if b == "host" else 0)) * xsecs + 3 for b, _ in cols)
+        tasks.append(Task(f"{p} path ({', '.join(b for b, _ in cols)})", cols[0][0], est,
+                          lambda p=p, cols=cols: _measure(ctx, env, p, cols, mtus, reps, ms, xsecs)))
     ctx.summary_metrics = None
     return tasks
+
+
+def _env_for(env, backend: str):
+    """Each column its own netns names (cvbench-n<pid>-<backend>-<tag>), so a
+    path's columns can be up at once and take turns."""
+    return dataclasses.replace(env, slot="" if backend == "host" else f"{backend}-")
 
 
 def _check_mtus(name: str, fixed: int | None, max_mtu: int, mtus: list[int]) -> None:
@@ -162,81 +174,129 @@ def _mtus_for(path, mtus: list[int] | None) -> list[int]:
     return want
 
 
-def _measure(ctx: Context, env, name: str, backend: str, kind, mtus, reps: int, ms: int, xsecs: int) -> list:
-    net = ctx.meta["network"]
-    key = row_key(name, backend)
-    row = net["paths"].setdefault(key, {"path": name, "backend": backend, "status": "failed"})
-    path = None
-    servers = []
-    try:
-        path = kind.factory(env, backend)
-        path.server_cpu, path.client_cpu = net["affinity"]["server_cpu"], net["affinity"]["client_cpu"]
-        row.update(setup=path.setup, max_mtu=path.max_mtu)
-        plan_mtus = _mtus_for(path, mtus)
-        port = netpath.free_port() if path.server_ns is None else netpath.PORT
-        row["port"] = port
-        timeout = ms / 1000 * 20 + 30
-        servers = [path.start_server(["probe", "net", "serve", proto, str(port)], "CVB net_serve")
-                   for proto in ("tcp", "udp")]
-        tcp_srv = servers[0]
-        samples: dict[str, list[list[float]]] = {}
-        units: dict[str, tuple[str, str]] = {}
-        hist: dict[str, dict[int, int]] = {"tcp_rr": {}, "udp_rr": {}}
+class _Column:
+    """One (path, backend) column: its endpoints, servers and samples."""
 
-        def add(metric, value, unit, tidy_unit):
-            samples.setdefault(metric, []).append([value])
-            units[metric] = (unit, tidy_unit)
+    def __init__(self, ctx: Context, env, name: str, backend: str, kind, mtus):
+        self.net = ctx.meta["network"]
+        self.name, self.backend, self.key = name, backend, row_key(name, backend)
+        self.row = self.net["paths"].setdefault(self.key, {"path": name, "backend": backend, "status": "failed"})
+        self.path, self.servers = None, []
+        self.samples: dict[str, list[list[float]]] = {}
+        self.units: dict[str, tuple[str, str]] = {}
+        self.hist: dict[str, dict[int, int]] = {"tcp_rr": {}, "udp_rr": {}}
+        self.tools: dict[str, list] = {"iperf3": [], "sockperf": [], "iperf3_errors": [],
+                                       "sockperf_errors": [], "commands": []}
+        self.path = kind.factory(_env_for(env, backend), backend)
+        p = self.path
+        p.server_cpu, p.client_cpu = self.net["affinity"]["server_cpu"], self.net["affinity"]["client_cpu"]
+        self.row.update(setup=p.setup, max_mtu=p.max_mtu)
+        self.mtus = _mtus_for(p, mtus)
+        self.port = netpath.free_port() if p.server_ns is None else netpath.PORT
+        self.row["port"] = self.port
+        self.checked = {"iperf3", "sockperf"} <= set(p.client_tools)
+        self.servers = [p.start_server(["probe", "net", "serve", proto, str(self.port)], "CVB net_serve")
+                        for proto in ("tcp", "udp")]
 
-        tools: dict[str, list] = {"iperf3": [], "sockperf": [], "iperf3_errors": [], "sockperf_errors": [],
-                                  "commands": []}
-        checked = {"iperf3", "sockperf"} <= set(path.client_tools)
-        if not path.mtu_fixed:
-            path.set_mtu(plan_mtus[0])
-        for rep in range(reps):
-            for op in ("tcp_rr", "udp_rr"):
-                res = netpath.probe_client(path, op, port, ms, RR_SIZE, timeout)
-                h = res["hist"]
-                for lo, c in h:
-                    hist[op][lo] = hist[op].get(lo, 0) + c
-                for q, f in QUANTILES:
-                    add(f"{op}_{q}", hist_quantile(h, f) * 1e-9, "second", "ns")
-            for mtu in plan_mtus:
-                if not path.mtu_fixed:
-                    path.set_mtu(mtu)
-                s0 = tcp_srv.cpu_s()
-                res = netpath.probe_client(path, "tcp_stream", port, ms, 1, timeout)
-                cpu = res["client_cpu_s"] + tcp_srv.cpu_s() - s0
-                gb = int(res["bytes"]) / 1e9
-                add(f"stream_mtu{mtu}", int(res["bytes"]) / (int(res["ns"]) / 1e9), "byte", "bytes_per_s")
-                add(f"cpu_per_gb_mtu{mtu}", cpu / gb, "second", "s_per_GB")
-            # The independent tools right after, on the same endpoints: each
-            # repetition's pair sees the same machine state.
-            if checked:
-                if not path.mtu_fixed:
-                    path.set_mtu(plan_mtus[0])
-                _tools_once(path, tools, xsecs)
-            progress(f"[network] {key}: repetition {rep + 1}/{reps} done")
-        for s in servers:
-            s.stop()
-        servers = []
-        net["hist"][key] = {op: sorted(h.items()) for op, h in hist.items()}
-        row.update(status="measured", mtus=plan_mtus)
-        benches = [timing.in_instance_runs(f"network.{metric}.{backend}.{name}", vals, units[metric][0],
-                                           {"cvbench_tidy_unit": units[metric][1], "cvbench_path": name,
-                                            "cvbench_path_setup": path.setup})
-                   for metric, vals in samples.items()]
-        if checked:
-            _crosschecks(ctx, key, plan_mtus[0], samples, tools)
+    def add(self, metric, value, unit, tidy_unit):
+        self.samples.setdefault(metric, []).append([value])
+        self.units[metric] = (unit, tidy_unit)
+
+    def repetition(self, rep: int, ms: int, xsecs: int) -> None:
+        p, timeout = self.path, ms / 1000 * 20 + 30
+        tools_first = self.checked and rep % 2 == 1
+        if tools_first:
+            self._tools(xsecs)
+        if not p.mtu_fixed:
+            p.set_mtu(self.mtus[0])
+        for op in ("tcp_rr", "udp_rr"):
+            res = netpath.probe_client(p, op, self.port, ms, RR_SIZE, timeout)
+            h = res["hist"]
+            for lo, c in h:
+                self.hist[op][lo] = self.hist[op].get(lo, 0) + c
+            for q, f in QUANTILES:
+                self.add(f"{op}_{q}", hist_quantile(h, f) * 1e-9, "second", "ns")
+        for mtu in self.mtus:
+            if not p.mtu_fixed:
+                p.set_mtu(mtu)
+            s0 = self.servers[0].cpu_s()
+            res = netpath.probe_client(p, "tcp_stream", self.port, ms, 1, timeout)
+            cpu = res["client_cpu_s"] + self.servers[0].cpu_s() - s0
+            gb = int(res["bytes"]) / 1e9
+            self.add(f"stream_mtu{mtu}", int(res["bytes"]) / (int(res["ns"]) / 1e9), "byte", "bytes_per_s")
+            self.add(f"cpu_per_gb_mtu{mtu}", cpu / gb, "second", "s_per_GB")
+        # The independent tools on the same endpoints, next to the probe: each
+        # repetition's pair sees the same machine state.
+        if self.checked and not tools_first:
+            self._tools(xsecs)
+
+    def _tools(self, xsecs: int) -> None:
+        if not self.path.mtu_fixed:
+            self.path.set_mtu(self.mtus[0])
+        _tools_once(self.path, self.tools, xsecs)
+
+    def finish(self, ctx: Context) -> list:
+        self.net["hist"][self.key] = {op: sorted(h.items()) for op, h in self.hist.items()}
+        self.row.update(status="measured", mtus=self.mtus)
+        self.row.pop("why", None)
+        benches = [timing.in_instance_runs(f"network.{metric}.{self.backend}.{self.name}", vals,
+                                           self.units[metric][0],
+                                           {"cvbench_tidy_unit": self.units[metric][1], "cvbench_path": self.name,
+                                            "cvbench_path_setup": self.path.setup})
+                   for metric, vals in self.samples.items()]
+        if self.checked:
+            _crosschecks(ctx, self.key, self.mtus[0], self.samples, self.tools)
         return benches
-    except BaseException as e:
-        # The row says why: a failed path is a row, never a silent gap.
-        row["why"] = (e.why if isinstance(e, CvbError) else f"{type(e).__name__}: {e}")[:300]
-        raise
-    finally:
-        for s in servers:
+
+    def close(self) -> None:
+        for s in self.servers:
             s.stop()
-        if path is not None:
-            path.close()
+        self.servers = []
+        if self.path is not None:
+            self.path.close()
+
+
+def _failed(net: dict, name: str, backend: str, e: BaseException) -> str:
+    """The row says why: a failed column is a row, never a silent gap."""
+    why = (e.why if isinstance(e, CvbError) else f"{type(e).__name__}: {e}")[:300]
+    row = net["paths"].setdefault(row_key(name, backend), {"path": name, "backend": backend})
+    row.update(status="failed", why=why)
+    progress(f"[network] {row_key(name, backend)}: FAILED: {why}")
+    return why
+
+
+def _measure(ctx: Context, env, name: str, cols, mtus, reps: int, ms: int, xsecs: int) -> list:
+    """All of a path's columns up at once, taking turns in each repetition
+    (rotated order); a column that fails is a failed row, the others go on."""
+    net = ctx.meta["network"]
+    live: list[_Column] = []
+    errors = []
+    try:
+        for b, k in cols:
+            try:
+                live.append(_Column(ctx, env, name, b, k, mtus))
+            except (CvbError, OSError, ValueError, KeyError, subprocess.SubprocessError) as e:
+                errors.append(_failed(net, name, b, e))
+        for rep in range(reps):
+            turn = live[rep % len(live):] + live[:rep % len(live)] if live else []
+            for col in turn:
+                try:
+                    col.repetition(rep, ms, xsecs)
+                except (CvbError, OSError, ValueError, KeyError, subprocess.SubprocessError) as e:
+                    errors.append(_failed(net, name, col.backend, e))
+                    col.close()
+                    live.remove(col)
+            progress(f"[network] {name}: repetition {rep + 1}/{reps} done ({len(live)} of {len(cols)} columns)")
+        for col in live:
+            col.close()
+        benches = [b for col in live for b in col.finish(ctx)]
+        if not benches:
+            raise CvbError("network", f"no column of the {name} path was measured: {'; '.join(errors)}",
+                           "see the rows' reasons", status=1)
+        return benches
+    finally:
+        for col in live:
+            col.close()
 
 
 def _judge(check: str, path: str, metric: str, unit: str, harness, tool, **extra) -> dict:
