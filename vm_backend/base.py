@@ -14,7 +14,7 @@ import time
 
 from . import owner
 from .accel import Accel, detect_accel
-from .cmdline import check_args
+from .cmdline import BOOT_OPTS, check_args
 from .console import Console
 from .errors import VMEnvError, VMError
 from .result import BootResult
@@ -58,7 +58,7 @@ class GuestVM:
 
     def __init__(self, kernel, initramfs, args, *, accel="auto", vcpus=1, memory_mib=128,
                  timeout=60.0, name=None, tb_cache_mib=DEFAULT_TB_CACHE_MIB, cmdline_opts=None,
-                 local_files=True):
+                 local_files=True, io=None):
         if not isinstance(accel, Accel) and accel not in ("auto", "kvm", "tcg"):
             raise VMError("vm", f"unknown accel {accel!r}", "use auto, kvm or tcg", status=2)
         if int(vcpus) < 1 or int(memory_mib) < 32:
@@ -72,6 +72,11 @@ class GuestVM:
         self.vcpus, self.memory_mib, self.timeout = int(vcpus), int(memory_mib), float(timeout)
         self.tb_cache_mib = tb_cache_mib
         self.cmdline_opts = cmdline_opts
+        # The I/O scenarios' devices (iodev.GuestIO) and the cvbench.* words
+        # that tell the I/O /init what to load and mount; None for the rest.
+        self.io = io
+        if io is not None and io.cmdline:
+            self.cmdline_opts = f"{BOOT_OPTS if cmdline_opts is None else cmdline_opts} {io.cmdline}"
         self.name = name or owner.vm_name(self.kind)
         if not self.name.startswith("cvbench"):
             raise VMError("vm", f"name {self.name!r} must start with 'cvbench'",

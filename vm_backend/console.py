@@ -54,6 +54,9 @@ class Console:
         self._conn: socket.socket | None = None
         self._lsock: socket.socket | None = None
         self._thread: threading.Thread | None = None
+        # Called with each complete line from the reader thread (the I/O
+        # scenarios collect a command's output this way); keep them quick.
+        self.listeners: list = []
         self._listen()
 
     def _listen(self) -> None:
@@ -112,6 +115,8 @@ class Console:
         if self._size < MAX_CONSOLE:
             self._text.append(line)
             self._size += len(line) + 1
+        for fn in list(self.listeners):
+            fn(line)
         was_ready, was_done = self.probe.ready, self.probe.done
         probe_fmt.feed(self.probe, line)
         if self.probe.ready and not was_ready:
@@ -135,6 +140,14 @@ class Console:
 
     def cvb_lines(self) -> list[str]:
         return [c for c in (probe_fmt.cvb_line(ln) for ln in self._text) if c]
+
+    def send(self, data: bytes) -> None:
+        """Type ``data`` into the guest's serial port (the I/O /init reads
+        commands from it); only once QEMU has connected."""
+        conn = self._conn
+        if conn is None:
+            raise OSError("the guest's console is not connected")
+        conn.sendall(data)
 
     def close(self) -> None:
         """Stop reading and remove the socket file; idempotent."""

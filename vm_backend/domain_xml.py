@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from xml.sax.saxutils import escape, quoteattr
 
 from .cmdline import kernel_cmdline
+from .iodev import GuestIO, domain_devices_xml, domain_memory_xml
 
 # Namespace of cvbench's <metadata> element: the owner pid (and its start time,
 # so a reused pid is not mistaken for a live owner) let sweep() tell a live
@@ -41,6 +42,7 @@ class DomainSpec:
     owner_start: int = 0               # /proc/<pid>/stat starttime of the owner
     owner_host: str = ""               # a sweep on another host must not judge this owner
     extra_cmdline: str | None = None   # replaces the default cmdline options (experiments)
+    io: GuestIO | None = None          # disks, virtio-fs, NICs of the I/O scenarios (iodev.py)
 
 
 def _domain_type(accel: str) -> str:
@@ -75,7 +77,7 @@ def build(spec: DomainSpec) -> str:
   <metadata>
     <cvbench:owner xmlns:cvbench='{META_NS}' pid='{spec.owner_pid}' start='{spec.owner_start}' host={quoteattr(spec.owner_host)}/>
   </metadata>
-  <memory unit='MiB'>{int(spec.memory_mib)}</memory>
+  <memory unit='MiB'>{int(spec.memory_mib)}</memory>{domain_memory_xml(spec.io)}
   <vcpu placement='static'>{int(spec.vcpus)}</vcpu>
   <os>
     <type arch='x86_64' machine={quoteattr(spec.machine)}>hvm</type>
@@ -93,6 +95,7 @@ def build(spec: DomainSpec) -> str:
   <devices>
     <controller type='usb' model='none'/>
     {serial}
+    {domain_devices_xml(spec.io)}
     <video><model type='none'/></video>
     <memballoon model='none'/>
   </devices>

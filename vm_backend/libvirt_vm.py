@@ -74,7 +74,7 @@ class LibvirtVM(GuestVM):
                           memory_mib=self.memory_mib, machine=self.machine, tb_cache_mib=self.tb_cache_mib,
                           console_socket=console_socket, console_pty=self.console_kind == "stream",
                           owner_pid=pid, owner_start=start,
-                          owner_host=owner.hostname(), extra_cmdline=self.cmdline_opts)
+                          owner_host=owner.hostname(), extra_cmdline=self.cmdline_opts, io=self.io)
 
     def _spawn(self) -> None:
         libvirt = libvirt_module()

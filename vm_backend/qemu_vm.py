@@ -31,6 +31,7 @@ from .cmdline import BOOT_OPTS, kernel_cmdline
 from .console import socket_dir
 from .domain_xml import DEFAULT_MACHINE
 from .errors import VMEnvError
+from .iodev import qemu_args
 from .tsc import host_tsc
 
 QEMU = os.environ.get("CVBENCH_QEMU", "qemu-system-x86_64")
@@ -138,7 +139,8 @@ class QemuVM(GuestVM):
                     "-M", f"{MICROVM},acpi=on", "-accel", accel, "-cpu", cpu,
                     "-m", str(self.memory_mib), "-smp", str(self.vcpus),
                     "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", *boot,
-                    "-chardev", f"socket,id=con0,path={console_socket}", "-serial", "chardev:con0"]
+                    "-chardev", f"socket,id=con0,path={console_socket}", "-serial", "chardev:con0",
+                    *qemu_args(self.io, self.memory_mib, microvm=True)]
         smp = f"{self.vcpus},sockets={self.vcpus},cores=1,threads=1"
         return [self.binary, "-name", f"guest={self.name},debug-threads=on",
                 "-machine", f"{self.machine},usb=off,dump-guest-core=off", "-accel", accel, "-cpu", cpu,
@@ -146,7 +148,7 @@ class QemuVM(GuestVM):
                 "-display", "none", "-no-user-config", "-nodefaults", "-no-reboot", *LIBVIRT_LIKE, *boot,
                 "-chardev", f"socket,id=charserial0,path={console_socket}",
                 "-device", "isa-serial,chardev=charserial0,id=serial0,index=0",
-                "-audiodev", "none,id=audio1"]
+                "-audiodev", "none,id=audio1", *qemu_args(self.io, self.memory_mib, microvm=False)]
 
     def _spawn(self) -> None:
         self.argv = self.qemu_argv(self.console.path)

@@ -70,6 +70,13 @@ class VMBackend(Backend):
         return self.vm_class()(self.img.kernel, self.img.initramfs, list(args),
                                memory_mib=MEMORY_MIB, timeout=timeout, accel=accel, **self.vm_kwargs())
 
+    def io_vm(self, initramfs, args: list[str], io, timeout: float = 120.0):
+        """A guest of the I/O scenarios: the I/O initramfs (bench/guest_io.py)
+        and the devices in ``io`` (vm_backend.iodev.GuestIO), same machine,
+        memory and accelerator as every other guest of this backend."""
+        return self.vm_class()(self.img.kernel, str(initramfs), list(args), memory_mib=MEMORY_MIB,
+                               timeout=timeout, accel=self._accel(), io=io, **self.vm_kwargs())
+
     def _accel(self):
         """This backend's own verdict (raw QEMU trials without libvirt, libvirt
         through its URI), once per process: the boots use it and the metadata

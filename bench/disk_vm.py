@@ -1,0 +1,262 @@
+"""fio in a VM: the disk scenario's virtio-blk and virtio-fs backings, for the
+libvirt, raw QEMU (pc) and QEMU microvm backends.
+
+The guest boots the I/O initramfs (bench/guest_io.py) with two devices it
+mounts before anything runs: the fio layer (the very files every container
+runs, as a read-only ext4 image made with ``mkfs.ext4 -d``) on virtio-blk as
+its chroot root, and the backing at /data.  One guest per backing stays up
+for all the profiles: the harness types ``drop`` (guest page cache) and
+``run <fio argv>`` into its serial console and reads fio's JSON back, and it
+drops the host's page cache before each job as for every backing, so both
+sides start each job cold.  Host CPU is the VMM's (QEMU, and virtiofsd for
+virtio-fs) utime+stime over the job, read from /proc.
+
+Backings and their cache modes:
+
+- virtio-blk: a raw file holding an ext4, ``cache=none`` (O_DIRECT on the
+  host) and ``io=native``: the host page cache is not in the data path.
+- virtio-fs: a host directory through virtiofsd ``cache=none`` (no guest
+  caching); virtiofsd itself reads and writes the host files buffered (it drops
+  the guest's O_DIRECT), so reads can be served from the host page cache: the
+  row is flagged host-cache-inflated.  libvirt starts its own virtiofsd; raw
+  QEMU gets one started here (under the run folder, with CVBENCH_OWNER and
+  PR_SET_PDEATHSIG, so bench.sweep kills it if the owner dies).
+- 9p: not measured, the guest kernel has no 9p (see NINEP_WHY).
+
+Under TCG every guest figure is emulation: the I/O path is QEMU's, but the
+guest's CPU work (fio, the guest kernel's block and FUSE layers) is emulated.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import re
+import subprocess
+import time
+from pathlib import Path
+
+from common.errors import CvbError, EnvError
+
+from . import disk_fio, guest_io
+
+NINEP_WHY = ("the guest kernel (Debian's cloud flavour) is built without 9p (CONFIG_NET_9P is not set), "
+             "so a 9p share cannot be mounted in the guest")
+VIRTIOFSD = "/usr/lib/qemu/virtiofsd"
+ROOT_DEV, DATA_DEV = "/dev/vda", "/dev/vdb"
+TAG = "cvbdata"
+CACHE = {
+    "virtio-blk": "virtio-blk on a raw file holding ext4, cache=none (O_DIRECT on the host), io=native: "
+                  "no host page cache; guest and host caches dropped before each job",
+    "virtio-fs": "virtio-fs, virtiofsd cache=none (no guest cache), but virtiofsd does buffered host I/O "
+                 "(O_DIRECT dropped): host page cache in the read path; dropped before each job",
+}
+INFLATED = {"virtio-blk": False, "virtio-fs": True}
+
+
+def modules(backing: str, microvm: bool) -> list[str]:
+    transport = "virtio_mmio" if microvm else "virtio_pci"
+    return [transport, "virtio_blk", *(["virtiofs"] if backing == "virtio-fs" else [])]
+
+
+def layer_image(layer: Path) -> Path:
+    """The fio layer as a read-only ext4 image, built once next to the layer."""
+    out = layer.parent / "layer.ext4"
+    if out.is_file():
+        return out
+    used = int(subprocess.run(["du", "-sb", str(layer)], capture_output=True, text=True,
+                              check=True).stdout.split()[0])
+    size_mib = used * 13 // 10 // 2**20 + 32
+    tmp = out.with_name(f"layer.ext4.tmp{os.getpid()}")
+    try:
+        r = subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "cvbench-fio", "-d", str(layer), str(tmp),
+                            f"{size_mib}M"], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise EnvError("disk", f"mkfs.ext4 -d {layer} failed: {r.stderr.strip()[-200:]}",
+                           "apt-get install e2fsprogs (1.43 or newer)")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def data_image(path: Path, size_bytes: int) -> Path:
+    """A sparse raw file holding a fresh ext4, for the virtio-blk backing."""
+    size_mib = size_bytes // 2**20 + 128
+    r = subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "cvbench-data", "-E",
+                        "lazy_itable_init=0,lazy_journal_init=0", str(path), f"{size_mib}M"],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise EnvError("disk", f"mkfs.ext4 {path} failed: {r.stderr.strip()[-200:]}", "apt-get install e2fsprogs")
+    os.chmod(path, 0o666)   # libvirt's QEMU may run as libvirt-qemu
+    return path
+
+
+def _cpu_s(pids: list[int]) -> float:
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            total += (int(f[11]) + int(f[12])) / tick
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def virtiofsd_pids(share_dir: str) -> list[int]:
+    """virtiofsd processes serving ``share_dir`` (libvirt's or ours)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{d}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"virtiofsd") and any(share_dir.encode() in a for a in argv):
+            out.append(int(d))
+    return out
+
+
+class VirtioFSD:
+    """A virtiofsd for raw QEMU, under the run folder, dying with its owner."""
+
+    def __init__(self, source: Path, sock: Path):
+        if not os.access(VIRTIOFSD, os.X_OK):
+            raise EnvError("disk", f"{VIRTIOFSD} not found", "apt-get install qemu-system-common")
+        from .sweep import OWNER_ENV
+        self.sock = sock
+        env = {"PATH": "/usr/bin:/bin", OWNER_ENV: str(os.getpid())}
+        self.proc = subprocess.Popen(
+            [VIRTIOFSD, f"--socket-path={sock}", "-o", f"source={source}", "-o", "cache=none",
+             "--thread-pool-size=1"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, env=env, preexec_fn=_die_with_parent)
+        end = time.monotonic() + 10
+        while not sock.exists():
+            if self.proc.poll() is not None or time.monotonic() > end:
+                err = self.proc.stderr.read().decode(errors="replace").strip()[-300:] if self.proc.poll() else ""
+                self.stop()
+                raise CvbError("disk", f"virtiofsd did not listen on {sock}: {err or 'timeout'}",
+                               "see virtiofsd --help", status=1)
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        if self.proc.stderr:
+            self.proc.stderr.close()
+
+
+def _die_with_parent() -> None:
+    import ctypes
+    ctypes.CDLL(None).prctl(1, 9, 0, 0, 0)   # PR_SET_PDEATHSIG, SIGKILL
+
+
+class VMRunner:
+    """fio in one long-lived guest per backing (see the module docstring)."""
+
+    def __init__(self, backend, layer: Path, workdir: Path, window: disk_fio.Window):
+        self.b = backend
+        self.layer = layer
+        self.workdir = workdir
+        self.window = window
+        self.vm = None
+        self.fsd: VirtioFSD | None = None
+        self.backing = ""
+        self._lines: queue.Queue[str] = queue.Queue()
+
+    # -- guest lifecycle ---------------------------------------------------------------
+    def _boot(self, backing) -> None:
+        from vm_backend.iodev import Disk, GuestIO, Share
+        img = self.b.img
+        microvm = getattr(self.b, "machine", "pc") == "microvm"
+        disks = [Disk(str(layer_image(self.layer)), readonly=True)]
+        shares, data = [], ""
+        if backing.name == "virtio-blk":
+            raw = data_image(self.workdir / "cvbench-data.raw", self.window.bytes_needed())
+            disks.append(Disk(str(raw)))
+            data = f"blk:{DATA_DEV}"
+        elif backing.name == "virtio-fs":
+            share = self.workdir / "share"
+            share.mkdir(exist_ok=True)
+            os.chmod(share, 0o777)
+            sock = ""
+            if self.b.name != "libvirt":
+                self.fsd = VirtioFSD(share, self.workdir / "cvbench-virtiofsd.sock")
+                sock = str(self.fsd.sock)
+            shares.append(Share(TAG, str(share), sock))
+            data = f"virtiofs:{TAG}"
+        else:
+            raise CvbError("disk", f"unknown VM backing {backing.name!r}", "choose virtio-blk or virtio-fs")
+        cmd = guest_io.cmdline(img, modules(backing.name, microvm), root=ROOT_DEV, data=data)
+        io = GuestIO(disks=disks, shares=shares, cmdline=cmd)
+        self.vm = self.b.io_vm(guest_io.initramfs(img), ["serve"], io, timeout=120.0)
+        self.vm.start()
+        self.vm.console.listeners.append(self._lines.put)
+        self.backing = backing.name
+
+    def host_pids(self) -> list[int]:
+        pids = list(self.vm.host_pids()) if self.vm else []
+        if self.backing == "virtio-fs":
+            pids += virtiofsd_pids(str(self.workdir / "share"))
+        return pids
+
+    def close(self) -> None:
+        try:
+            if self.vm is not None:
+                try:
+                    if not self.vm._gone():
+                        self.vm.console.send(b"quit\n")
+                        self.vm._wait_gone(15)
+                except OSError:
+                    pass
+                self.vm.stop()
+        finally:
+            self.vm = None
+            if self.fsd:
+                self.fsd.stop()
+                self.fsd = None
+
+    # -- commands ------------------------------------------------------------------------
+    def _command(self, line: str, until: re.Pattern, timeout: float) -> list[str]:
+        while not self._lines.empty():
+            self._lines.get_nowait()
+        self.vm.console.send(line.encode() + b"\n")
+        got, end = [], time.monotonic() + timeout
+        while True:
+            left = end - time.monotonic()
+            if left <= 0 or self.vm.console.eof.is_set() and self._lines.empty():
+                why = "timed out" if left <= 0 else "the guest exited"
+                raise CvbError("disk", f"{self.b.name}/{self.backing}: {why} running {line.split()[:1]} "
+                               f"in the guest; console: {self.vm.console.tail(5)!r}", "see the console",
+                               status=1)
+            try:
+                ln = self._lines.get(timeout=min(left, 0.5))
+            except queue.Empty:
+                continue
+            got.append(ln)
+            if until.search(ln):
+                return got
+
+    def run(self, backing, env: dict, profile: str, section: str, timeout: float,
+            create_only: bool = False) -> tuple[str, float]:
+        if self.vm is None:
+            self._boot(backing)
+        if not create_only:
+            self._command("drop", re.compile(r"^CVBIO dropped"), 60)
+        words = [f"{k}={v}" for k, v in {**env, "CVB_DIR": disk_fio.DATA}.items()]
+        argv = disk_fio.argv("/usr/bin/fio", disk_fio.IN_ROOT_JOBS, profile, section, create_only)
+        pids = self.host_pids()
+        c0 = _cpu_s(pids)
+        lines = self._command("run " + " ".join(words + argv), re.compile(r"^CVBIO end rc=(\d+)"), timeout)
+        cpu = _cpu_s(pids) - c0
+        rc = int(re.search(r"rc=(\d+)", lines[-1]).group(1))
+        begin = next((i for i, ln in enumerate(lines) if ln.startswith("CVBIO begin")), -1)
+        out = "\n".join(lines[begin + 1:-1])
+        if rc != 0:
+            raise CvbError("disk", f"{self.b.name}/{backing.name} {section}: fio in the guest exited with {rc}: "
+                           f"{out.strip()[-400:]}", "see the output", status=1)
+        return out, cpu
+
