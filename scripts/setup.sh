@@ -20,7 +20,7 @@ command -v apt-get >/dev/null || die "needs a Debian-like host with apt-get; ins
 PACKAGES=(qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev
   pkg-config busybox-static cpio gcc libc6-dev crun runc runsc linux-perf libxml2-utils
   iproute2 libseccomp2 python3-venv procps util-linux hyperfine golang-github-containers-common
-  iperf3 sockperf fio strace)
+  iperf3 sockperf fio strace slirp4netns passt)
 
 # 1. Debian packages.
 missing=()
