@@ -3,8 +3,9 @@ backend runs (runtime, its init, the workload; or QEMU) enters during one fixed
 workload, and whether the host kernel functions behind them can be counted.
 
 For a container the workload's own syscalls are host syscalls (one kernel), so
-they count; under a VM only QEMU's reach the host (raw QEMU rows: QEMU started
-through a wrapper that execs it under the tracer).  One definition for every
+they count; under a VM only QEMU's reach the host (QEMU started through a
+wrapper that execs it under the tracer: named by CVBENCH_QEMU for raw QEMU, by
+the domain XML's <emulator> for libvirt).  One definition for every
 row: each syscall entered, by name, from the tracer's full event log (so
 ``exit_group``, which never returns, counts too).  The tracer is ``strace -f``,
 except where strace cannot follow (see TRACEPOINT_TOOL); a test checks that the
@@ -86,9 +87,36 @@ def read_names(tool: str, out: Path) -> tuple[list[str], str]:
     return strace_names(text), ""
 
 
+def _guest_run(backend, env: dict, timeout: float) -> tuple[int, str, int]:
+    """One guest boot running WORKLOAD in a child Python (vm_backend reads the
+    emulator variables at import or spec time); (rc, last line of its output,
+    its pid: the owner pid in the guest's name)."""
+    code = ("import sys\nfrom bench import backends\nfrom bench.strength_host import WORKLOAD\n"
+            f"t = backends.get({backend.name!r}).run(WORKLOAD, timeout={timeout!r})\n"
+            "sys.exit(0 if t.rc == 0 else 1)\n")
+    try:
+        r = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, env={**os.environ, **env}, cwd=ROOT)
+    except OSError as e:
+        return -1, str(e), 0
+    try:
+        out, _ = r.communicate(timeout=timeout * 2)
+    except subprocess.TimeoutExpired:
+        r.kill()   # its VM backend destroys the guest on the way out; a sweep catches the rest
+        r.communicate()
+        return -1, f"the guest under strace did not finish in {timeout * 2:.0f} s", r.pid
+    return r.returncode, (out.strip().splitlines()[-1:] or ["no output"])[0][:200], r.pid
+
+
+def _measured_guest(rc: int, tail: str, names: list[str], command: str) -> dict:
+    if rc != 0 or not names:
+        return {"measured": False, "why": f"the guest under strace ended with rc={rc}: {tail}"}
+    return {"measured": True, "distinct": len(names), "names": names, "tool": "strace -f",
+            "command": f"{command} (one boot of the guest running probe {' '.join(WORKLOAD)})"}
+
+
 def _qemu_syscalls(backend, timeout: float) -> dict:
-    """One guest boot running WORKLOAD, its QEMU under strace -f (in a child
-    Python, since vm_backend reads CVBENCH_QEMU at import)."""
+    """Raw QEMU: CVBENCH_QEMU names a wrapper that execs QEMU under strace -f."""
     qemu = shutil.which(os.environ.get("CVBENCH_QEMU", "qemu-system-x86_64"))
     if not qemu:
         return {"measured": False, "why": "qemu-system-x86_64 not found"}
@@ -99,20 +127,67 @@ def _qemu_syscalls(backend, timeout: float) -> dict:
             return {"measured": False, "why": why}
         wrapper.write_text(f'#!/bin/sh\nexec {" ".join(prefix)} -- {qemu} "$@"\n')
         wrapper.chmod(0o755)
-        code = ("import sys\nfrom bench import backends\nfrom bench.strength_host import WORKLOAD\n"
-                f"t = backends.get({backend.name!r}).run(WORKLOAD, timeout={timeout!r})\n"
-                "sys.exit(0 if t.rc == 0 else 1)\n")
-        try:
-            r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                               timeout=timeout * 2, env={**os.environ, "CVBENCH_QEMU": str(wrapper)}, cwd=ROOT)
-        except subprocess.TimeoutExpired:
-            return {"measured": False, "why": f"the guest under strace did not finish in {timeout * 2:.0f} s"}
+        rc, tail, _ = _guest_run(backend, {"CVBENCH_QEMU": str(wrapper)}, timeout)
         names, _ = read_names("strace", out)
-    if r.returncode != 0 or not names:
-        tail = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["no output"]
-        return {"measured": False, "why": f"the guest under strace ended with rc={r.returncode}: {tail[0][:200]}"}
-    return {"measured": True, "distinct": len(names), "names": names, "tool": "strace -f",
-            "command": f"strace -f -- {qemu} (one boot of the guest running probe {' '.join(WORKLOAD)})"}
+    return _measured_guest(rc, tail, names, f"strace -f -- {qemu}")
+
+
+# libvirtd starts the domain's QEMU (as its qemu user, with a clean environment),
+# so the wrapper is named in the domain XML (<emulator>, CVBENCH_LIBVIRT_EMULATOR).
+# Its path is fixed: libvirt probes and caches the capabilities of every emulator
+# path it meets.  It traces only cvbench's guests, into a directory the qemu user
+# can create files in but not list (1733), one file per domain, named after it.
+LIBVIRT_WRAPPER = """#!/bin/sh
+# cvbench strength (bench/strength_host.py): a cvbench guest's QEMU under strace -f
+name=""; prev=""
+for a in "$@"; do
+  [ "$prev" = "-name" ] && {{ name=${{a#guest=}}; name=${{name%%,*}}; }}
+  prev=$a
+done
+case "$name" in
+  cvbench-*[!A-Za-z0-9-]*) ;;
+  cvbench-*) exec {strace} -f -qq -o "{traces}/$name.trace" -- {qemu} "$@" ;;
+esac
+exec {qemu} "$@"
+"""
+
+
+def _libvirt_wrapper(strace: str, qemu: str) -> tuple[Path, Path]:
+    """(wrapper, trace dir), rewritten only when its content changes (a new
+    mtime would make libvirt probe it again)."""
+    from common.paths import state_dir
+    base = state_dir() / "strength-libvirt"
+    traces = base / "traces"
+    traces.mkdir(parents=True, exist_ok=True)
+    base.chmod(0o755)
+    traces.chmod(0o1733)
+    wrapper = base / "qemu"
+    text = LIBVIRT_WRAPPER.format(strace=strace, qemu=qemu, traces=traces)
+    if not wrapper.exists() or wrapper.read_text() != text:
+        tmp = wrapper.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.chmod(0o755)
+        os.replace(tmp, wrapper)
+    for f in traces.glob("cvbench-*.trace"):   # a killed run's files: only dead owners
+        pid = f.name.split("-")[2] if f.name.count("-") >= 3 else ""
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            f.unlink(missing_ok=True)
+    return wrapper, traces
+
+
+def _libvirt_syscalls(backend, timeout: float) -> dict:
+    strace, qemu = shutil.which("strace"), shutil.which("qemu-system-x86_64")
+    if not strace or not qemu:
+        return {"measured": False, "why": "strace or qemu-system-x86_64 not installed (make setup installs them)"}
+    wrapper, traces = _libvirt_wrapper(strace, qemu)
+    rc, tail, pid = _guest_run(backend, {"CVBENCH_LIBVIRT_EMULATOR": str(wrapper)}, timeout)
+    mine = list(traces.glob(f"cvbench-*-{pid}-*.trace"))   # the guest the child named (vm_backend/owner.py)
+    names = sorted({n for f in mine for n in read_names("strace", f)[0]})
+    for f in mine:
+        f.unlink(missing_ok=True)
+    if len(mine) > 1:
+        return {"measured": False, "why": f"{len(mine)} guests traced for one boot: expected one"}
+    return _measured_guest(rc, tail, names, f"strace -f -- {qemu}, as the domain's <emulator> wrapper")
 
 
 def _traced(cmd, tool: str, timeout: float) -> dict:
@@ -151,9 +226,7 @@ def host_syscalls(backend, timeout: float, tool: str | None = None, rung: str = 
     if backend.name in RAW_QEMU:
         return _qemu_syscalls(backend, timeout)
     if backend.name == "libvirt":
-        return {"measured": False, "why": "libvirt's QEMU is started by libvirtd, outside cvbench's process "
-                                          "tree, and its domain XML names no emulator a wrapper could replace; "
-                                          "the raw qemu row counts the same QEMU binary"}
+        return _libvirt_syscalls(backend, timeout)
     from . import backends
     twin = PROCESS_FORM.get(backend.name)
     target = backends.get(twin) if twin else backend

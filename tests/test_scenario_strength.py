@@ -167,6 +167,31 @@ def test_runsc_host_syscalls_by_perf_trace(root, image):
     assert _tracefs_state() == before
 
 
+def test_libvirt_wrapper_traces_only_cvbench_guests(tmp_path, monkeypatch):
+    """The <emulator> wrapper libvirt runs: a cvbench guest's QEMU under strace
+    into a file named after the guest; anything else (libvirt's capability
+    probe, a foreign name) straight to QEMU.  /bin/echo stands in for QEMU."""
+    strace = need("strace")
+    from vm_backend.domain_xml import DomainSpec, build
+    monkeypatch.setenv("CVBENCH_STATE", str(tmp_path))
+    wrapper, traces = strength_host._libvirt_wrapper(strace, "/bin/echo")
+    assert traces.stat().st_mode & 0o7777 == 0o1733
+    r = subprocess.run([str(wrapper), "-name", "guest=cvbench-vm-1-ab12,debug-threads=on", "-S"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.stdout.strip() == "-name guest=cvbench-vm-1-ab12,debug-threads=on -S"
+    assert "execve" in strength_host.strace_names((traces / "cvbench-vm-1-ab12.trace").read_text())
+    for args in (["-machine", "none", "-qmp", "unix:x"], ["-name", "guest=other,x"],
+                 ["-name", "guest=cvbench-../x"]):
+        r = subprocess.run([str(wrapper), *args], capture_output=True, text=True, timeout=30)
+        assert r.stdout.split() == args
+    assert [f.name for f in traces.iterdir()] == ["cvbench-vm-1-ab12.trace"]
+    # the domain XML names the wrapper only when asked to
+    spec = dict(name="cvbench-vm-1-ab12", kernel="/k", initramfs="/i", args=["ready"])
+    assert "<emulator>" not in build(DomainSpec(**spec, emulator=""))
+    monkeypatch.setenv("CVBENCH_LIBVIRT_EMULATOR", str(wrapper))
+    assert f"<emulator>{wrapper}</emulator>" in build(DomainSpec(**spec))
+
+
 def test_kernel_functions_says_why_and_leaves_nothing(root):
     before = _tracefs_state()
     kf = strength_host.kernel_functions()

@@ -43,6 +43,8 @@ class DomainSpec:
     owner_host: str = ""               # a sweep on another host must not judge this owner
     extra_cmdline: str | None = None   # replaces the default cmdline options (experiments)
     io: GuestIO | None = None          # disks, virtio-fs, NICs of the I/O scenarios (iodev.py)
+    # a wrapper that execs QEMU (bench/strength_host.py puts it under strace); "": libvirt's default
+    emulator: str = field(default_factory=lambda: os.environ.get("CVBENCH_LIBVIRT_EMULATOR", ""))
 
 
 def _domain_type(accel: str) -> str:
@@ -92,7 +94,7 @@ def build(spec: DomainSpec) -> str:
   <on_reboot>destroy</on_reboot>
   <on_crash>destroy</on_crash>
   <pm><suspend-to-mem enabled='no'/><suspend-to-disk enabled='no'/></pm>
-  <devices>
+  <devices>{f"<emulator>{escape(spec.emulator)}</emulator>" if spec.emulator else ""}
     <controller type='usb' model='none'/>
     {serial}
     {domain_devices_xml(spec.io)}
