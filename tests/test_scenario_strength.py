@@ -208,3 +208,13 @@ def test_unknown_backend_exits_2(tmp_path):
                         "--quick", "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
                        timeout=60, env=dict(os.environ))
     assert r.returncode == 2 and r.stderr.startswith("cvbench: ") and "nosuch" in r.stderr
+
+
+@pytest.mark.parametrize("rung", ["nosuch", "cum:99", "only:nosuch"])
+def test_unknown_rung_exits_2(rung, image):
+    """A rung by the name the ladder and the host-side trace pass to the runtime CLI."""
+    r = subprocess.run([sys.executable, "-m", "runtime", "run", "--isolation", rung, "--bundle", image.bundle,
+                        "cvbench-strength-badrung", "--", "/probe", "ready"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=60, env=dict(os.environ))
+    assert r.returncode == 2 and r.stderr.startswith("cvbench: isolation: "), r.stderr
+    assert "CVB READY" not in r.stdout
