@@ -317,8 +317,10 @@ def spawn(bundle, args: list[str] | None = None, iso: Isolation | None = None, *
         try:
             _parent_sync(c, p, status_r, go_w)
         except CvbError:
-            if bg is not None and bg.error is not None:
-                raise bg.error from None  # why the child stopped: the filter failed
+            if bg is not None:
+                bg.join()
+                if bg.error is not None:
+                    raise bg.error from None  # why the child stopped: the filter failed
             raise
         if bg is not None:
             bg.join()  # done: the child has read the filter; the warnings are in

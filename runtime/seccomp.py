@@ -1,9 +1,12 @@
 """Seccomp: the OCI profile format and a default profile, through libseccomp.
 
-libseccomp (through ctypes) compiles a profile to classic BPF in the parent,
-on every spawn (runc and crun compile theirs on every start too, so a timed
-start pays the same); the child installs the bytes with one seccomp() call
-just before exec.  DEFAULT_PROFILE is only for the isolation ladder's seccomp
+libseccomp compiles a profile to classic BPF on every spawn, beside the
+start (Background): in the cvbench-seccomp process (runtime/stage/seccomp.c)
+when built, else through ctypes on a thread of the caller.  runc and crun
+compile theirs on every start too (crun 1.8.1's BPF cache is compiled out of
+Debian's build: no .cache/seccomp appears under its root), so a timed start
+pays the same.  The child installs the bytes with one seccomp() call just
+before exec.  DEFAULT_PROFILE is only for the isolation ladder's seccomp
 rung on a bundle without a profile: a bundle's own container gets exactly
 the filter its config.json asks for, or none.
 libseccomp is loaded only when seccomp is on, to keep `import runtime` light.
@@ -166,24 +169,90 @@ def compile_bpf(profile: dict | None = None, warnings: list[str] | None = None) 
         lib.seccomp_release(f)
 
 
-class Background:
-    """Compiles one spawn's filter on a helper thread and sends it to the child.
+def encode(profile: dict | None) -> bytes:
+    """The profile as runtime/stage/seccomp.c reads it on stdin: the same
+    values compile_bpf() hands libseccomp, rules equal to the default left out."""
+    import struct
+    profile = DEFAULT_PROFILE if profile is None else profile
+    out = bytearray()
 
-    libseccomp needs ~9 ms for the containers' default profile here, and the
-    child needs several ms for namespaces and the rootfs before it loads the
-    filter, so the two run side by side (libseccomp releases the GIL).  Still
+    def text(v: str) -> None:
+        b = v.encode()
+        out.extend(struct.pack("<I", len(b)) + b)
+    default = _action(profile["defaultAction"], profile.get("defaultErrnoRet"))
+    arches = profile.get("architectures") or []
+    out += struct.pack("<II", default & 0xFFFFFFFF, len(arches))
+    for a in arches:
+        text(ARCHES[a].lower())
+    rules = []
+    for rule in profile.get("syscalls") or []:
+        act = _action(rule["action"], rule.get("errnoRet"))
+        if act == default:
+            continue
+        args = b"".join(struct.pack("<IIQQ", a["index"], OPS[a["op"]], a.get("value", 0) & (2**64 - 1),
+                                    a.get("valueTwo", 0) & (2**64 - 1)) for a in rule.get("args") or [])
+        head = struct.pack("<II", act, len(rule.get("args") or [])) + args
+        rules += [(head, name) for name in rule["names"]]
+    out += struct.pack("<I", len(rules))
+    for head, name in rules:
+        out += head
+        text(name)
+    return bytes(out)
+
+
+class Background:
+    """Compiles one spawn's filter beside the start and sends it to the child.
+
+    libseccomp needs ~8 ms for the containers' default profile here, and the
+    child has its namespaces and rootfs to make before it loads the filter,
+    so the two run side by side: in the cvbench-seccomp process
+    (runtime/stage/seccomp.c, which `make setup` builds) on the other core,
+    else on a helper thread here (libseccomp releases the GIL between its
+    ~870 ctypes calls, but the spawning thread then competes for it).  Still
     one compile per spawn inside the clock: nothing is kept between spawns.
     The bytes go through a pipe as a 4-byte length and the program; length 0
-    means compiling failed (self.error says why) and the child stops."""
+    means compiling failed (self.error says why after join()) and the child stops."""
 
     def __init__(self, profile: dict | None, warnings: list[str]):
-        import threading
         self.r, self.w = os.pipe2(os.O_CLOEXEC)
         self.error: BaseException | None = None
         self._warnings = warnings
+        self.thread = None
+        self.pid, self._msgs = 0, -1
+        from .stage import seccomp_binary
+        exe = seccomp_binary()
+        if exe is not None:
+            self._start_helper(exe, profile)
+            return
+        import threading
         self.thread = threading.Thread(target=self._run, args=(profile,), name="cvbench-seccomp",
                                        daemon=True)
         self.thread.start()
+
+    def _start_helper(self, exe: str, profile: dict | None) -> None:
+        data = encode(profile)
+        in_r, in_w = os.pipe2(os.O_CLOEXEC)
+        msg_r, msg_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            self.pid = os.posix_spawn(exe, [exe, str(self.w)], {}, file_actions=[
+                (os.POSIX_SPAWN_DUP2, in_r, 0), (os.POSIX_SPAWN_DUP2, msg_w, 1),
+                (os.POSIX_SPAWN_DUP2, self.w, self.w)])
+        except BaseException:
+            for fd in (in_r, in_w, msg_r, msg_w):
+                os.close(fd)
+            raise
+        self._msgs = msg_r
+        for fd in (in_r, msg_w, self.w):  # the helper's now: its exit means EOF for the child
+            os.close(fd)
+        self.w = None
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(in_w, view):]
+        except OSError:
+            pass  # the helper died first; join() says why
+        finally:
+            os.close(in_w)
 
     def _run(self, profile: dict | None) -> None:
         import struct
@@ -198,15 +267,62 @@ class Background:
         except OSError:
             pass  # the child died first; the spawn reports that
 
+    def _reap_helper(self) -> None:
+        chunks = []
+        while chunk := os.read(self._msgs, 65536):
+            chunks.append(chunk)
+        os.close(self._msgs)
+        self._msgs = -1
+        _, status = os.waitpid(self.pid, 0)
+        self.pid = 0
+        why = None
+        for line in b"".join(chunks).decode(errors="replace").splitlines():
+            if line.startswith("W"):
+                self._warnings.append(f"seccomp: syscall {line[1:]!r} unknown to libseccomp here, skipped")
+            elif line.startswith("E"):
+                why = line[1:]
+        if why is None and status != 0 and not os.WIFSIGNALED(status):
+            why = f"cvbench-seccomp exited with status {os.waitstatus_to_exitcode(status)}"
+        if why is not None:
+            from common.errors import CvbError
+            self.error = CvbError("linux.seccomp", f"compiling the filter failed ({why})",
+                                  "check the profile in config.json (--debug for details)")
+
     def join(self) -> None:
-        """Wait for the thread and close the pipe (the spawner's copies)."""
-        self.thread.join()
-        for fd in (self.r, self.w):
+        """Wait for the compile and close the pipe (the spawner's copies).
+        The read end first: a writer no child reads from gets EPIPE rather
+        than block on a full pipe."""
+        self._close("r")
+        if self.thread is not None:
+            self.thread.join()
+        if self.pid:
+            self._reap_helper()
+        self._close("w")
+
+    def _close(self, end: str) -> None:
+        fd = getattr(self, end)
+        if fd is not None and fd >= 0:
             try:
                 os.close(fd)
             except OSError:
                 pass
-        self.r = self.w = -1
+        setattr(self, end, -1)
+
+
+def compile_in_helper(profile: dict | None = None, warnings: list[str] | None = None) -> bytes:
+    """compile_bpf() through the cvbench-seccomp process, as a spawn does it."""
+    from .stage import seccomp_binary
+    if seccomp_binary() is None:
+        from common.errors import EnvError
+        raise EnvError("runtime stage", "cvbench-seccomp is not built", "run make setup")
+    bg = Background(profile, [] if warnings is None else warnings)
+    try:
+        bpf = receive(bg.r)
+    except OSError:
+        bg.join()
+        raise bg.error or OSError("cvbench-seccomp sent no filter") from None
+    bg.join()
+    return bpf
 
 
 def receive(fd: int) -> bytes:

@@ -1,11 +1,15 @@
-"""The seccomp compiler: libseccomp through ctypes, no pyseccomp.
+"""The seccomp compilers: libseccomp through ctypes (compile_bpf), and the
+cvbench-seccomp process a spawn uses (runtime/stage/seccomp.c, rules added in
+syscall order); no pyseccomp.
 
-It must emit the very filter pyseccomp's SyscallFilter emitted (same calls,
-same order), so the switch cannot weaken or change a container's profile;
-and it must not run `ldconfig` (what made the CLI slow)."""
+Both must emit the very filter pyseccomp's SyscallFilter emitted (same calls;
+the order of the syscalls changes nothing in libseccomp's output), so neither
+can weaken or change a container's profile; and no compile may run
+`ldconfig` (what made the CLI slow)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -57,25 +61,64 @@ def _pyseccomp_bpf(profile: dict) -> bytes:
         os.close(fd)
 
 
-def test_default_profile_matches_pyseccomp_byte_for_byte():
-    assert seccomp.compile_bpf(None) == _pyseccomp_bpf(seccomp.DEFAULT_PROFILE)
+@pytest.fixture(params=["ctypes", "helper"])
+def compile_with(request):
+    """Each compiler in turn; the helper is built as `make setup` builds it."""
+    if request.param == "ctypes":
+        return seccomp.compile_bpf
+    from runtime import stage
+    stage.build()
+    stage._found = None
+    return seccomp.compile_in_helper
 
 
-def test_bundle_profile_matches_pyseccomp_byte_for_byte(image):
+def test_default_profile_matches_pyseccomp_byte_for_byte(compile_with):
+    assert compile_with(None) == _pyseccomp_bpf(seccomp.DEFAULT_PROFILE)
+
+
+def test_bundle_profile_matches_pyseccomp_byte_for_byte(image, compile_with):
     profile = json.loads(Path(image.bundle, "config.json").read_text())["linux"]["seccomp"]
-    ours = seccomp.compile_bpf(profile)
+    ours = compile_with(profile)
     assert len(ours) // 8 > 500  # the containers-common profile, not an empty filter
     assert ours == _pyseccomp_bpf(profile)
 
 
-def test_unknown_syscall_is_a_warning_and_the_rest_is_kept():
+def test_profile_with_every_op_and_repeated_syscalls_matches_pyseccomp(compile_with):
+    """Several rules for one syscall (their order matters), 64-bit values,
+    masked compares, ERRNO/TRACE data and the 32-bit architectures."""
+    ops = list(seccomp.OPS)
+    profile = {"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 38,
+               "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+               "syscalls": [
+                   {"names": ["write", "read", "close"], "action": "SCMP_ACT_ALLOW"},
+                   *({"names": ["personality", "clone"], "action": "SCMP_ACT_ALLOW",
+                      "args": [{"index": i % 3, "value": 2**40 + i, "valueTwo": 0xff, "op": op}]}
+                     for i, op in enumerate(ops)),
+                   {"names": ["ioctl"], "action": "SCMP_ACT_TRACE", "errnoRet": 7},
+                   {"names": ["kill", "getpid"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}
+    assert compile_with(profile) == _pyseccomp_bpf(profile)
+
+
+def test_unknown_syscall_is_a_warning_and_the_rest_is_kept(compile_with):
     profile = {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
         {"names": ["no_such_syscall_cvb", "reboot"], "action": "SCMP_ACT_ERRNO"}]}
     warnings: list[str] = []
-    bpf = seccomp.compile_bpf(profile, warnings)
+    bpf = compile_with(profile, warnings)
     assert warnings == ["seccomp: syscall 'no_such_syscall_cvb' unknown to libseccomp here, skipped"]
     assert bpf == _pyseccomp_bpf(profile)
-    assert len(bpf) > len(seccomp.compile_bpf({"defaultAction": "SCMP_ACT_ALLOW"}))
+    assert len(bpf) > len(compile_with({"defaultAction": "SCMP_ACT_ALLOW"}))
+
+
+def test_helper_reports_a_bad_input_and_sends_no_filter():
+    from runtime import stage
+    exe = str(stage.build().with_name("cvbench-seccomp"))
+    r, w = os.pipe()
+    out = subprocess.run([exe, str(w)], input=seccomp.encode(None)[:-3], capture_output=True,
+                         pass_fds=(w,), timeout=10)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        assert f.read() == b"\0\0\0\0"  # length 0: the stage stops rather than run unfiltered
+    assert out.returncode == 1 and out.stdout.startswith(b"Ecvbench-seccomp: truncated input")
 
 
 def test_compiling_runs_no_ldconfig():
@@ -104,7 +147,14 @@ DENY_SETHOSTNAME = {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
     {"names": ["sethostname"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]}
 
 
-def test_child_waits_for_a_slow_compile(root, image, tmp_path, monkeypatch):
+@pytest.fixture
+def no_helper(monkeypatch):
+    """The compile on a thread of the caller, as without cvbench-seccomp."""
+    from runtime import stage
+    monkeypatch.setattr(stage, "seccomp_binary", lambda: None)
+
+
+def test_child_waits_for_a_slow_compile(root, image, tmp_path, monkeypatch, no_helper):
     """The filter is compiled beside the child: however late it is ready,
     the child loads it before exec, never runs without it."""
     import time as _time
@@ -122,22 +172,40 @@ def test_child_waits_for_a_slow_compile(root, image, tmp_path, monkeypatch):
     assert "Permission denied" in out and "rc=1" in out, out
 
 
-def test_failed_compile_stops_the_start_and_leaves_nothing(root, image, tmp_path, monkeypatch):
+def _nothing_left(name: str) -> None:
+    from runtime import cgroups, state
+    assert not (state.root() / name).exists() and not list(state.root().glob(f"{name}*"))
+    for r in cgroups.all_roots():
+        for dirpath, dirnames, _ in os.walk(r):
+            assert not [d for d in dirnames if name in d], dirpath
+
+
+def test_failed_helper_compile_stops_the_start_and_leaves_nothing(root, image, tmp_path, monkeypatch):
+    from common.errors import CvbError
+    from runtime import spawn, stage
+    stage.build()
+    stage._found = None
+    real = seccomp.encode
+    monkeypatch.setattr(seccomp, "encode", lambda p: real(p)[:-3])
+    bundle = _profile_bundle(tmp_path, image, DENY_SETHOSTNAME, ["/probe", "ready"])
+    name = f"cvbench-shfail{os.getpid()}"
+    with pytest.raises(CvbError, match="compiling the filter failed .*truncated input"):
+        spawn(bundle, name=name)
+    _nothing_left(name)
+
+
+def test_failed_compile_stops_the_start_and_leaves_nothing(root, image, tmp_path, monkeypatch, no_helper):
     from common.errors import EnvError
-    from runtime import cgroups, spawn, state
+    from runtime import spawn
 
     def broken(*a, **k):
         raise EnvError("seccomp", "libseccomp unavailable (test)", "install it")
     monkeypatch.setattr(seccomp, "compile_bpf", broken)
     bundle = _profile_bundle(tmp_path, image, DENY_SETHOSTNAME, ["/probe", "ready"])
-    name = f"cvbench-sfail{__import__('os').getpid()}"
+    name = f"cvbench-sfail{os.getpid()}"
     with pytest.raises(EnvError, match="libseccomp unavailable"):
         spawn(bundle, name=name)
-    assert not (state.root() / name).exists() and not list(state.root().glob(f"{name}*"))
-    import os
-    for r in cgroups.all_roots():
-        for dirpath, dirnames, _ in os.walk(r):
-            assert not [d for d in dirnames if name in d], dirpath
+    _nothing_left(name)
 
 
 def test_more_than_six_args_is_refused_when_config_is_read(root, image, tmp_path):

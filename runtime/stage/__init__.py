@@ -26,19 +26,30 @@ from common.paths import build_dir
 SOURCE = Path(__file__).with_name("stage.c")
 SOURCES = [SOURCE, SOURCE.with_name("program.c"), SOURCE.with_name("stage.h")]
 CC_FLAGS = ["-O2", "-static", "-Wall", "-Wextra", "-Werror"]
-_found: tuple[str, str | None] | None = None  # (build dir, binary or None), per process
+# cvbench-seccomp (seccomp.c): libseccomp's compile in a process of its own,
+# dynamically linked (libseccomp2 ships no static library or header).
+SECCOMP_SOURCE = SOURCE.with_name("seccomp.c")
+SECCOMP_FLAGS = ["-O2", "-Wall", "-Wextra", "-Werror"]
+SECCOMP_LIBS = ["-l:libseccomp.so.2"]
+_found: tuple[str, str | None, str | None] | None = None  # (build dir, stage, seccomp), per process
 
 
 def path() -> Path:
-    """Where the binary for this source and these flags lives (content-addressed)."""
+    """Where the stage for these sources and flags lives (content-addressed);
+    cvbench-seccomp lies beside it."""
     import hashlib
-    h = hashlib.sha256(b"".join(s.read_bytes() for s in SOURCES) + " ".join(CC_FLAGS).encode()).hexdigest()[:16]
-    return build_dir() / "stage" / h / "cvbench-stage"
+    srcs = b"".join(s.read_bytes() for s in (*SOURCES, SECCOMP_SOURCE))
+    flags = " ".join(CC_FLAGS + SECCOMP_FLAGS + SECCOMP_LIBS).encode()
+    return build_dir() / "stage" / hashlib.sha256(srcs + flags).hexdigest()[:16] / "cvbench-stage"
+
+
+def seccomp_path() -> Path:
+    return path().with_name("cvbench-seccomp")
 
 
 def build() -> Path:
     out = path()
-    if out.is_file():
+    if out.is_file() and seccomp_path().is_file():
         return out
     import shutil
     import subprocess
@@ -46,24 +57,37 @@ def build() -> Path:
     if not cc:
         raise EnvError("runtime stage", "no C compiler", "apt-get install gcc (make setup does)")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(f".tmp{os.getpid()}")
-    r = subprocess.run([cc, *CC_FLAGS, "-o", str(tmp), *(str(s) for s in SOURCES if s.suffix == ".c")],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        raise CvbError("runtime stage", f"{SOURCE.name} does not compile:\n{r.stderr}",
-                       "fix the C source; static linking needs libc6-dev")
-    os.replace(tmp, out)
+    for dest, cmd, need in (
+            (out, [*CC_FLAGS, *(str(s) for s in SOURCES if s.suffix == ".c")],
+             "static linking needs libc6-dev"),
+            (seccomp_path(), [*SECCOMP_FLAGS, str(SECCOMP_SOURCE), *SECCOMP_LIBS], "it links libseccomp2")):
+        tmp = dest.with_suffix(f".tmp{os.getpid()}")
+        r = subprocess.run([cc, "-o", str(tmp), *cmd], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise CvbError("runtime stage", f"{dest.name} does not compile:\n{r.stderr}",
+                           f"fix the C source; {need}")
+        os.replace(tmp, dest)
     return out
 
 
-def binary() -> str | None:
-    """The built stage, or None; looked up once per process (not per spawn)."""
+def _lookup() -> tuple[str | None, str | None]:
+    """The built stage and cvbench-seccomp (or None each); looked up once per
+    process (not per spawn)."""
     global _found
     where = str(build_dir())
     if _found is None or _found[0] != where:
-        p = path()
-        _found = (where, str(p) if os.access(p, os.X_OK) else None)
-    return _found[1]
+        p, sp = path(), seccomp_path()
+        _found = (where, str(p) if os.access(p, os.X_OK) else None,
+                  str(sp) if os.access(sp, os.X_OK) else None)
+    return _found[1], _found[2]
+
+
+def binary() -> str | None:
+    return _lookup()[0]
+
+
+def seccomp_binary() -> str | None:
+    return _lookup()[1]
 
 
 def eligible(p) -> bool:
