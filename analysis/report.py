@@ -201,6 +201,7 @@ def write(run: Run, charts: list[Path], out: Path | None = None) -> tuple[Path, 
     strength_hdr, strength_rows = strength_charts.table(run)
     if strength_rows:
         md += ["## Strength: exposure profile per backend and rung", "", _md_table(strength_hdr, strength_rows), ""]
+        md += [f"- {n}" for n in strength_charts.notes(run)] + [""]
     from . import disk_charts
     disk_hdr, disk_rows = disk_charts.table(run)
     if disk_rows:
@@ -237,6 +238,7 @@ def write(run: Run, charts: list[Path], out: Path | None = None) -> tuple[Path, 
             + (f"<h2>Disk: fio per backing and job (medians)</h2>{h_table(disk_hdr, disk_rows)}" if disk_rows else "")
             + (f"<h2>Network: per path (medians)</h2>{h_table(net_hdr, net_rows)}" if net_rows else "")
             + (f"<h2>Strength: exposure profile per backend and rung</h2>{h_table(strength_hdr, strength_rows)}"
+               + "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in strength_charts.notes(run)) + "</ul>"
                if strength_rows else "")
             + f"<h2>Medians and spreads</h2>{h_table(header, rows)}<h2>Charts</h2>{imgs}")
     css = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"

@@ -189,6 +189,29 @@ def table(run: Run) -> tuple[list[str], list[list[str]]]:
     return hdr, body
 
 
+def notes(run: Run) -> list[str]:
+    """What the profile table's host-side columns mean and what is missing, for the report."""
+    side = run.meta.get("strength_host_side") or {}
+    out = ["host row: no boundary, so no escape battery; the builtin ladder's bare rung (every mechanism off) "
+           "is the unfenced reference"]
+    if isinstance(side.get("host_syscalls"), str):
+        out.append("host syscalls: " + side["host_syscalls"])
+    kf = kernel_functions(run)
+    if kf:
+        checks = (side.get("kernel_functions") or {}).get("checks") or {}
+        out.append("host kernel functions: " + kf
+                   + (" (checked: " + ", ".join(f"{k} {v}" for k, v in checks.items()) + ")" if checks else ""))
+    via = set()
+    for label, p in _rows(run):
+        h = p.get("host_syscalls") or {}
+        if h.get("why_tool"):
+            out.append(f"{label}: host syscalls by {h['tool']}: {h['why_tool']}")
+        if h.get("via_why") and h["via_why"] not in via:
+            via.add(h["via_why"])
+            out.append(f"{p['backend']} (and its rungs): host syscalls via its CLI: {h['via_why']}")
+    return out
+
+
 def ran(p: dict) -> bool:
     """Whether the escape battery ran for this row (not on the host: no boundary)."""
     return p.get("battery", "run") == "run"
@@ -200,7 +223,7 @@ def _host_cell(p: dict) -> str:
         return f"not measured: {h.get('why', 'not recorded')}"
     how = [h["tool"]] if h.get("tool") == "perf trace" else []
     if h.get("via"):
-        how.append("via " + h["via"].split(":")[0])
+        how.append("via " + h["via"])
     return str(h["distinct"]) + (f" ({'; '.join(how)})" if how else "")
 
 

@@ -242,9 +242,9 @@ def host_syscalls(backend, timeout: float, tool: str | None = None, rung: str = 
         cmd.argv[at:at] = ["--isolation", rung]
     res = _traced(cmd, tool, timeout)
     if twin and res["measured"]:
-        res["via"] = (f"{twin}{' --isolation ' + rung if rung else ''}: the same runtime and bundle as a "
-                      f"process (Python interpreter start included); {backend.name} itself is a library "
-                      "call inside the harness")
+        res["via"] = f"{twin}{' --isolation ' + rung if rung else ''}"
+        res["via_why"] = (f"the same runtime and bundle as a process (Python interpreter start included); "
+                          f"{backend.name} itself is a library call inside the harness")
     if backend.name in TRACEPOINT_TOOL and res["measured"]:
         res["why_tool"] = "its ptrace platform ptraces its own stubs, so strace -f cannot follow them"
     return res
