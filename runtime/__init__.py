@@ -14,7 +14,8 @@ Where each mechanism lives (crun's src/libcrun layout, in Python):
                      pids, device rules (v1 allow-list; v2 eBPF program: devices_bpf.py)
     capabilities.py  bounding/effective/permitted/inheritable/ambient sets, no_new_privs
     seccomp.py       OCI profiles (and the ladder rung's default), compiled per spawn by
-                     libseccomp (ctypes) on a helper thread beside the child, sent on a pipe
+                     libseccomp in the cvbench-seccomp process (stage/seccomp.c; ctypes on
+                     a helper thread when it is not built) beside the child, sent on a pipe
     hooks.py         the six OCI hook kinds, state JSON on stdin, runc's failure semantics
     network.py       none, loopback, or a veth pair into a cvbench-made netns (pyroute2)
     lsm.py           AppArmor/SELinux: reported, never faked
@@ -22,8 +23,11 @@ Where each mechanism lives (crun's src/libcrun layout, in Python):
     plan.py          config + Isolation resolved before the fork
     child.py         what runs between fork and exec (ends with fds, signals and mask
                      reset: nothing of the caller's reaches the container)
-    stage/           stage.c: the same steps in C, posix_spawn'd, for plans without
-                     namespaces (the bare rung); built by make setup
+    stage/           stage.c + program.c: the same steps in C, posix_spawn'd, for every
+                     plan without a user/time namespace, joins, hooks or handshakes
+                     (the default bundle, the ladder's lower rungs); built by make setup
+    record.py        @record, the little of @dataclass these classes need (a CLI start
+                     does not pay for importing dataclasses)
     container.py     spawn/wait/kill/delete and the timestamps; state.py, cleanup.py: state
                      files under /run/cvbench and sweep(); cli.py: `python -m runtime`
     isolation.py     the Isolation toggles and the ladder

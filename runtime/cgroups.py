@@ -18,17 +18,18 @@ from __future__ import annotations
 import errno
 import os
 import time
-from dataclasses import dataclass
 
 from common.errors import EnvError
 from common.naming import PREFIX
+
+from .record import record
 
 V1_CONTROLLERS = ("memory", "cpu", "pids")
 V1_OPTIONAL = ("devices",)  # used when mounted: the OCI device allow-list lives here on v1
 V2_CONTROLLERS = ("memory", "cpu", "pids")
 
 
-@dataclass
+@record
 class Limits:
     memory_bytes: int | None = None
     memory_reservation: int | None = None   # v1 soft limit, v2 memory.low

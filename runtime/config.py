@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.errors import CvbError
+
+from .record import Factory, record
 
 NS_TYPES = {"pid": "pidns", "network": "netns", "mount": "mountns", "ipc": "ipcns",
             "uts": "utsns", "user": "userns", "cgroup": "cgroupns", "time": "timens"}
@@ -40,7 +41,7 @@ _KNOWN = {
 }
 
 
-@dataclass
+@record
 class Mount:
     destination: str
     type: str
@@ -48,7 +49,7 @@ class Mount:
     options: list[str]
 
 
-@dataclass
+@record
 class Config:
     bundle: str
     args: list[str]
@@ -56,18 +57,18 @@ class Config:
     cwd: str = "/"
     uid: int = 0
     gid: int = 0
-    additional_gids: list[int] = field(default_factory=list)
+    additional_gids: list[int] = Factory(list)
     umask: int | None = None
     caps: dict[str, list[str]] | None = None
-    rlimits: list[tuple[str, int, int]] = field(default_factory=list)
+    rlimits: list[tuple[str, int, int]] = Factory(list)
     no_new_privs: bool = False
     root: str = ""
     root_readonly: bool = False
     hostname: str | None = None
-    mounts: list[Mount] = field(default_factory=list)
-    namespaces: dict[str, str | None] = field(default_factory=dict)  # pidns -> path or None
-    uid_mappings: list[tuple[int, int, int]] = field(default_factory=list)
-    gid_mappings: list[tuple[int, int, int]] = field(default_factory=list)
+    mounts: list[Mount] = Factory(list)
+    namespaces: dict[str, str | None] = Factory(dict)  # pidns -> path or None
+    uid_mappings: list[tuple[int, int, int]] = Factory(list)
+    gid_mappings: list[tuple[int, int, int]] = Factory(list)
     memory_limit: int | None = None
     memory_reservation: int | None = None
     memory_swap: int | None = None          # memory + swap, as OCI and v1's memsw define it
@@ -79,22 +80,22 @@ class Config:
     cpuset_cpus: str | None = None
     cpuset_mems: str | None = None
     pids_limit: int | None = None
-    devices: list[dict] = field(default_factory=list)
+    devices: list[dict] = Factory(list)
     seccomp: dict | None = None
-    masked_paths: list[str] = field(default_factory=list)
-    readonly_paths: list[str] = field(default_factory=list)
-    sysctl: dict[str, str] = field(default_factory=dict)
-    time_offsets: dict[str, tuple[int, int]] = field(default_factory=dict)
+    masked_paths: list[str] = Factory(list)
+    readonly_paths: list[str] = Factory(list)
+    sysctl: dict[str, str] = Factory(dict)
+    time_offsets: dict[str, tuple[int, int]] = Factory(dict)
     propagation: str = "rslave"
-    annotations: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = Factory(dict)
     oom_score_adj: int | None = None
-    linux_devices: list[dict] = field(default_factory=list)
+    linux_devices: list[dict] = Factory(list)
     cgroups_path: str | None = None
-    hooks: dict[str, list[dict]] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
+    hooks: dict[str, list[dict]] = Factory(dict)
+    warnings: list[str] = Factory(list)
     # (field, why): security-relevant settings this host cannot apply.  spawn()
     # refuses them before anything starts unless told to ignore them.
-    unsupported: list[tuple[str, str]] = field(default_factory=list)
+    unsupported: list[tuple[str, str]] = Factory(list)
 
 
 class _Reader:

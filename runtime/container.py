@@ -30,7 +30,6 @@ from common.procs import descendants
 
 from . import cgroups, hooks, namespaces, stage, state
 from . import syscalls as sc
-from .child import child
 from .isolation import Isolation
 from .plan import Plan, plan
 
@@ -238,7 +237,6 @@ def spawn(bundle, args: list[str] | None = None, iso: Isolation | None = None, *
         cid = unique("ctr")
     p = plan(bundle, args, iso, cid, detached, ignore_unsupported=ignore_unsupported,
              preserve_fds=preserve_fds)
-    _preload(p)
     c = Container(cid)
     c.warnings = p.cfg.warnings
     bg = None
@@ -291,6 +289,9 @@ def spawn(bundle, args: list[str] | None = None, iso: Isolation | None = None, *
         err_w = 2 if stderr is None else (stderr if isinstance(stderr, int) else stderr.fileno())
         exe = stage.binary() if stage.eligible(p) else None
         prog = stage.init_program(p) if exe is not None else None
+        if prog is None:  # the Python child: what it runs is imported before the fork
+            from .child import child
+            _preload(p)
         c.t_spawn_ns = time.perf_counter_ns()
         if prog is not None:  # nothing for Python to do in the child: the C stage, vfork'd
             def start() -> int:

@@ -7,11 +7,10 @@ up to what a real runtime does (:meth:`Isolation.full`).
 """
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
-from typing import ClassVar
-
 from common.errors import CvbError
+
+from .record import record
+from .record import replace as _replace
 
 NAMESPACES = ("pidns", "mountns", "utsns", "ipcns", "netns", "userns", "cgroupns", "timens")
 NETWORKS = ("none", "loopback", "veth")
@@ -22,7 +21,7 @@ NETWORKS = ("none", "loopback", "veth")
 NEEDS = {"pivot_root": ("mountns",), "veth": ("netns",)}
 
 
-@dataclass
+@record
 class Isolation:
     userns: bool = False
     pidns: bool = False
@@ -53,9 +52,9 @@ class Isolation:
     added: tuple[str, ...] = ()
     dropped: tuple[str, ...] = ()
 
-    MECHANISMS: ClassVar[list[str]] = ["pidns", "mountns", "utsns", "ipcns", "netns", "userns",
-                                       "cgroupns", "timens", "pivot_root", "cgroup", "caps",
-                                       "no_new_privs", "seccomp", "veth"]
+    MECHANISMS = ["pidns", "mountns", "utsns", "ipcns", "netns", "userns",  # not a field: unannotated
+                  "cgroupns", "timens", "pivot_root", "cgroup", "caps",
+                  "no_new_privs", "seccomp", "veth"]
 
     def __post_init__(self) -> None:
         if self.network not in NETWORKS:
@@ -160,4 +159,4 @@ class Isolation:
         return on + (["veth"] if self.netns and self.network == "veth" else [])
 
     def replace(self, **kw) -> Isolation:
-        return dataclasses.replace(self, **kw)
+        return _replace(self, **kw)

@@ -10,16 +10,16 @@ so a timed start measures the whole of it.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 
 from common.errors import CvbError
 
 from . import capabilities, cgroups, namespaces
 from . import config as config_mod
 from .isolation import NAMESPACES, Isolation
+from .record import Factory, record
 
 
-@dataclass
+@record
 class Plan:
     """Everything the child needs."""
     cid: str
@@ -39,8 +39,8 @@ class Plan:
     seccomp_profile: dict | None = None
     bpf_fd: int | None = None
     limits: cgroups.Limits | None = None
-    uid_map: list = field(default_factory=list)
-    gid_map: list = field(default_factory=list)
+    uid_map: list = Factory(list)
+    gid_map: list = Factory(list)
     detached: bool = False
     fifo: int | None = None  # O_PATH fd of the exec FIFO (detached create)
     # The parent unshares the pid namespace itself around fork() (and restores
@@ -48,15 +48,15 @@ class Plan:
     # needed.  Not with a user namespace: the pid namespace must then be owned
     # by the container's user namespace, which only the child can create.
     pre_pid: bool = False
-    sysctl: dict[str, str] = field(default_factory=dict)
+    sysctl: dict[str, str] = Factory(dict)
     # v1: the child moves itself by writing "0" to these `tasks` files, which
     # skips the kernel's global threadgroup lock and its RCU grace period
     # (milliseconds) that a write of another pid to cgroup.procs waits for.
     self_join: list[str] | None = None
-    cgroup_dirs: list[str] = field(default_factory=list)
+    cgroup_dirs: list[str] = Factory(list)
     keyring: bool = False    # join a new session keyring (runc's "_ses.<id>")
     preserve_fds: int = 0    # fds 3..3+N-1 stay open across exec (runc --preserve-fds)
-    hooks: dict = field(default_factory=dict)  # config.json's hooks (when following the bundle)
+    hooks: dict = Factory(dict)  # config.json's hooks (when following the bundle)
     chroot: bool = False     # no mount namespace in config.json: chroot in the inherited one
 
     @property
