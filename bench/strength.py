@@ -105,8 +105,13 @@ def parse(values: dict[str, str], *, vm: bool, battery: bool = True) -> dict:
 
 
 def vector(p: dict) -> dict:
-    """The comparable part of a profile: counts and each attempt's result."""
-    return {**{k: p[k] for k in VECTOR}, **{f"esc_{k}": v["result"] for k, v in p["escapes"].items()}}
+    """The comparable part of a profile: the counts, and what they count (which
+    syscall numbers are blocked and how, each sensitive path's access, the
+    device list), and each attempt's result."""
+    s = p["syscalls"]
+    return {**{k: p[k] for k in VECTOR}, **{f"esc_{k}": v["result"] for k, v in p["escapes"].items()},
+            **{k: s[k] for k in ("enosys_nrs", "eperm_nrs", "killed_nrs")},
+            "battery": p["battery"], "paths": p["paths"], "device_list": p["device_list"]}
 
 
 def differences(profiles: list[dict]) -> list[str]:

@@ -32,7 +32,9 @@ def _host_state() -> dict:
             state[p] = f"unreadable: {e.errno}"
     for p in sorted(glob.glob("/sys/fs/cgroup/*/release_agent")):
         state[p] = Path(p).read_text()
-    state["mounts"] = Path("/proc/self/mountinfo").read_text()
+    # what the battery mounts (a tmpfs named cvbench on its scratch dir), not other runs' netns mounts
+    state["mounts"] = [m for m in Path("/proc/self/mountinfo").read_text().splitlines()
+                       if "cvbench-strength-" in m or " - tmpfs cvbench " in m]
     state["scratch"] = sorted(glob.glob("/tmp/cvbench-strength-*") + glob.glob("/dev/shm/cvbench-strength-*"))
     return state
 
@@ -126,6 +128,15 @@ def _report(battery: bool) -> dict:
     if battery:
         return {**base, **{f"esc_{e}": "blocked:EPERM" for e in strength.ESCAPES}}
     return {**base, "battery": "not_run:no_boundary"}
+
+
+def test_differences_see_which_syscalls_not_only_how_many():
+    a = strength.parse({**_report(True), "sys_enosys_nrs": "1,2"}, vm=False)
+    b = strength.parse({**_report(True), "sys_enosys_nrs": "1,3"}, vm=False)
+    c = strength.parse({**_report(True), "sys_enosys_nrs": "1,2", "esc_keyctl": "succeeded"}, vm=False)
+    assert strength.differences([a, a, a]) == []
+    assert strength.differences([a, b, a]) == ["enosys_nrs"]
+    assert strength.differences([a, a, c]) == ["esc_keyctl", "escapes_succeeded"]
 
 
 def test_parse_battery_only_where_asked():
