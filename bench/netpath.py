@@ -55,7 +55,10 @@ A path object (subclass :class:`Path`; its defaults are host processes) has
 The paths here: ``loopback`` (two host processes on 127.0.0.1) and ``veth``
 (two cvbench netns joined by a veth pair, addressed from a documentation
 (RFC 5737) or link-local range that :func:`pick_range` checks no host address
-or route overlaps); bench/netpath_container.py adds the container endpoints.
+or route overlaps).  bench/netpath_container.py adds the container endpoints:
+``veth`` with the client as a builtin, builtin-cli, crun or runc container,
+``bridge`` (two containers on a cvbench Linux bridge), ``user-mode``
+(slirp4netns) and ``gvisor`` (runsc's netstack).
 
 Everything carries the owner's pid, so :func:`sweep` removes only what a dead
 cvbench run left (processes inside are tagged ``CVBENCH_OWNER`` and killed by
@@ -101,15 +104,15 @@ HOST_TOOLS = frozenset({"probe", "iperf3", "sockperf"})
 REGISTRY: dict[str, tuple[str, str]] = {
     "loopback": ("bench.netpath", "LOOPBACK"),
     "veth": ("bench.netpath", "VETH"),
+    "bridge": ("bench.netpath_container", "BRIDGE"),
     "tap-virtio": ("bench.netpath_vm", "KIND"),
+    "user-mode": ("bench.netpath_container", "USER_MODE"),
+    "gvisor": ("bench.netpath_container", "GVISOR"),
 }
 ORDER = ("loopback", "veth", "bridge", "tap-virtio", "user-mode", "gvisor")
 NOT_WIRED = {
-    "bridge": "two containers on a cvbench bridge: not wired into the scenario yet",
     "tap-virtio": "VM tap + virtio-net (libvirt, raw QEMU; no vhost-net on this host): "
                   "not wired into the scenario yet (bench/netpath_vm.py)",
-    "user-mode": "slirp4netns for a container: not wired into the scenario yet",
-    "gvisor": "runsc in a cvbench netns with a veth: not wired into the scenario yet",
 }
 
 
@@ -268,10 +271,17 @@ class Path:
 
 
 def add_netns(p: Path, name: str) -> str:
-    """A cvbench netns with lo up, deleted by ``p.close()``."""
+    """A cvbench netns with lo up, deleted by ``p.close()``.
+
+    tcp_no_metrics_save=1 there (a per-netns sysctl; the host's is untouched):
+    otherwise each connection leaves its ssthresh in the route metrics cache
+    and the next one to the same address starts from it, so a stream's figure
+    depended on what ran before it (a veth stream here retransmits ~10-20
+    thousand segments a second, so that cached state is far from neutral)."""
     p.namespaces.append(name)
     _ip("netns", "add", name)
     _ip("-n", name, "link", "set", "lo", "up")
+    _ip("netns", "exec", name, "sysctl", "-q", "-w", "net.ipv4.tcp_no_metrics_save=1")
     return name
 
 
@@ -443,11 +453,14 @@ def iperf3(path: Path, port: int, secs: float, write: int) -> dict:
                             "Server listening")
     try:
         out, _ = path.run_client(["iperf3", "-c", path.server_addr, "-p", str(port), "-t", f"{secs:g}",
-                                  "-l", str(write), "-J"], secs + 30)
+                                  "-l", str(write), "-N", "-J"], secs + 30)
     finally:
         srv.stop()
-    bps = json.loads(out)["end"]["sum_received"]["bits_per_second"]
-    return {"bytes_per_s": bps / 8, "command": f"iperf3 -c {path.server_addr} -t {secs:g} -l {write}"}
+    # -N: TCP_NODELAY, as the probe's stream socket has it.
+    end = json.loads(out)["end"]
+    return {"bytes_per_s": end["sum_received"]["bits_per_second"] / 8,
+            "retransmits": end["sum_sent"].get("retransmits"),
+            "command": f"iperf3 -c {path.server_addr} -t {secs:g} -l {write} -N"}
 
 
 def sockperf(path: Path, port: int, secs: float, size: int) -> dict:

@@ -26,20 +26,26 @@ bench.netpath.sweep, the parent cgroups with :func:`sweep_cgroups`.
 from __future__ import annotations
 
 import glob
+import ipaddress
 import json
 import os
+import re
 import secrets
+import select
 import shutil
+import subprocess
+import time
 from pathlib import Path as FsPath
 
 from common import owner
 from common.errors import CvbError
 from common.naming import PREFIX
 from common.paths import state_dir
+from common.procs import stat_fields
 
 from . import backends
 from .backends import oci
-from .netpath import Path, PathEnv, add_netns, add_veth
+from .netpath import CLK_TCK, MIN_MTU, Path, PathEnv, PathKind, _env, _ip, add_netns, add_veth
 
 CONTAINER_BACKENDS = ("builtin", "builtin-cli", "crun", "runc")
 CGROUP_GLOB = f"{PREFIX}-b*-net*"
@@ -78,9 +84,17 @@ def cgroup_cpu_s(parent: str) -> float:
 
 
 def _make_parent(parent: str) -> None:
-    """The parent in the hierarchy we read; the runtimes create the rest."""
+    """The parent in the hierarchy we read, and on v1 in cpuset with the
+    root's CPUs and memory nodes: runc and crun copy those down into a parent
+    they create, runsc does not (and then cannot write its own cpuset.cpus).
+    The runtimes create the rest."""
     if os.path.isdir("/sys/fs/cgroup/cpuacct"):
         os.makedirs(f"/sys/fs/cgroup/cpuacct/{parent}", exist_ok=True)
+        root = "/sys/fs/cgroup/cpuset"
+        if os.path.exists(f"{root}/cpuset.cpus"):
+            os.makedirs(f"{root}/{parent}", exist_ok=True)
+            for f in ("cpuset.cpus", "cpuset.mems"):
+                FsPath(root, parent, f).write_text(FsPath(root, f).read_text())
     elif os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
         os.makedirs(f"/sys/fs/cgroup/{parent}", exist_ok=True)
 
@@ -111,9 +125,41 @@ def sweep_cgroups(mine: bool = False) -> list[str]:
     return removed
 
 
-def _on_bundle(name: str, folder: str, parent: str):
+# runsc releases before 2023 decide "this is the host's netns" by whether
+# /proc/sys/net/core/rmem_default exists, which newer kernels show in every
+# netns; they then refuse --network=sandbox in any netns.  Only where that is
+# so, each runsc command runs inside the container's cvbench netns (where
+# runsc starts the sandbox anyway) and its own private mount namespace, in
+# which an empty tmpfs covers that netns's /proc/sys/net/core (sysctl
+# entries are per netns, so it is mounted from inside it): the test then sees the netns cvbench made for what it
+# is.  Nothing outside that one command sees the mount (as crun's
+# hybrid-cgroup mask in bench/backends/crun.py).
+RUNSC_MASK = ["sh", "-c", 'mount -t tmpfs cvbench-netmask /proc/sys/net/core && exec "$0" "$@"']
+
+
+def runsc_needs_mask() -> bool:
+    """True when a netns cvbench made shows rmem_default (the old runsc's
+    root-netns test) and this runsc predates the fixed test."""
+    b = backends.get("runsc")
+    m = re.search(r"(\d{8})", b.version() if getattr(b, "path", None) else "")
+    if not m or int(m.group(1)) >= 20230101:
+        return False
+    name = f"{PREFIX}-n{os.getpid()}-probe"
+    r = subprocess.run(["ip", "netns", "add", name], capture_output=True)
+    if r.returncode != 0:
+        return False
+    try:
+        return subprocess.run(["ip", "netns", "exec", name, "test", "-e", "/proc/sys/net/core/rmem_default"],
+                              capture_output=True).returncode == 0
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+def _on_bundle(name: str, folder: str, parent: str, netns: str = ""):
     """A fresh ``name`` backend that reads ``folder`` as its bundle; an OCI one
-    also nests its per-container cgroupsPath below ``parent``."""
+    also nests its per-container cgroupsPath below ``parent``; runsc gets
+    ``--network=sandbox`` (its own netstack on the netns's veth) instead of
+    the ``--network=none`` it needs when started from the host's netns."""
     base = type(backends.get(name))
     ns: dict = {"bundle": property(lambda self: folder)}
     if issubclass(base, oci.OCIBackend):
@@ -124,77 +170,302 @@ def _on_bundle(name: str, folder: str, parent: str):
             spec["linux"]["cgroupsPath"] = f"/{parent}{cgpath}"
             f.write_text(json.dumps(spec))
         ns["_write_bundle"] = _write_bundle
+    if name == "runsc":
+        ns["global_flags"] = [f for f in base.global_flags if not f.startswith("--network=")] + ["--network=sandbox"]
+        if runsc_needs_mask():
+            ns["_base"] = lambda self: ["unshare", "--mount", "--propagation", "private", "--", "nsenter",
+                                        f"--net=/run/netns/{netns}", "--", *RUNSC_MASK, *self._plain_base()]
     return type(f"Net{base.__name__}", (base,), ns)()
 
 
-class ContainerClient(Path):
-    """The client side is a container of ``backend`` in netns ``client_ns``; the
-    servers stay host processes in ``server_ns`` (Path's defaults)."""
+class Runner:
+    """Containers of one backend in one netns, one at a time or long-lived:
+    their bundle (the shared config.json, three fields changed) and the
+    parent cgroup that counts their CPU."""
 
-    def attach(self, env: PathEnv) -> None:
-        """Write the bundle and make the parent cgroup (undone by close())."""
+    def __init__(self, backend: str, netns: str, owner_pid: int, role: str):
         tag = secrets.token_hex(3)
-        self.cg_parent = f"{PREFIX}-b{env.owner}-net{tag}"
-        self.bundle_dir = state_dir() / oci.BENCH_STATE / "bundles" / f"{PREFIX}-b{env.owner}-net{tag}"
-        self.cleanups.append(lambda: shutil.rmtree(self.bundle_dir, ignore_errors=True))
-        self.cleanups.append(lambda: remove_parent(self.cg_parent))
-        self.runs = 0
-        self.runner = _on_bundle(self.backend, str(self.bundle_dir), self.cg_parent)
-        src = FsPath(backends.get("host").bundle, "config.json")
-        self.spec = json.loads(src.read_text())
-        self.spec["root"]["path"] = os.path.realpath(backends.get("host").img.rootfs)
+        self.backend, self.runs = backend, 0
+        self.cg_parent = f"{PREFIX}-b{owner_pid}-net{role}{tag}"
+        self.bundle_dir = state_dir() / oci.BENCH_STATE / "bundles" / self.cg_parent
+        self.impl = _on_bundle(backend, str(self.bundle_dir), self.cg_parent, netns)
+        host = backends.get("host")
+        self.spec = json.loads(FsPath(host.bundle, "config.json").read_text())
+        self.spec["root"]["path"] = os.path.realpath(host.img.rootfs)
         self.spec["process"]["terminal"] = False
         lin = self.spec.setdefault("linux", {})
         nss = [n for n in lin.get("namespaces") or [] if n.get("type") != "network"]
-        lin["namespaces"] = [*nss, {"type": "network", "path": f"/run/netns/{self.client_ns}"}]
+        lin["namespaces"] = [*nss, {"type": "network", "path": f"/run/netns/{netns}"}]
         _make_parent(self.cg_parent)
-        self.client_tools = frozenset({"probe"})
 
-    def _write(self, args: list[str]) -> None:
+    def write(self, args: list[str], cpu: int | None) -> None:
         self.runs += 1
         lin = self.spec["linux"]
         lin["cgroupsPath"] = f"/{self.cg_parent}/c{self.runs}"   # the OCI backends nest their own
-        if self.client_cpu is not None:
-            lin.setdefault("resources", {}).setdefault("cpu", {})["cpus"] = str(self.client_cpu)
+        if cpu is not None:
+            lin.setdefault("resources", {}).setdefault("cpu", {})["cpus"] = str(cpu)
         self.spec["process"]["args"] = ["/probe", *args]
         self.bundle_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.bundle_dir / ".config.json.tmp"
         tmp.write_text(json.dumps(self.spec))
         os.replace(tmp, self.bundle_dir / "config.json")
 
+    def cpu_s(self) -> float:
+        return cgroup_cpu_s(self.cg_parent)
+
+    def run(self, args: list[str], cpu: int | None, timeout: float) -> tuple[str, float]:
+        """One container to completion: (stdout, CPU its cgroup was charged)."""
+        self.write(args, cpu)
+        c0 = self.cpu_s()
+        try:
+            t = self.impl.run(args, timeout)
+        except CvbError as e:
+            if self.backend == "runsc" and "root network namespace" in e.why:
+                raise CvbError("runsc", f"{self.impl.version()} takes the cvbench netns for the host's and "
+                               "refuses it: its root-netns test looks for /proc/sys/net/core/rmem_default, "
+                               f"which this kernel ({os.uname().release}) shows in every netns (runsc: cannot "
+                               "run with network enabled in root network namespace)",
+                               "a newer runsc release tests otherwise; install one to measure gVisor's netstack",
+                               status=1) from None
+            raise
+        used = self.cpu_s() - c0
+        if t.rc != 0:
+            raise CvbError("network", f"{self.backend} container {' '.join(args[:4])} exited {t.rc}: "
+                           f"{t.console.strip()[-300:]}", "see the message", status=1)
+        return t.console, used
+
+    def close(self) -> None:
+        shutil.rmtree(self.bundle_dir, ignore_errors=True)
+        remove_parent(self.cg_parent)
+
+
+class ContainerServer:
+    """A long-lived server container (``probe net serve``); ``cpu_s()`` is its
+    cgroup's CPU, ``stop()`` ends and removes it."""
+
+    def __init__(self, runner: Runner, argv: list[str], ready: str, cpu: int | None, timeout: float):
+        runner.write(argv[1:], cpu)
+        self.runner = runner
+        self.inst = runner.impl.start(argv[1:], timeout)
+        try:
+            end = time.monotonic() + timeout
+            while ready and not any(ready in line for line in self.inst.stream.text):
+                if self.inst.stream.eof or time.monotonic() > end:
+                    raise CvbError("network", f"{runner.backend} server container {' '.join(argv[1:4])} did "
+                                   f"not print {ready!r}: {self.inst.stream.console()[-300:]}",
+                                   "see the message", status=1)
+                self.inst.stream.read_once(min(0.2, end - time.monotonic()))
+        except BaseException:
+            self.inst.stop()
+            raise
+
+    def cpu_s(self) -> float:
+        return self.runner.cpu_s()
+
+    def stop(self) -> None:
+        if self.inst is not None:
+            inst, self.inst = self.inst, None
+            inst.stop()
+
+
+class ContainerClient(Path):
+    """The client side is a container of ``backend`` in netns ``client_ns``; the
+    servers are host processes in ``server_ns`` (Path's defaults), or, with
+    ``server_backend``, containers too."""
+
+    def attach(self, env: PathEnv, server_backend: str | None = None) -> None:
+        """Bundles and parent cgroups (undone by close())."""
+        self.client = Runner(self.backend, self.client_ns, env.owner, "c")
+        self.cleanups.append(self.client.close)
+        self.server = None
+        if server_backend:
+            self.server = Runner(server_backend, self.server_ns, env.owner, "s")
+            self.cleanups.append(self.server.close)
+        self.client_tools = frozenset({"probe"})
+        # runsc --network=sandbox moves the netns's addresses into its netstack
+        # and leaves the link without them: put them back before each run.
+        self.readdress: list[tuple[str, str, str]] = []
+
+    def start_server(self, argv: list[str], ready: str, timeout: float = 20.0):
+        if self.server is None:
+            return super().start_server(argv, ready, timeout)
+        return ContainerServer(self.server, argv, ready, self.server_cpu, timeout)
+
     def run_client(self, argv: list[str], timeout: float) -> tuple[str, float]:
         if argv[0] not in self.client_tools:
             raise CvbError("network", f"the {self.name} path's client is a {self.backend} container "
                            f"with the image's probe only, not {argv[0]}", "use the probe", status=2)
-        self._write(argv[1:])
-        c0 = cgroup_cpu_s(self.cg_parent)
-        t = self.runner.run(argv[1:], timeout)
-        cpu = cgroup_cpu_s(self.cg_parent) - c0
-        if t.rc != 0:
-            raise CvbError("network", f"{self.backend} container {' '.join(argv[1:4])} exited {t.rc}: "
-                           f"{t.console.strip()[-300:]}", "see the message", status=1)
-        return t.console, cpu
+        for ns, link, addr in self.readdress:
+            _ip("-n", ns, "addr", "replace", addr, "dev", link)
+        return self.client.run(argv[1:], self.client_cpu, timeout)
 
 
 def veth(env: PathEnv, backend: str) -> ContainerClient:
-    """A container's netns (cvbench-n<pid>-c, the client at .5) to a cvbench
-    netns (-d, the server at .6) over a veth pair."""
-    if backend not in CONTAINER_BACKENDS:
+    """A container's netns (cvbench-n<pid>-<backend>-c, the client at .5) to a
+    cvbench netns (-d, the server at .6) over a veth pair."""
+    if backend not in (*CONTAINER_BACKENDS, "runsc"):
         raise CvbError("network", f"no container client for backend {backend}",
                        f"choose from {', '.join(CONTAINER_BACKENDS)}")
     c, d = env.netns("c"), env.netns("d")
     lc, ld = env.link("c"), env.link("d")
     ac, ad = env.addr(5), env.addr(6)
-    p = ContainerClient("veth", str(ad), server_ns=d, client_ns=c, links=[(c, lc), (d, ld)], probe=env.probe,
+    name = "gvisor" if backend == "runsc" else "veth"
+    how = ("runsc --network=sandbox (gVisor's netstack on the veth, ptrace platform)" if backend == "runsc"
+           else f"{backend} container")
+    p = ContainerClient(name, str(ad), server_ns=d, client_ns=c, links=[(c, lc), (d, ld)], probe=env.probe,
                         backend=backend,
-                        setup=f"{backend} container joined to netns {c} (path in config.json), veth {lc}<->{ld} "
+                        setup=f"{how} joined to netns {c} (path in config.json), veth {lc}<->{ld} "
                               f"to netns {d}, {ac}/30 <-> {ad}/30 ({env.rng['name']})")
     try:
         add_netns(p, c)
         add_netns(p, d)
         p.max_mtu = add_veth((c, lc, str(ac)), (d, ld, str(ad)))
         p.attach(env)
+        if backend == "runsc":
+            p.readdress = [(c, lc, f"{ac}/30")]
     except BaseException:
         p.close()
         raise
     return p
+
+
+def bridge(env: PathEnv, backend: str) -> ContainerClient:
+    """Two containers of ``backend`` (the client at .9, the server at .10 of one
+    /29), each in its own netns, whose veths meet on a cvbench Linux bridge
+    inside a third cvbench netns (never the host's)."""
+    c, s, br = env.netns("c"), env.netns("s"), env.netns("br")
+    lc, ls, pc, ps, lb = env.link("c"), env.link("d"), env.link("e"), env.link("f"), env.link("r")
+    ac, a_s = env.addr(9), env.addr(10)
+    p = ContainerClient("bridge", str(a_s), server_ns=s, client_ns=c, probe=env.probe, backend=backend,
+                        links=[(c, lc), (br, pc), (br, ps), (s, ls)],
+                        setup=f"two {backend} containers in netns {c} and {s} (paths in config.json), veths "
+                              f"to bridge {lb} in netns {br}, {ac}/29 <-> {a_s}/29 ({env.rng['name']})")
+    try:
+        for ns in (c, s, br):
+            add_netns(p, ns)
+        _ip("-n", br, "link", "add", lb, "type", "bridge")
+        p.max_mtu = min(add_veth((c, lc, str(ac)), (br, pc, ""), prefix=29),
+                        add_veth((s, ls, str(a_s)), (br, ps, ""), prefix=29))
+        for port in (pc, ps):
+            _ip("-n", br, "link", "set", port, "master", lb)
+        _ip("-n", br, "link", "set", lb, "up")
+        p.attach(env, server_backend=backend)
+    except BaseException:
+        p.close()
+        raise
+    return p
+
+
+BRIDGE = PathKind(("builtin", "crun"), bridge, why_not)
+GVISOR = PathKind(("runsc",), veth, why_not)
+
+
+SLIRP_MAX_MTU = 65521   # slirp4netns --mtu's maximum
+
+
+class SlirpPath(ContainerClient):
+    """A container whose only network is slirp4netns's tap: slirp4netns runs
+    (as a host process tagged with the owner) inside a second cvbench netns,
+    so every socket it opens for the container lands there, never in the
+    host's.  Its CPU over a client run counts with the container's."""
+
+    slirp = None
+    slirp_mtu = 1500
+
+    @property
+    def mtu_fixed(self) -> bool:
+        return False
+
+    def mtu(self) -> int:
+        return self.slirp_mtu
+
+    def set_mtu(self, mtu: int) -> None:
+        if not MIN_MTU <= mtu <= self.max_mtu:
+            raise CvbError("mtu", f"{mtu} is outside what slirp4netns can carry ({MIN_MTU}..{self.max_mtu})",
+                           f"pick an MTU in {MIN_MTU}..{self.max_mtu}")
+        if mtu != self.slirp_mtu or self.slirp is None:
+            self.start_slirp(mtu)
+
+    def start_slirp(self, mtu: int) -> None:
+        """(Re)start slirp4netns at ``mtu`` (it sets the tap's MTU only at start)."""
+        self.stop_slirp()
+        r, w = os.pipe()
+        try:
+            self.slirp = subprocess.Popen(
+                ["ip", "netns", "exec", self.server_ns, "slirp4netns", "--configure", f"--mtu={mtu}",
+                 f"--cidr={self.slirp_cidr}", "--disable-host-loopback", "--disable-dns", f"--ready-fd={w}",
+                 "--netns-type=path", f"/run/netns/{self.client_ns}", self.tap],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, pass_fds=(w,),
+                env=_env())
+            os.close(w)
+            w = -1
+            ok = select.select([r], [], [], 10)[0] and os.read(r, 1) == b"1"
+        finally:
+            os.close(r)
+            if w >= 0:
+                os.close(w)
+        if not ok:
+            err = ""
+            if self.slirp.poll() is not None:
+                err = self.slirp.stderr.read().decode(errors="replace").strip()[-300:]
+            self.stop_slirp()
+            raise CvbError("network", f"slirp4netns did not configure {self.tap}: {err or 'no ready byte in 10 s'}",
+                           "apt-get install slirp4netns (make setup does)", status=1)
+        self.slirp_mtu = mtu
+
+    def stop_slirp(self) -> None:
+        if self.slirp is not None:
+            p, self.slirp = self.slirp, None
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(5)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+            p.stderr.close()
+
+    def _slirp_cpu(self) -> float:
+        f = stat_fields(self.slirp.pid) if self.slirp is not None else None
+        return (int(f[11]) + int(f[12])) / CLK_TCK if f else 0.0
+
+    def run_client(self, argv: list[str], timeout: float) -> tuple[str, float]:
+        s0 = self._slirp_cpu()
+        out, cpu = super().run_client(argv, timeout)
+        return out, cpu + self._slirp_cpu() - s0
+
+
+def user_mode(env: PathEnv, backend: str) -> SlirpPath:
+    """A container in netns -c with slirp4netns's tap (its own /25 of the
+    range), slirp4netns in netns -u, where the server listens on an address of
+    that netns's lo."""
+    c, u = env.netns("c"), env.netns("u")
+    net = ipaddress.ip_network(env.rng["cidr"])
+    cidr = ipaddress.ip_network(f"{net.network_address + 128}/25")
+    server = env.addr(20)
+    p = SlirpPath("user-mode", str(server), server_ns=u, client_ns=c, probe=env.probe, backend=backend,
+                  setup=f"{backend} container in netns {c} whose tap is slirp4netns's (--cidr={cidr}, "
+                        f"--disable-host-loopback), slirp4netns in netns {u} (unpinned), server on {server} "
+                        f"on its lo "
+                        f"({env.rng['name']})")
+    p.slirp_cidr, p.tap, p.max_mtu = str(cidr), env.link("g"), SLIRP_MAX_MTU
+    try:
+        add_netns(p, c)
+        add_netns(p, u)
+        _ip("-n", u, "addr", "add", f"{server}/32", "dev", "lo")   # no dummy driver on every host
+        p.cleanups.append(p.stop_slirp)
+        p.start_slirp(1500)
+        p.attach(env)
+    except BaseException:
+        p.close()
+        raise
+    return p
+
+
+def slirp_why_not(backend: str) -> str | None:
+    if not shutil.which("slirp4netns"):
+        return "slirp4netns is not installed (apt-get install slirp4netns; make setup does)"
+    return why_not(backend)
+
+
+USER_MODE = PathKind(("builtin", "crun"), user_mode, slirp_why_not)

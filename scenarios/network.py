@@ -332,7 +332,8 @@ def _crosschecks(ctx: Context, name: str, mtu: int, samples: dict, tools: dict) 
     iperf = [r["bytes_per_s"] for r in tools["iperf3"]]
     checks.append(_judge("iperf3", name, f"stream_mtu{mtu}", "bytes_per_s", probe_bps,
                          statistics.median(iperf) if iperf and not err("iperf3") else None,
-                         runs=len(iperf), command=" | ".join(c for c in tools["commands"] if "iperf3" in c),
+                         runs=len(iperf), tool_retransmits=[r.get("retransmits") for r in tools["iperf3"]],
+                         command=" | ".join(c for c in tools["commands"] if "iperf3" in c),
                          **err("iperf3")))
     p50 = statistics.median(v[0] for v in samples["tcp_rr_p50"]) * 1e9
     sp = [r["p50_ns"] for r in tools["sockperf"]]
