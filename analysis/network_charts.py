@@ -42,15 +42,31 @@ def _paths(run: Run) -> dict:
     return (run.meta.get("network") or {}).get("paths") or {}
 
 
+# One line per path for the subtitles; each row's full setup is in the report.
+SHORT = {"loopback": "loopback: two host processes on 127.0.0.1",
+         "veth": "veth: the client (host process, or a container joined by netns path) in a cvbench netns, "
+                 "a veth to the server's",
+         "bridge": "bridge: two containers' veths on a cvbench Linux bridge inside a cvbench netns",
+         "user-mode": "user-mode: a container behind slirp4netns, which runs in a cvbench netns",
+         "gvisor": "gvisor: runsc --network=sandbox (gVisor's netstack) on a veth to a cvbench netns",
+         "tap-virtio": "tap-virtio: a guest's virtio-net on a cvbench tap in a cvbench netns"}
+
+
 def notes(run: Run) -> str:
-    """Each measured path's setup in short, and every path not measured (or failed)."""
+    """Each measured path's setup in short (one line per path, whatever its
+    columns), the address range, and every row not measured or failed."""
     net = run.meta.get("network") or {}
     rng = net.get("address_range") or {}
-    short = {"loopback": "loopback: two host processes on 127.0.0.1",
-             "veth": f"veth: a veth pair between two cvbench netns, {rng.get('cidr', '?')} "
-                     f"({str(rng.get('name', '')).split(' (')[0]}, checked unused on the host)"}
-    lines = [short.get(p, f"{p}: {r.get('setup', '')}")
-             for p, r in _paths(run).items() if r.get("status") == "measured"]
+    lines = []
+    for key, r in _paths(run).items():
+        path = r.get("path", key)
+        if r.get("status") == "measured":
+            line = SHORT.get(path, f"{path}: {str(r.get('setup', ''))[:100]}")
+            if line not in lines:
+                lines.append(line)
+    if rng:
+        lines.append(f"addresses: {rng.get('cidr', '?')} ({str(rng.get('name', '')).split(' (')[0]}, "
+                     "checked unused on the host)")
     missing = [f"{p} ({r.get('status')})" for p, r in _paths(run).items() if r.get("status") != "measured"]
     if missing:
         lines.append("not shown, why in the report: " + ", ".join(missing))
@@ -85,7 +101,10 @@ def network_latency_ecdf(run: Run, st: str, out: Path) -> list[Path]:
             ax.set_xlabel("round trip (µs, log scale)")
             ax.grid(alpha=0.3)
         axes[0][0].set_ylabel("fraction of requests")
-        axes[0][1].legend(loc="lower right", fontsize="small", frameon=False)
+        # beside the plots, not on them: a line per column can be a dozen
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels)), fontsize="small",
+                   frameon=False)
         style.titled(fig, "Network: request/response latency ECDF per path", run.meta, st, note=notes(run))
         return style.save(fig, out, "network_latency_ecdf")
 
@@ -110,7 +129,9 @@ def _bars(run: Run, st: str, out: Path, kind: str, scale: float, xlabel: str, ti
         return []
     with style.styled(st):
         fig, ax = style.figure(st, layout="constrained")
-        labels = [f"{k}\nMTU {m}" for k, m in vals]
+        # a bar per (row, MTU): grow the figure with them so labels never overlap
+        fig.set_size_inches(fig.get_figwidth(), max(fig.get_figheight(), 3.2 + 0.3 * len(vals)))
+        labels = [f"{k} · MTU {m}" for k, m in vals]
         ax.barh(range(len(vals)), [v * scale for v, _, _ in vals.values()],
                 color=[PATH_COLORS.get(p, "#333333") for _, p, _ in vals.values()],
                 hatch=[BACKEND_HATCH.get(b, "") for _, _, b in vals.values()], edgecolor="white")
@@ -131,7 +152,7 @@ def network_throughput(run: Run, st: str, out: Path) -> list[Path]:
 def network_cpu_per_gb(run: Run, st: str, out: Path) -> list[Path]:
     """Client + server CPU-seconds per GB streamed, per path and MTU."""
     return _bars(run, st, out, "cpu_per_gb", 1.0,
-                 "CPU-seconds per GB (client wait4 + server /proc stat, user+system; median)",
+                 "CPU-s per GB (client: wait4 or container cgroup; server: /proc; median)",
                  "Network: host CPU per GB streamed", "network_cpu_per_gb")
 
 

@@ -1,24 +1,36 @@
 """network: what each isolation path costs in latency, throughput and CPU.
 
-Per path (bench.netpath sets each up and tears it down), the static probe runs
-a server and a client (scenarios/probe/probe.c ``net``):
+A column is a (path, backend) pair from bench.netpath's registry, which sets
+each path up and tears it down: ``loopback`` and ``veth`` with host
+processes, ``veth`` with the client as a builtin, builtin-cli, crun or runc
+container, ``bridge`` and ``user-mode`` (slirp4netns) with containers,
+``gvisor`` with runsc, and ``tap-virtio`` with a guest (bench/netpath_vm.py).
+In each, the static probe runs a server and a client (scenarios/probe/probe.c
+``net``):
 
 - ``tcp_rr`` / ``udp_rr``: 64-byte request/response for a fixed time; the
   probe's HDR-style histogram gives p50, p99 and p99.9 (never a mean);
 - ``tcp_stream``: 128 KiB writes for a fixed time, at each MTU of the path
-  (veth: 1500 and the largest the link allows; loopback: the host lo's own);
-- CPU per GB: the client's (wait4) plus the server's (/proc/PID/stat) user +
-  system seconds over the stream, per 10^9 bytes received.  Softirq work is
-  charged to whichever process the kernel ran it in, so it is counted when
-  it runs in either endpoint and missed otherwise (said in meta.json).
+  (1500 and the largest the path allows; loopback: the host lo's own);
+- CPU per GB: the client's (wait4 of a host process, or the container's
+  cgroup cpuacct) plus the server's user + system seconds over the stream,
+  per 10^9 bytes received.  Softirq work is charged to whichever process the
+  kernel ran it in, so it is counted when it runs in either endpoint and
+  missed otherwise (said in meta.json).
 
-iperf3 (throughput, same write size) and sockperf ping-pong (TCP RR p50, same
-message size, full round trip) run on the same endpoints right after the
-probe; the ratios go to meta.json's ``crosschecks``, judged at ±15%.
+A path's columns are all up at once and take turns within each repetition
+(the order rotated each time), so a drift of the shared machine's load hits
+them alike.  iperf3 (throughput, same write size, TCP_NODELAY like the
+probe) and sockperf ping-pong (TCP RR p50, same message size, full round
+trip) run on the same endpoints as the host-process probe, before it in odd
+repetitions and after it in even ones; the ratios go to meta.json's
+``crosschecks``, judged at ±15%.  Container and guest clients carry only the
+probe, so their columns have no cross-check.
 
 Paths and MTUs can be narrowed with CVBENCH_NET_PATHS=loopback,veth and
 CVBENCH_NET_MTUS=1500,9000; an unknown path or an MTU the path can't carry
-exits 2.  Paths not measured yet are rows with the reason in meta.json.
+exits 2.  A path or column that cannot be set up here is a row with the
+reason in meta.json; one that fails is a failed row with why.
 """
 from __future__ import annotations
 
@@ -42,7 +54,11 @@ PATHS = netpath.ORDER
 # run for the same time: measured here, a veth stream ran ~5 GB/s over 1 s but
 # ~1 GB/s over 3 s (many retransmits), so unequal durations alone made the
 # iperf3 ratio ~2 (iperf3 -t takes whole seconds).
-SIZES = {"quick": (2, 1), "fast": (3, 1), "default": (5, 2), "rigorous": (10, 3)}
+# Measured here with every container path (loopback, veth x5, bridge x2,
+# user-mode x2, gvisor): 3 repetitions of 1 s took 2.8 min, so FAST keeps 2
+# and the default 4 of 2 s, leaving room under the 3 and 10 minutes the
+# issue allows for the VM columns.
+SIZES = {"quick": (2, 1), "fast": (2, 1), "default": (4, 2), "rigorous": (10, 3)}
 QUANTILES = (("p50", 0.50), ("p99", 0.99), ("p999", 0.999))
 
 
