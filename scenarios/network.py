@@ -204,15 +204,20 @@ class _Column:
         self.tools: dict[str, list] = {"iperf3": [], "sockperf": [], "iperf3_errors": [],
                                        "sockperf_errors": [], "commands": []}
         self.path = kind.factory(_env_for(env, backend), backend)
-        p = self.path
-        p.server_cpu, p.client_cpu = self.net["affinity"]["server_cpu"], self.net["affinity"]["client_cpu"]
-        self.row.update(setup=p.setup, max_mtu=p.max_mtu)
-        self.mtus = _mtus_for(p, mtus)
-        self.port = netpath.free_port() if p.server_ns is None else netpath.PORT
-        self.row["port"] = self.port
-        self.checked = {"iperf3", "sockperf"} <= set(p.client_tools)
-        self.servers = [p.start_server(["probe", "net", "serve", proto, str(self.port)], "CVB net_serve")
-                        for proto in ("tcp", "udp")]
+        try:
+            p = self.path
+            p.server_cpu, p.client_cpu = self.net["affinity"]["server_cpu"], self.net["affinity"]["client_cpu"]
+            self.row.update(setup=p.setup, max_mtu=p.max_mtu)
+            self.mtus = _mtus_for(p, mtus)
+            self.port = netpath.free_port() if p.server_ns is None else netpath.PORT
+            self.row["port"] = self.port
+            self.checked = {"iperf3", "sockperf"} <= set(p.client_tools)
+            for proto in ("tcp", "udp"):
+                self.servers.append(p.start_server(["probe", "net", "serve", proto, str(self.port)],
+                                                   "CVB net_serve"))
+        except BaseException:
+            self.close()
+            raise
 
     def add(self, metric, value, unit, tidy_unit):
         self.samples.setdefault(metric, []).append([value])
