@@ -71,7 +71,30 @@ class _Parser(argparse.ArgumentParser):
         raise CvbError("usage", message, f"see '{self.prog} --help'")
 
 
-def _parser() -> argparse.ArgumentParser:
+COMMANDS = ("run", "create", "start", "state", "kill", "delete", "list", "spec", "sweep", "features")
+
+
+def _command(argv: list[str]) -> str | None:
+    """The subcommand argv names, read the way the parser will (skipping the
+    global flags and their values), or None when unsure."""
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a in ("--root", "--log", "--log-format"):
+            i += 2
+        elif a.startswith("-"):
+            if a in ("-h", "--help"):
+                return None
+            i += 1
+        else:
+            return a if a in COMMANDS else None
+    return None
+
+
+def _parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line, or with only= the one subcommand argv names:
+    argparse's gettext lookups cost ~0.1 ms per parser and argument, and a
+    `run` needs one subparser, not ten (help and errors build them all)."""
     p = _Parser(prog="python -m runtime", description="cvbench's container runtime (runc-like)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.add_argument("--root", help="directory for state files (default: /run/cvbench/containers)")
@@ -79,6 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--log-format", choices=("text", "json"), default="text")
     p.add_argument("--systemd-cgroup", action="store_true", help=argparse.SUPPRESS)
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    sub = _Only(sub, only)
     for name in ("run", "create"):
         s = sub.add_parser(name, help=f"{name} a container from an OCI bundle")
         s.add_argument("-b", "--bundle", default=".", help="bundle directory (default: .)")
@@ -117,6 +141,24 @@ def _parser() -> argparse.ArgumentParser:
     f = sub.add_parser("features", help="what this host supports")
     f.add_argument("--json", action="store_true")
     return p
+
+
+class _Only:
+    """add_subparsers() that makes only one named subparser (others go to a
+    scratch parser no one reads)."""
+
+    def __init__(self, sub, only: str | None):
+        self.sub, self.only = sub, only
+
+    def add_parser(self, name: str, **kw):
+        if self.only is None or name == self.only:
+            return self.sub.add_parser(name, **kw)
+        return _Scratch()
+
+
+class _Scratch:
+    def add_argument(self, *a, **kw):
+        return None
 
 
 def isolation_from_args(a) -> Isolation:
@@ -172,6 +214,11 @@ def _pid_file(path: str | None, pid: int) -> None:
 def cmd_run(a) -> int:
     """Foreground: every catchable signal is forwarded (held during the start,
     then delivered); the exit status is the container's, 128+N for signal N."""
+    iso = isolation_from_args(a)
+    early = None
+    if iso.follow_bundle and iso.seccomp:  # compiling while the rest is imported
+        from .seccomp import prestart
+        early = prestart(a.bundle)
     from .container import spawn
     box: dict = {"c": None, "pending": []}
 
@@ -184,9 +231,13 @@ def cmd_run(a) -> int:
     # a signal the caller blocked would never reach us, so never be forwarded
     mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
     try:
-        c = box["c"] = spawn(a.bundle, a.args or None, isolation_from_args(a), name=a.id,
-                             stdout=1, stderr=2, ignore_unsupported=a.ignore_unsupported,
-                             preserve_fds=a.preserve_fds)
+        try:
+            c = box["c"] = spawn(a.bundle, a.args or None, iso, name=a.id, stdout=1, stderr=2,
+                                 ignore_unsupported=a.ignore_unsupported,
+                                 preserve_fds=a.preserve_fds, seccomp_started=early)
+        finally:
+            if early is not None:
+                early.join()  # a no-op when spawn() used it
         try:
             for w in c.warnings:
                 log("warning", w)
@@ -337,7 +388,7 @@ def main(argv: list[str]) -> int:
     if "--" in argv:
         i = argv.index("--")
         argv, args = argv[:i], argv[i + 1:]
-    a = _parser().parse_args(argv)
+    a = _parser(_command(argv)).parse_args(argv)
     a.args = args
     _log.update(file=a.log, format=a.log_format)
     if a.root:

@@ -220,7 +220,7 @@ def _owner_record() -> dict:
 
 def spawn(bundle, args: list[str] | None = None, iso: Isolation | None = None, *,
           name: str | None = None, stdout=None, stderr=None, detached: bool = False,
-          ignore_unsupported: bool = False, preserve_fds: int = 0) -> Container:
+          ignore_unsupported: bool = False, preserve_fds: int = 0, seccomp_started=None) -> Container:
     """Start a container and return once its process has exec'd (or failed to).
 
     detached=True (the CLI's `create`) leaves the init blocked before exec
@@ -228,7 +228,8 @@ def spawn(bundle, args: list[str] | None = None, iso: Isolation | None = None, *
     setting of config.json this host cannot apply is an error before anything
     starts; ignore_unsupported=True makes it a warning in Container.warnings.
     preserve_fds=N keeps the caller's fds 3..3+N-1 open in the container (as
-    runc --preserve-fds); every other fd is closed at exec."""
+    runc --preserve-fds); every other fd is closed at exec.  seccomp_started:
+    a seccomp.prestart() compile, used if it is of this plan's profile."""
     require_root("container runtime")
     if name:
         cid = state.check_id(name)
@@ -253,7 +254,12 @@ def spawn(bundle, args: list[str] | None = None, iso: Isolation | None = None, *
     try:
         if p.seccomp:  # compiled beside everything below; the child waits for it
             from . import seccomp
-            bg = seccomp.Background(p.seccomp_profile, p.cfg.warnings)
+            if seccomp_started is not None and seccomp_started.profile is not None \
+                    and seccomp_started.profile == p.seccomp_profile:
+                bg, seccomp_started = seccomp_started, None
+                bg._warnings = p.cfg.warnings  # they arrive when it is joined
+            else:
+                bg = seccomp.Background(p.seccomp_profile, p.cfg.warnings)
             p.bpf_fd = bg.r
         if be is not None:
             c._cg = be.create(planned_cg, p.limits)

@@ -216,3 +216,33 @@ def test_more_than_six_args_is_refused_when_config_is_read(root, image, tmp_path
         {"names": ["personality"], "action": "SCMP_ACT_ERRNO", "args": [arg] * 7}]}
     with pytest.raises(CvbError, match=r"linux.seccomp.syscalls\[0\].args"):
         spawn(_profile_bundle(tmp_path, image, profile, ["/probe", "ready"]))
+
+
+def test_cli_prestarted_compile_is_used_only_for_its_own_profile(root, image, tmp_path):
+    """seccomp.prestart() (the CLI's early compile) is adopted by spawn() only
+    when the plan's profile is the very one it compiles; any other is left
+    alone and the container gets a filter of its own profile."""
+    from runtime import spawn, stage
+    stage.build()
+    stage._found = None
+    cmd = ["/bin/sh", "-c", "hostname x 2>&1; echo rc=$?"]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    deny = _profile_bundle(tmp_path / "a", image, DENY_SETHOSTNAME, cmd)
+    allow = _profile_bundle(tmp_path / "b", image, {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["getppid"], "action": "SCMP_ACT_ERRNO"}]}, cmd)
+    early = seccomp.prestart(str(deny))
+    assert early is not None and early.pid
+    with spawn(deny, seccomp_started=early) as c:
+        out = c.stdout.read().decode()
+    assert "Permission denied" in out and "rc=1" in out, out
+    assert early.pid == 0 and early.r == -1  # adopted: spawn() joined it
+    early = seccomp.prestart(str(allow))
+    try:
+        with spawn(deny, seccomp_started=early) as c:
+            out = c.stdout.read().decode()
+        assert "Permission denied" in out and "rc=1" in out, out  # deny's own filter
+        assert early.pid  # not adopted: still the caller's to join
+    finally:
+        early.join()
+    assert seccomp.prestart(str(tmp_path)) is None  # no config.json: spawn() will say why
