@@ -2,7 +2,9 @@
 and the disk table for the report, from tidy.csv and meta.json's ``disk``.
 
 Every subtitle names the accelerator (style.subtitle) and each backing's cache
-mode; rows that were not measured or failed are named, never dropped.
+mode; rows that were not measured or failed are named, never dropped.  A VM
+backing whose reads the host page cache can serve (virtio-fs: virtiofsd does
+buffered host I/O) is marked ‡, and VM rows under TCG are said to be emulation.
 """
 from __future__ import annotations
 
@@ -16,11 +18,14 @@ JOB_ORDER = ["fc-randread", "fc-randwrite", "kata-seqread-4k", "kata-randread-64
              "meta-create", "meta-stat", "meta-unlink"]
 SHORT_CACHE = {"dir": "host page cache, O_DIRECT", "bind": "host page cache, O_DIRECT",
                "overlay": "overlayfs, upper on the host disk, O_DIRECT", "tmpfs": "RAM",
-               "gofer-root": "gVisor gofer, Sentry cache", "gofer-overlay": "Sentry memory"}
+               "gofer-root": "gVisor gofer, Sentry cache", "gofer-overlay": "Sentry memory",
+               "virtio-blk": "raw file, cache=none (O_DIRECT on the host)",
+               "virtio-fs": "virtiofsd cache=none, buffered on the host ‡"}
 # Backings whose data lives in memory, not on the disk: flagged on every chart.
 IN_MEMORY = {"tmpfs", "gofer-overlay"}
 BACKING_SHADE = {"dir": 1.0, "bind": 1.0, "overlay": 0.65, "tmpfs": 0.35, "gofer-root": 1.0,
-                 "gofer-overlay": 0.5}
+                 "gofer-overlay": 0.5, "virtio-blk": 1.0, "virtio-fs": 0.55}
+VM_BACKENDS = {"libvirt", "qemu", "qemu-microvm"}
 
 
 def _disk(run: Run):
@@ -59,6 +64,14 @@ def notes(run: Run) -> str:
     mem = sorted(IN_MEMORY & set(caches))
     if mem:
         lines.append(f"† in memory, not on the disk ({', '.join(mem)}): O_DIRECT has nothing to bypass")
+    infl = sorted(_inflated(run))
+    if infl:
+        lines.append(f"‡ host page cache can inflate these VM results ({', '.join(infl)}): "
+                     "the guest's O_DIRECT does not reach the host file")
+    accel = ((run.meta.get("env") or {}).get("accel") or {}).get("name")
+    if accel == "tcg" and any(k.split("/", 1)[0] in VM_BACKENDS for k, r in rows.items() if r.get("status") == "ok"):
+        lines.append("VM rows under TCG: the guest side (fio, guest kernel, virtio drivers) is emulated, "
+                     "not KVM figures")
     missing = {}
     for k, r in rows.items():
         if r.get("status") not in ("ok", "pending"):
@@ -84,13 +97,19 @@ def _grid(st: str, n: int, rows: int):
     return fig, flat[:n], ncols
 
 
-def _label(col: str) -> str:
-    return col + (" †" if col.split("/", 1)[1] in IN_MEMORY else "")
+def _inflated(run: Run) -> set[str]:
+    """backend/backing keys whose result the host page cache can inflate."""
+    rows = (run.meta.get("disk") or {}).get("rows") or {}
+    return {k for k, r in rows.items() if r.get("host_cache_inflated")}
 
 
-def _rows(ax, i: int, ncols: int, cols: list[str]) -> None:
+def _label(col: str, inflated: set[str] = frozenset()) -> str:
+    return col + (" †" if col.split("/", 1)[1] in IN_MEMORY else "") + (" ‡" if col in inflated else "")
+
+
+def _rows(ax, i: int, ncols: int, cols: list[str], inflated: set[str] = frozenset()) -> None:
     """The same backing rows in every panel; labelled in the first column only."""
-    ax.set_yticks(range(len(cols)), [_label(c) for c in cols] if i % ncols == 0 else [""] * len(cols),
+    ax.set_yticks(range(len(cols)), [_label(c, inflated) for c in cols] if i % ncols == 0 else [""] * len(cols),
                   fontsize="small")
     ax.set_ylim(len(cols) - 0.5, -0.5)
 
@@ -122,7 +141,7 @@ def disk_iops(run: Run, st: str, out: Path) -> list[Path]:
             med = d[d["job"] == job].groupby("column")["value"].median()
             ys = [k for k, c in enumerate(cols) if c in med.index]
             ax.barh(ys, [med[cols[k]] for k in ys], color=[_bar_color(cols[k]) for k in ys])
-            _rows(ax, i, ncols, cols)
+            _rows(ax, i, ncols, cols, _inflated(run))
             if style.log_if_wide(med.values):
                 _log_x(ax, _fmt_iops)
             else:
@@ -152,7 +171,7 @@ def disk_latency(run: Run, st: str, out: Path) -> list[Path]:
                 ys = [k for k, c in enumerate(cols) if c in med.index]
                 ax.plot([med[cols[k]] for k in ys], ys, m, ls="none", color="#333333", ms=6,
                         label=lab if i == 0 else None, mfc="none" if metric != "clat_p50" else "#333333")
-            _rows(ax, i, ncols, cols)
+            _rows(ax, i, ncols, cols, _inflated(run))
             _log_x(ax, _fmt_s)
             ax.set_title(job, fontsize="small")
             ax.grid(axis="x", alpha=0.3)
@@ -197,7 +216,8 @@ def table(run: Run) -> tuple[list[str], list[list[str]]]:
             body.append([col, job, f"{v('iops'):.0f}" if v("iops") is not None else "-",
                          f"{bw / 2**20:.1f} MiB/s" if bw is not None else "-",
                          *(_fmt_s(v(m)) if v(m) is not None else "-" for m in ("clat_p50", "clat_p99", "clat_p999")),
-                         cpu_s, (rows_meta.get(col) or {}).get("cache", "")])
+                         cpu_s, (rows_meta.get(col) or {}).get("cache", "")
+                         + (" [host-cache-inflated]" if (rows_meta.get(col) or {}).get("host_cache_inflated") else "")])
     for key, r in rows_meta.items():
         if r.get("status") not in ("ok", "pending"):
             body.append([key, "-", "-", "-", "-", "-", "-", "-", f"{r.get('status')}: {r.get('why', '')}"])

@@ -1,4 +1,5 @@
-"""The disk scenario's backings and how fio runs on each, host and container.
+"""The disk scenario's backings and how fio runs on each: host, container and
+VM (the VM side is bench/disk_vm.py: virtio-blk and virtio-fs in a guest).
 
 Everything a run writes lives in one folder on the host's disk,
 ``<CVBENCH_DISK_STATE or /var/tmp/cvbench-disk>/cvbench-d<pid>-<start>``: the
@@ -36,9 +37,10 @@ STATE_ENV = "CVBENCH_DISK_STATE"
 
 @dataclass
 class Backing:
-    name: str        # dir | bind | overlay | tmpfs
+    name: str        # dir | bind | overlay | tmpfs | gofer-* | virtio-blk | virtio-fs
     cache: str       # what caches the data path (recorded, shown on the chart)
     direct: bool     # O_DIRECT as the profile asks
+    inflated: bool = False   # a VM result the host page cache can inflate (flagged on the chart)
 
 
 HOST_BACKINGS = [Backing("dir", "host page cache, O_DIRECT bypasses it; dropped before each job", True)]
@@ -59,6 +61,11 @@ RUNSC_BACKINGS = [
             "the lower layer through the gofer; not the host page cache", True),
 ]
 RUNSC_FLAGS = {"gofer-root": ["--overlay2=none"], "gofer-overlay": ["--overlay2=root:memory"]}
+
+
+def vm_backings() -> list[Backing]:
+    from . import disk_vm
+    return [Backing(n, disk_vm.CACHE[n], True, disk_vm.INFLATED[n]) for n in disk_vm.CACHE]
 
 
 def state_root() -> Path:
@@ -264,11 +271,20 @@ class ContainerRunner:
 def backings_for(backend) -> list[Backing]:
     if backend.kind == "process":
         return HOST_BACKINGS
+    if backend.kind == "vm":
+        return vm_backings()
     return RUNSC_BACKINGS if backend.name == "runsc" else CONTAINER_BACKINGS
 
 
-def runner_for(backend, layer: Path, workdir: Path):
-    return HostRunner(layer, workdir) if backend.kind == "process" else ContainerRunner(backend, layer, workdir)
+def runner_for(backend, layer: Path, workdir: Path, window: disk_fio.Window | None = None):
+    """The runner for ``backend``; a VM runner keeps one guest up per backing
+    until its ``close()`` (callers close every runner that has one)."""
+    if backend.kind == "process":
+        return HostRunner(layer, workdir)
+    if backend.kind == "vm":
+        from .disk_vm import VMRunner
+        return VMRunner(backend, layer, workdir, window or disk_fio.WINDOWS["quick"])
+    return ContainerRunner(backend, layer, workdir)
 
 
 def measure(runner, backing: Backing, window: disk_fio.Window, profile: str, timeout: float,

@@ -29,8 +29,6 @@ guest's CPU work (fio, the guest kernel's block and FUSE layers) is emulated.
 from __future__ import annotations
 
 import os
-import queue
-import re
 import subprocess
 import time
 from pathlib import Path
@@ -92,7 +90,7 @@ def data_image(path: Path, size_bytes: int) -> Path:
     return path
 
 
-def _cpu_s(pids: list[int]) -> float:
+def cpu_s(pids: list[int]) -> float:
     tick = os.sysconf("SC_CLK_TCK")
     total = 0.0
     for pid in pids:
@@ -165,7 +163,7 @@ class VMRunner:
         self.vm = None
         self.fsd: VirtioFSD | None = None
         self.backing = ""
-        self._lines: queue.Queue[str] = queue.Queue()
+        self.shell: guest_io.GuestShell | None = None
 
     # -- guest lifecycle ---------------------------------------------------------------
     def _boot(self, backing) -> None:
@@ -194,7 +192,7 @@ class VMRunner:
         io = GuestIO(disks=disks, shares=shares, cmdline=cmd)
         self.vm = self.b.io_vm(guest_io.initramfs(img), ["serve"], io, timeout=120.0)
         self.vm.start()
-        self.vm.console.listeners.append(self._lines.put)
+        self.shell = guest_io.GuestShell(self.vm, f"disk: {self.b.name}/{backing.name}")
         self.backing = backing.name
 
     def host_pids(self) -> list[int]:
@@ -206,55 +204,26 @@ class VMRunner:
     def close(self) -> None:
         try:
             if self.vm is not None:
-                try:
-                    if not self.vm._gone():
-                        self.vm.console.send(b"quit\n")
-                        self.vm._wait_gone(15)
-                except OSError:
-                    pass
+                self.shell.quit()
                 self.vm.stop()
         finally:
-            self.vm = None
+            self.vm = self.shell = None
             if self.fsd:
                 self.fsd.stop()
                 self.fsd = None
-
-    # -- commands ------------------------------------------------------------------------
-    def _command(self, line: str, until: re.Pattern, timeout: float) -> list[str]:
-        while not self._lines.empty():
-            self._lines.get_nowait()
-        self.vm.console.send(line.encode() + b"\n")
-        got, end = [], time.monotonic() + timeout
-        while True:
-            left = end - time.monotonic()
-            if left <= 0 or self.vm.console.eof.is_set() and self._lines.empty():
-                why = "timed out" if left <= 0 else "the guest exited"
-                raise CvbError("disk", f"{self.b.name}/{self.backing}: {why} running {line.split()[:1]} "
-                               f"in the guest; console: {self.vm.console.tail(5)!r}", "see the console",
-                               status=1)
-            try:
-                ln = self._lines.get(timeout=min(left, 0.5))
-            except queue.Empty:
-                continue
-            got.append(ln)
-            if until.search(ln):
-                return got
 
     def run(self, backing, env: dict, profile: str, section: str, timeout: float,
             create_only: bool = False) -> tuple[str, float]:
         if self.vm is None:
             self._boot(backing)
         if not create_only:
-            self._command("drop", re.compile(r"^CVBIO dropped"), 60)
+            self.shell.drop_caches()
         words = [f"{k}={v}" for k, v in {**env, "CVB_DIR": disk_fio.DATA}.items()]
         argv = disk_fio.argv("/usr/bin/fio", disk_fio.IN_ROOT_JOBS, profile, section, create_only)
         pids = self.host_pids()
-        c0 = _cpu_s(pids)
-        lines = self._command("run " + " ".join(words + argv), re.compile(r"^CVBIO end rc=(\d+)"), timeout)
-        cpu = _cpu_s(pids) - c0
-        rc = int(re.search(r"rc=(\d+)", lines[-1]).group(1))
-        begin = next((i for i, ln in enumerate(lines) if ln.startswith("CVBIO begin")), -1)
-        out = "\n".join(lines[begin + 1:-1])
+        c0 = cpu_s(pids)
+        rc, out = self.shell.run(words + argv, timeout)
+        cpu = cpu_s(pids) - c0
         if rc != 0:
             raise CvbError("disk", f"{self.b.name}/{backing.name} {section}: fio in the guest exited with {rc}: "
                            f"{out.strip()[-400:]}", "see the output", status=1)

@@ -17,17 +17,21 @@ IO_INIT reads ``cvbench.*`` words from the kernel command line (before `` -- ``)
 
 Then the words after `` -- ``: ``serve`` reads commands from the serial
 console (``drop``: sync and drop the guest's page cache; ``run ARGS``: run
-ARGS chrooted, its output between ``CVBIO begin`` and ``CVBIO end rc=N``;
+ARGS, chrooted into the root if there is one, its output between ``CVBIO begin`` and ``CVBIO end rc=N``;
 ``quit``), anything else is the probe's argv, as in the image's /init.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import queue
+import re
 import shutil
 import stat
+import time
 from pathlib import Path
 
+from common.errors import CvbError
 from common.paths import build_dir
 
 from . import cpio, kernel
@@ -86,7 +90,9 @@ if [ "$args" = serve ]; then
   while read -r cmd rest; do
     case $cmd in
       drop) sync; echo 3 > /proc/sys/vm/drop_caches; echo "CVBIO dropped" ;;
-      run) echo "CVBIO begin"; chroot /newroot /usr/bin/env $rest 2>/tmp/err; rc=$?
+      run) echo "CVBIO begin"
+           if [ -n "$root" ]; then chroot /newroot /usr/bin/env $rest 2>/tmp/err; else env $rest 2>/tmp/err; fi
+           rc=$?
            [ $rc -ne 0 ] && tail -c 400 /tmp/err; echo "CVBIO end rc=$rc" ;;
       quit) break ;;
     esac
@@ -156,3 +162,56 @@ def cmdline(img, modules: list[str], **words: str) -> str:
     parts = [f"cvbench.modules={','.join(order)}"] if order else []
     parts += [f"cvbench.{k}={v}" for k, v in words.items() if v]
     return " ".join(parts)
+
+
+class GuestShell:
+    """The host side of IO_INIT's ``serve`` loop: commands typed into the
+    guest's serial console, their output read back line by line."""
+
+    END = re.compile(r"^CVBIO end rc=(\d+)")
+
+    def __init__(self, vm, what: str):
+        self.vm = vm
+        self.what = what
+        self._lines: queue.Queue[str] = queue.Queue()
+        vm.console.listeners.append(self._lines.put)
+
+    def _command(self, line: str, until: re.Pattern, timeout: float) -> list[str]:
+        while not self._lines.empty():
+            self._lines.get_nowait()
+        self.vm.console.send(line.encode() + b"\n")
+        got, end = [], time.monotonic() + timeout
+        while True:
+            left = end - time.monotonic()
+            if left <= 0 or (self.vm.console.eof.is_set() and self._lines.empty()):
+                why = f"timed out after {timeout:g} s" if left <= 0 else "the guest exited"
+                raise CvbError(self.what, f"{why} running {line.split()[:3]} in the guest; console: "
+                               f"{self.vm.console.tail(5)!r}", "see the console", status=1)
+            try:
+                ln = self._lines.get(timeout=min(left, 0.5))
+            except queue.Empty:
+                continue
+            got.append(ln)
+            if until.search(ln):
+                return got
+
+    def drop_caches(self, timeout: float = 60) -> None:
+        self._command("drop", re.compile(r"^CVBIO dropped"), timeout)
+
+    def run(self, argv: list[str], timeout: float) -> tuple[int, str]:
+        """Run ``argv`` (words without blanks: env assignments first) in the
+        guest; its exit status and its output (stdout; stderr's tail on failure)."""
+        lines = self._command("run " + " ".join(argv), self.END, timeout)
+        rc = int(self.END.search(lines[-1]).group(1))
+        begin = next((i for i, ln in enumerate(lines) if ln.startswith("CVBIO begin")), -1)
+        return rc, "\n".join(lines[begin + 1:-1])
+
+    def quit(self, timeout: float = 15) -> None:
+        """Ask the guest to power off and wait for its VMM to go (best effort:
+        the caller's stop() destroys it anyway)."""
+        try:
+            if not self.vm._gone():
+                self.vm.console.send(b"quit\n")
+                self.vm._wait_gone(timeout)
+        except OSError:
+            pass

@@ -1,6 +1,8 @@
 """disk: fio's standard profiles (Firecracker's, Kata's, metadata) on each
 storage path: a host directory (the floor), a bind mount, overlayfs over the
-image and tmpfs in each container runtime, and gVisor's gofer root.
+image and tmpfs in each container runtime, gVisor's gofer root, and in each VM
+backend (libvirt, raw QEMU pc, QEMU microvm) virtio-blk on a raw file
+(cache=none) and virtio-fs through virtiofsd (bench/disk_vm.py).
 
 One fio binary (bench.disk_fio's layer), one JSON parser, caches dropped
 before each job, O_DIRECT as the profiles ask.  Per job: IOPS, bandwidth,
@@ -9,25 +11,23 @@ CPU-seconds per GB (per 1,000 ops for metadata) from getrusage of the processes
 the harness reaped (fio, and the runtime that started it).
 
 gVisor: its gofer-mediated root and its memory overlay (--overlay2=root:memory).
-Rows not measured yet are named in meta.json's ``disk.rows`` with the reason:
-the VM paths (virtio-blk, virtio-fs, 9p) need fio and the guest's modules in
-the initramfs, which this change does not build.
+VMs: one guest per backing runs every job (fio from the same layer, as a
+read-only ext4 disk); host CPU is the VMM's (QEMU, virtiofsd).  Under TCG the
+guest side is emulated, which the chart says.  Rows that cannot be measured
+are named in meta.json's ``disk.rows`` with the reason (9p: the guest kernel
+has none).
 """
 from __future__ import annotations
 
-from bench import disk, disk_fio, timing
+from bench import disk, disk_fio, disk_vm, timing
 from bench.harness import Context, Task, progress
 
 DESCRIPTION = "fio profiles (Firecracker, Kata, metadata) per storage backing: IOPS, bandwidth, clat p50/p99/p99.9"
 REPEATS = {"quick": 1, "fast": 1, "default": 1, "rigorous": 3}
-SUPPORTED = ("host", "runc", "crun", "builtin-cli", "runsc")
-VM_WHY = ("virtio-blk (raw file, cache=none), virtio-fs (virtiofsd) and 9p are not built yet: the kernel "
-          "cache keeps only vmlinuz (bench/kernel.py), so the guest has no virtio_blk/virtiofs/9p modules, "
-          "and fio with its ~80 MB of shared libraries does not fit the 128 MiB guest's initramfs")
+SUPPORTED = ("host", "runc", "crun", "builtin-cli", "runsc", "libvirt", "qemu", "qemu-microvm")
 NOT_YET = {
     "builtin": "the in-process library backend is timed by builtin-cli here (same runtime, same bundle): "
                "fio needs a process of its own",
-    "qemu": VM_WHY, "qemu-microvm": VM_WHY, "libvirt": VM_WHY,
 }
 METRICS = {   # metric -> (pyperf unit, tidy unit)
     "iops": ("integer", "iops"), "bw": ("byte", "bytes_per_s"),
@@ -60,11 +60,15 @@ def plan(ctx: Context) -> list[Task]:
             rows[name] = {"status": "not measured", "why": NOT_YET.get(name, "no disk path for this backend")}
             continue
         b = ctx.backend(name)
+        if b.kind == "vm":
+            rows[f"{name}/9p"] = {"status": "not measured", "why": disk_vm.NINEP_WHY, "cache": "-"}
         for backing in disk.backings_for(b):
             rows[f"{name}/{backing.name}"] = {"status": "pending", "cache": backing.cache,
-                                              "direct": backing.direct}
-            # 4 timed data jobs + starts, layout and metadata: ~17 s per backing under FAST=1 here
+                                              "direct": backing.direct, "host_cache_inflated": backing.inflated}
+            # 4 timed data jobs + starts, layout and metadata: ~17 s per backing under FAST=1 here;
+            # a guest adds its boot and TCG's slower fio start (~10 s)
             est = repeats * (len(disk_fio.DATA_PROFILES) * 2 * (win.ramp_s + win.runtime_s) + 6)
+            est += 10 * repeats if b.kind == "vm" else 0
             tasks.append(Task(f"{name}/{backing.name}: fio x {repeats}", name, est,
                               lambda b=b, backing=backing: _one(ctx, b, backing, layer, win, repeats, rows)))
     ctx.summary_metrics = ["iops", "clat_p99"]
@@ -76,14 +80,18 @@ def _one(ctx, b, backing, layer, win, repeats, rows) -> list:
     samples: dict[tuple[str, str], list[list[float]]] = {}
     workdir = disk.run_dir() / f"{b.name}-{backing.name}"
     workdir.mkdir(parents=True, exist_ok=True)
-    runner = disk.runner_for(b, layer, workdir)
+    runner = disk.runner_for(b, layer, workdir, win)
     timeout = 120 + 4 * (win.ramp_s + win.runtime_s)
     try:
         for _ in range(repeats):
-            for profile in disk_fio.PROFILES:
-                for section, fig in disk.measure(runner, backing, win, profile, timeout, progress).items():
-                    for metric, value in _values(profile, fig).items():
-                        samples.setdefault((metric, section), []).append([value])
+            try:
+                for profile in disk_fio.PROFILES:
+                    for section, fig in disk.measure(runner, backing, win, profile, timeout, progress).items():
+                        for metric, value in _values(profile, fig).items():
+                            samples.setdefault((metric, section), []).append([value])
+            finally:
+                if hasattr(runner, "close"):   # a VM: one guest per repeat, gone before the next
+                    runner.close()
     except Exception as e:
         rows[key].update(status="failed", why=str(getattr(e, "why", e)).splitlines()[0][:300])
         raise
@@ -95,6 +103,7 @@ def _one(ctx, b, backing, layer, win, repeats, rows) -> list:
         unit, tidy = METRICS[metric]
         md = {"cvbench_tidy_unit": tidy, "cvbench_backend": b.name, "cvbench_backing": backing.name,
               "cvbench_cache": backing.cache, "cvbench_direct": str(backing.direct),
+              "cvbench_host_cache_inflated": str(backing.inflated),
               "cvbench_fio_job": section, "cvbench_source": "fio --output-format=json, one fio run per value"}
         out.append(timing.in_instance_runs(f"disk.{metric}.{b.name}.{backing.name}:{section}", vals, unit, md))
     return out

@@ -175,10 +175,14 @@ class GuestVM:
         r.console, r.probe = c.text(), c.probe
         return r
 
-    def start(self):
-        """Boot and return once ``CVB READY`` was seen (a long-lived guest)."""
+    def start(self, after_spawn=None):
+        """Boot and return once ``CVB READY`` was seen (a long-lived guest).
+        ``after_spawn()`` runs once the VMM exists, before READY (e.g. to move
+        the tap it opened into a cvbench netns)."""
         self._boot()
         try:
+            if after_spawn is not None:
+                after_spawn()
             self._await(self.console.ready, "CVB READY")
         except BaseException:
             self.stop()

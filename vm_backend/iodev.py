@@ -38,7 +38,8 @@ class Share:
 
 @dataclass
 class Nic:
-    """A virtio-net NIC on an existing tap (created by the caller, not by libvirt)."""
+    """A virtio-net NIC on tap ``tap``: raw QEMU creates it (script=no), libvirt too
+    (<interface type='ethernet'>); either way it is born in the host's netns."""
     tap: str
     mac: str
     mtu: int = 0
@@ -86,7 +87,7 @@ def domain_devices_xml(io: GuestIO | None) -> str:
     for n in io.nics:
         mtu = f"<mtu size='{int(n.mtu)}'/>" if n.mtu else ""
         out.append(f"<interface type='ethernet'><mac address={quoteattr(n.mac)}/>"
-                   f"<target dev={quoteattr(n.tap)} managed='no'/><model type='virtio'/>{mtu}</interface>")
+                   f"<target dev={quoteattr(n.tap)} /><model type='virtio'/>{mtu}</interface>")
     return "\n    ".join(out)
 
 
