@@ -125,6 +125,11 @@ class InRoot:
 
     def ensure(self, dest: str, directory: bool = True) -> None:
         """Create dest (and missing parents) inside the root; mode 0755 like runc."""
+        try:
+            os.close(self.open(dest))  # most exist: one lookup, not one per component
+            return
+        except FileNotFoundError:
+            pass
         parts = [p for p in posixpath.normpath("/" + dest).split("/") if p]
         for i in range(len(parts)):
             try:

@@ -143,6 +143,11 @@ static unsigned long locked_flags(int fd, const char *path)
 static void ensure(struct program *p, char *rel, int directory)
 {
     size_t n = strlen(rel);
+    int whole = in_root(p, rel);  /* most exist: one lookup, not one per component */
+    if (whole >= 0) {
+        close(whole);
+        return;
+    }
     for (size_t end = 0; end < n; ) {
         size_t next = end;
         while (next < n && rel[next] != '/')
