@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from . import style
-from .charts import fmt_seconds
+from .charts import fmt_ns, fmt_seconds
 from .load import Run
 
 PANELS = [("syscalls_reachable", "syscalls reachable"),
@@ -57,10 +57,15 @@ def charted(run: Run) -> list[tuple[str, dict]]:
     return [(label, p) for label, p in _rows(run) if not (p.get("rung") or "").startswith("only:")]
 
 
-def ready_median(run: Run, p: dict) -> float:
-    df = run.tidy[(run.tidy["scenario"] == "strength") & (run.tidy["metric"] == "ready")
+def cost_median(run: Run, p: dict, metric: str) -> float:
+    """The row's median of a cost metric of this run (ready: s; getppid: ns)."""
+    df = run.tidy[(run.tidy["scenario"] == "strength") & (run.tidy["metric"] == metric)
                   & (run.tidy["backend"] == p["backend"]) & (run.tidy["variant"] == (p.get("rung") or ""))]
     return float(df["value"].median()) if not df.empty else float("nan")
+
+
+def ready_median(run: Run, p: dict) -> float:
+    return cost_median(run, p, "ready")
 
 
 def host_syscalls(p: dict) -> int | None:
@@ -80,8 +85,7 @@ def _note(run: Run) -> str:
     notes = ["hollow: a VM, the guest kernel's view behind a hardware boundary",
              "host row: no boundary, so no escape battery (the bare rung is the unfenced reference)",
              "host syscalls of builtin and its rungs: its CLI as a process (Python start included)",
-             "caps held in a user namespace (its rungs) count too, though they act on that namespace's objects only",
-             "syscall cost per backend: see the syscall and isolation scenarios"]
+             "caps held in a user namespace (its rungs) count too, though they act on that namespace's objects only"]
     unmeasured = [label for label, p in _rows(run) if not p.get("rung") and host_syscalls(p) is None]
     if unmeasured:
         notes.append("host syscalls not measured for: " + ", ".join(unmeasured) + " (the report says why)")
@@ -102,22 +106,46 @@ def kernel_functions(run: Run) -> str:
     return kf or ""
 
 
+# the cost axes: tidy metric, axis label, tick format, chart name, title
+COSTS = {"ready": ("startup to READY, median", fmt_seconds, "strength_pareto",
+                   "What each isolation step buys, and what it costs to start"),
+         "getppid": ("null syscall (getppid) in the instance, median", fmt_ns, "strength_pareto_syscall",
+                     "What each isolation step buys, and what it costs per syscall")}
+
+
 def pareto(run: Run, st: str, out: Path) -> list[Path]:
     """Exposure (lower is stronger) against startup to READY (median, log axis)."""
+    return _pareto(run, st, out, "ready")
+
+
+def pareto_syscall(run: Run, st: str, out: Path) -> list[Path]:
+    """Exposure against the null syscall's cost in the instance (a seccomp
+    filter, gVisor's Sentry and TCG emulation each add to it)."""
+    return _pareto(run, st, out, "getppid")
+
+
+def _pareto(run: Run, st: str, out: Path, metric: str) -> list[Path]:
     rows = charted(run)
-    if not rows:
+    xlabel, fmt, name, heading = COSTS[metric]
+    xs = [x for _, p in rows if np.isfinite(x := cost_median(run, p, metric)) and x > 0]
+    if not xs:
         return []
     from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter
+    # a factor of 3 around the points, so at least one decade tick falls inside and none
+    # at a corner (where it would meet the y axis' 0); a label every second decade
+    # when there are more than three (four decades in a quarter of a slide)
+    lo, hi = min(xs) / 3, max(xs) * 3
+    base = 100 if np.log10(hi / lo) > 3 else 10
     with style.styled(st):
         fig, axes = style.figure(st, 1, len(PANELS), sharex=True, layout="constrained")
         for ax, (key, title) in zip(axes, PANELS, strict=True):
-            ladder = [(ready_median(run, p), _value(p, key)) for _, p in rows if p.get("rung")]
+            ladder = [(cost_median(run, p, metric), _value(p, key)) for _, p in rows if p.get("rung")]
             ladder = [(x, y) for x, y in ladder if np.isfinite(x) and y is not None]
             if ladder:
                 ax.plot(*zip(*sorted(ladder), strict=True), "-o", color=style.color("builtin"), ms=4, lw=1,
                         alpha=0.6, label="builtin ladder (cumulative rungs)" if ax is axes[0] else None)
             for i, (label, p) in enumerate(r for r in rows if not r[1].get("rung")):
-                x = ready_median(run, p)
+                x = cost_median(run, p, metric)
                 y = _value(p, key)
                 if key == "escapes_succeeded" and not ran(p) and np.isfinite(x):
                     ax.text(x, 0.03, "host: no battery", transform=ax.get_xaxis_transform(),
@@ -128,20 +156,19 @@ def pareto(run: Run, st: str, out: Path) -> list[Path]:
                 ax.plot(x, y, MARKERS[i % len(MARKERS)], ms=9, mec=c,
                         mfc="none" if _is_vm(p) else c, mew=1.8, label=label if ax is axes[0] else None)
             ax.set_xscale("log")
-            ax.xaxis.set_major_formatter(lambda v, _p: fmt_seconds(v))
-            # four decades in a quarter of a slide: a label every second decade, a grid line every one
-            ax.xaxis.set_major_locator(LogLocator(base=100))
+            ax.xaxis.set_major_formatter(lambda v, _p: fmt(v))
+            ax.set_xlim(lo, hi)
+            ax.xaxis.set_major_locator(LogLocator(base=base))
             ax.xaxis.set_minor_locator(LogLocator(base=10))
             ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_title(title)
             ax.set_ylim(bottom=0)
             ax.yaxis.set_major_locator(MaxNLocator(integer=True))   # counts
             ax.grid(alpha=0.3, which="both")
-        axes[len(axes) // 2].set_xlabel("startup to READY, median (log scale); exposure: lower is stronger")
+        axes[len(axes) // 2].set_xlabel(f"{xlabel} (log); exposure: lower is stronger")
         fig.legend(loc="outside lower center", ncols=5, frameon=False)
-        style.titled(fig, "What each isolation step buys, and what it costs to start", run.meta, st,
-                     note=_note(run))
-        return style.save(fig, out, "strength_pareto")
+        style.titled(fig, heading, run.meta, st, note=_note(run))
+        return style.save(fig, out, name)
 
 
 def battery(run: Run, st: str, out: Path) -> list[Path]:
@@ -179,7 +206,7 @@ def battery(run: Run, st: str, out: Path) -> list[Path]:
 def table(run: Run) -> tuple[list[str], list[list[str]]]:
     hdr = ["row", "boundary", "seccomp", "syscalls reachable / blocked / not probed", "caps eff / bnd",
            "ns shared with host", "devices", "paths r / w", "escapes succeeded", "host syscalls entered (strace -f unless noted)",
-           "ready median"]
+           "ready median", "getppid median"]
     body = []
     for label, p in _rows(run):
         s = p["syscalls"]
@@ -192,7 +219,8 @@ def table(run: Run) -> tuple[list[str], list[list[str]]]:
                      f"{p['caps_effective']} / {p['caps_bounding']}",
                      "n/a (guest)" if _is_vm(p) else (", ".join(p["namespaces_shared_names"]) or "none"),
                      str(p["devices"]), f"{p['paths_readable']} / {p['paths_writable']}",
-                     escaped, _host_cell(p), fmt_seconds(x) if np.isfinite(x) else "not measured"])
+                     escaped, _host_cell(p), fmt_seconds(x) if np.isfinite(x) else "not measured",
+                     fmt_ns(round(g, 1)) if np.isfinite(g := cost_median(run, p, "getppid")) else "not measured"])
     return hdr, body
 
 
@@ -234,4 +262,4 @@ def _host_cell(p: dict) -> str:
     return str(h["distinct"]) + (f" ({'; '.join(how)})" if how else "")
 
 
-CHARTS = [pareto, battery]
+CHARTS = [pareto, pareto_syscall, battery]

@@ -51,7 +51,8 @@ def test_strength_profiles(root, image, tmp_path):
     assert set(prof) == set(BACKENDS) | {f"builtin/{r}" for r in rungs}
     got = names(suite)
     for b in BACKENDS:
-        assert f"strength.ready.{b}" in got   # the cost axis, from the same run
+        assert f"strength.ready.{b}" in got and f"strength.getppid.{b}" in got   # the cost axes, same run
+    assert all(f"strength.getppid.builtin.{r}" in got for r in rungs)
     for label, p in prof.items():
         assert p["runs"] == 3 and p["differs_between_runs"] == [], (label, p["differs_between_runs"])
         if label == "host":   # no boundary: no battery, and the row says so
@@ -105,7 +106,8 @@ def test_strength_profiles(root, image, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", style.OverlapWarning)
         _, written, (md, _) = render.render(tmp_path / "latest", log=lambda m: None)
-    assert {"strength_pareto.png", "strength_battery.png"} <= {p.name for p in written}
+    assert {"strength_pareto.png", "strength_pareto_syscall.png", "strength_battery.png"} <= \
+        {p.name for p in written}
     text = md.read_text()
     assert "## Strength: exposure profile" in text
     for label in prof:
