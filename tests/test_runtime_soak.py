@@ -1,6 +1,8 @@
 """Soak (opt-in, minutes): 1,000 `python -m runtime run` cycles, one in ten
 SIGKILLed at a random moment (before, during or after the start), every
-fourth with a veth, every fourth through the C stage (runtime/stage), then
+fourth with a veth (the Python child), every fourth with the ladder's cheap
+rungs and the other half the default bundle (both through the C stage,
+runtime/stage: the latter with its mounts, pivot_root and seccomp), then
 one `runtime sweep` must leave no cgroup, mount, netns, veth, state file or
 process of these runs.
 
