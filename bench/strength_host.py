@@ -137,6 +137,8 @@ def _qemu_syscalls(backend, timeout: float) -> dict:
 # Its path is fixed: libvirt probes and caches the capabilities of every emulator
 # path it meets.  It traces only cvbench's guests, into a directory the qemu user
 # can create files in but not list (1733), one file per domain, named after it.
+# strace -D: QEMU stays the process libvirt started and signals (under a tracer in
+# between, which blocks fatal signals, each teardown waited ~30 s for a SIGKILL).
 LIBVIRT_WRAPPER = """#!/bin/sh
 # cvbench strength (bench/strength_host.py): a cvbench guest's QEMU under strace -f
 name=""; prev=""
@@ -146,7 +148,7 @@ for a in "$@"; do
 done
 case "$name" in
   cvbench-*[!A-Za-z0-9-]*) ;;
-  cvbench-*) exec {strace} -f -qq -o "{traces}/$name.trace" -- {qemu} "$@" ;;
+  cvbench-*) exec {strace} -D -f -qq -o "{traces}/$name.trace" -- {qemu} "$@" ;;
 esac
 exec {qemu} "$@"
 """
@@ -246,7 +248,9 @@ def host_syscalls(backend, timeout: float, tool: str | None = None, rung: str = 
         res["via_why"] = (f"the same runtime and bundle as a process (Python interpreter start included); "
                           f"{backend.name} itself is a library call inside the harness")
     if backend.name in TRACEPOINT_TOOL and res["measured"]:
-        res["why_tool"] = "its ptrace platform ptraces its own stubs, so strace -f cannot follow them"
+        res["why_tool"] = ("its ptrace platform ptraces its own stubs, so strace -f cannot follow them; perf "
+                           "runs in a private mount namespace (its tracefs mount must not outlive it), so the "
+                           "traced runsc starts on a copy of the host's mounts")
     return res
 
 
