@@ -211,7 +211,7 @@ def _traced(cmd, tool: str, timeout: float) -> dict:
         if cmd.cleanup:
             cmd.cleanup()
     if lost:
-        return {"measured": False, "why": lost}
+        return {"measured": False, "why": lost, "lost": True}
     if r.returncode != 0 or "CVB DONE rc=0" not in r.stdout or not names:
         tail = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["no output"]
         return {"measured": False, "why": f"the workload under {tool} ended with rc={r.returncode}: {tail[0][:200]}"}
@@ -233,16 +233,20 @@ def host_syscalls(backend, timeout: float, tool: str | None = None, rung: str = 
     twin = PROCESS_FORM.get(backend.name)
     target = backends.get(twin) if twin else backend
     tool = tool or ("perf" if backend.name in TRACEPOINT_TOOL else "strace")
-    try:
-        cmd = target.command_for(WORKLOAD, 1)
-    except NotImplementedError:
-        return {"measured": False, "why": f"{target.name} exposes no single command (command_for) to trace"}
-    if rung:
-        if not twin:
-            return {"measured": False, "why": f"{backend.name} has no command that takes a ladder rung"}
-        at = cmd.argv.index("run") + 1
-        cmd.argv[at:at] = ["--isolation", rung]
-    res = _traced(cmd, tool, timeout)
+    if rung and not twin:
+        return {"measured": False, "why": f"{backend.name} has no command that takes a ladder rung"}
+    for attempt in (1, 2):   # a run whose tracer lost events is measured again, once
+        try:
+            cmd = target.command_for(WORKLOAD, 1)
+        except NotImplementedError:
+            return {"measured": False, "why": f"{target.name} exposes no single command (command_for) to trace"}
+        if rung:
+            at = cmd.argv.index("run") + 1
+            cmd.argv[at:at] = ["--isolation", rung]
+        res = _traced(cmd, tool, timeout)
+        if not res.pop("lost", False):
+            break
+        res["why"] += f" (attempt {attempt} of 2)"
     if twin and res["measured"]:
         res["via"] = f"{twin}{' --isolation ' + rung if rung else ''}"
         res["via_why"] = (f"the same runtime and bundle as a process (Python interpreter start included); "
