@@ -79,9 +79,14 @@ def notes(run: Run) -> str:
     for status, keys in missing.items():
         lines.append(f"{status} (why: in the report): " + ", ".join(keys))
     win = (run.meta.get("disk") or {}).get("window") or {}
+    vwin = (run.meta.get("disk") or {}).get("vm_window") or {}
     if win:
         lines.append(f"each job {win.get('ramp_s')} s ramp + {win.get('runtime_s')} s, caches dropped before it, "
                      f"O_DIRECT; fio {(run.meta.get('disk') or {}).get('fio', '')}")
+    if vwin and vwin != win and any(k.split("/", 1)[0] in VM_BACKENDS for k in rows):
+        lines.append(f"VM rows ran a shorter window: {vwin.get('ramp_s')} s ramp + {vwin.get('runtime_s')} s, "
+                     f"{vwin.get('size_mib')} MiB files, {vwin.get('nfiles')} metadata files "
+                     f"(containers: {win.get('size_mib')} MiB, {win.get('nfiles')} files)")
     return "\n".join(lines)
 
 

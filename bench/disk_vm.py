@@ -19,8 +19,9 @@ Backings and their cache modes:
   caching); virtiofsd itself reads and writes the host files buffered (it drops
   the guest's O_DIRECT), so reads can be served from the host page cache: the
   row is flagged host-cache-inflated.  libvirt starts its own virtiofsd; raw
-  QEMU gets one started here (under the run folder, with CVBENCH_OWNER and
-  PR_SET_PDEATHSIG, so bench.sweep kills it if the owner dies).
+  QEMU gets one started here (serving the run folder's share, with
+  CVBENCH_OWNER and PR_SET_PDEATHSIG, so bench.sweep kills it if the owner
+  dies; its socket sits with the console sockets, see fs_socket()).
 - 9p: not measured, the guest kernel has no 9p (see NINEP_WHY).
 
 Under TCG every guest figure is emulation: the I/O path is QEMU's, but the
@@ -145,6 +146,17 @@ class VirtioFSD:
         self.proc.wait()
         if self.proc.stderr:
             self.proc.stderr.close()
+        self.sock.unlink(missing_ok=True)
+
+
+def fs_socket() -> Path:
+    """virtiofsd's socket: beside the guests' console sockets (a short path:
+    AF_UNIX takes 108 bytes, a run folder under a long CVBENCH_DISK_STATE can
+    exceed that), named ``cvbench-fs-<owner pid>-<hex>.sock`` so vm_backend's
+    sweep removes it once its owner is dead, as it does console sockets."""
+    from vm_backend.console import socket_dir
+    from vm_backend.owner import vm_name
+    return socket_dir() / f"{vm_name('fs')}.sock"
 
 
 def _die_with_parent() -> None:
@@ -182,7 +194,7 @@ class VMRunner:
             os.chmod(share, 0o777)
             sock = ""
             if self.b.name != "libvirt":
-                self.fsd = VirtioFSD(share, self.workdir / "cvbench-virtiofsd.sock")
+                self.fsd = VirtioFSD(share, fs_socket())
                 sock = str(self.fsd.sock)
             shares.append(Share(TAG, str(share), sock))
             data = f"virtiofs:{TAG}"
