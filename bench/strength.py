@@ -94,7 +94,7 @@ def parse(values: dict[str, str], *, vm: bool, battery: bool = True) -> dict:
         "namespaces_shared": len(shared) if not vm else 0,
         "namespaces_shared_names": shared,
         "devices": int(values["dev_nodes"]),
-        "device_list": values.get("dev_list", "-"),
+        "device_list": ",".join(sorted(values.get("dev_list", "-").split(","))),   # readdir order varies
         "paths_readable": int(values["paths_readable"]),
         "paths_writable": int(values["paths_writable"]),
         "paths": {k[len("path_"):]: v for k, v in values.items() if k.startswith("path_")},

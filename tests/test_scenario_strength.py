@@ -72,6 +72,7 @@ def test_strength_profiles(root, image, tmp_path):
         assert {k: v["result"] for k, v in prof[b]["escapes"].items()} == \
             {k: v["result"] for k, v in ref["escapes"].items()}, b
         assert prof[b]["cap_eff_mask"] == ref["cap_eff_mask"], b
+        assert prof[b]["device_list"] == ref["device_list"], b
     # the unfenced reference, the bare rung, has the host's reach, and the battery acted there
     # with the host's own power (so the unchanged host state above means something)
     host, bare = prof["host"], prof["builtin/bare"]
@@ -139,6 +140,9 @@ def test_differences_see_which_syscalls_not_only_how_many():
     assert strength.differences([a, a, a]) == []
     assert strength.differences([a, b, a]) == ["enosys_nrs"]
     assert strength.differences([a, a, c]) == ["esc_keyctl", "escapes_succeeded"]
+    d, e = (strength.parse({**_report(True), "sys_enosys_nrs": "1,2", "dev_list": v}, vm=False)
+            for v in ("null,zero", "zero,null"))
+    assert strength.differences([d, e]) == []   # the same devices, listed in another readdir order
 
 
 def test_parse_battery_only_where_asked():
