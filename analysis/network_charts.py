@@ -117,7 +117,8 @@ def _per_mtu(run: Run, kind: str):
     for (metric, path, backend), g in df.groupby(["metric", "variant", "backend"]):
         m = _MTU.match(metric)
         if m and m.group(1) == kind:
-            out[(row_key(path, backend), int(m.group(2)))] = (float(g["value"].median()), path, backend)
+            out[(row_key(path, backend), int(m.group(2)))] = (float(g["value"].median()), path, backend,
+                                                              float(g["value"].min()), float(g["value"].max()))
     order = list(PATH_COLORS)
     return dict(sorted(out.items(), key=lambda kv: (order.index(kv[1][1]) if kv[1][1] in order else 99,
                                                     kv[1][2] != "host", kv[0][0], kv[0][1])))
@@ -132,9 +133,14 @@ def _bars(run: Run, st: str, out: Path, kind: str, scale: float, xlabel: str, ti
         # a bar per (row, MTU): grow the figure with them so labels never overlap
         fig.set_size_inches(fig.get_figwidth(), max(fig.get_figheight(), 3.2 + 0.3 * len(vals)))
         labels = [f"{k} · MTU {m}" for k, m in vals]
-        ax.barh(range(len(vals)), [v * scale for v, _, _ in vals.values()],
-                color=[PATH_COLORS.get(p, "#333333") for _, p, _ in vals.values()],
-                hatch=[BACKEND_HATCH.get(b, "") for _, _, b in vals.values()], edgecolor="white")
+        rows = list(vals.values())
+        med = [r[0] * scale for r in rows]
+        ax.barh(range(len(vals)), med, color=[PATH_COLORS.get(r[1], "#333333") for r in rows],
+                hatch=[BACKEND_HATCH.get(r[2], "") for r in rows], edgecolor="white")
+        # whiskers: the lowest and highest repetition, so a gap inside the spread reads as one
+        ax.errorbar(med, range(len(vals)), xerr=[[m - r[3] * scale for m, r in zip(med, rows, strict=True)],
+                                                  [r[4] * scale - m for m, r in zip(med, rows, strict=True)]],
+                    fmt="none", ecolor="#333333", elinewidth=1, capsize=3)
         ax.set_yticks(range(len(vals)), labels, fontsize="small")
         ax.set_ylim(len(vals) - 0.5, -0.5)
         ax.set_xlabel(xlabel)
@@ -145,21 +151,21 @@ def _bars(run: Run, st: str, out: Path, kind: str, scale: float, xlabel: str, ti
 
 def network_throughput(run: Run, st: str, out: Path) -> list[Path]:
     """TCP stream throughput (median over repetitions) per path and MTU."""
-    return _bars(run, st, out, "stream", 8e-9, "TCP stream throughput (Gbit/s, probe, median over repetitions)",
+    return _bars(run, st, out, "stream", 8e-9, "TCP stream throughput (Gbit/s, probe; bar: median, whiskers: min-max of repetitions)",
                  "Network: stream throughput per path and MTU", "network_throughput")
 
 
 def network_cpu_per_gb(run: Run, st: str, out: Path) -> list[Path]:
     """Client + server CPU-seconds per GB streamed, per path and MTU."""
     return _bars(run, st, out, "cpu_per_gb", 1.0,
-                 "CPU-s per GB (client: wait4 or container cgroup; server: /proc; median)",
+                 "CPU-s per GB (client: wait4 or container cgroup; server: /proc; median, min-max)",
                  "Network: host CPU per GB streamed", "network_cpu_per_gb")
 
 
 def table(run: Run) -> tuple[list[str], list[list[str]]]:
     """Per path: RR p50/p99 (TCP, UDP), throughput and CPU/GB per MTU, the
     cross-check ratios; then the paths not measured or failed, with why."""
-    header = ["path", "TCP RR p50", "TCP RR p99", "UDP RR p50", "UDP RR p99", "stream (Gbit/s) per MTU",
+    header = ["path", "TCP RR p50", "TCP RR p99", "UDP RR p50", "UDP RR p99", "stream (Gbit/s) per MTU: median (min-max)",
               "CPU s/GB per MTU", "iperf3 ratio", "sockperf ratio", "setup"]
     df = _net(run)
     paths = _paths(run)
@@ -186,7 +192,8 @@ def table(run: Run) -> tuple[list[str], list[list[str]]]:
             body.append([p] + ["-"] * 8 + [f"{r.get('status')}: {r.get('why', '')}"])
             continue
         body.append([p, us(p, "tcp_rr_p50"), us(p, "tcp_rr_p99"), us(p, "udp_rr_p50"), us(p, "udp_rr_p99"),
-                     ", ".join(f"{m}: {v[0] * 8e-9:.2f}" for (q, m), v in thr.items() if q == p),
+                     ", ".join(f"{m}: {v[0] * 8e-9:.2f} ({v[3] * 8e-9:.2f}-{v[4] * 8e-9:.2f})"
+                               for (q, m), v in thr.items() if q == p),
                      ", ".join(f"{m}: {v[0]:.3g}" for (q, m), v in cpu.items() if q == p),
                      ratio("iperf3", p), ratio("sockperf ping-pong", p), r.get("setup", "")])
     return header, body
