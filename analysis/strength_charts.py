@@ -142,7 +142,8 @@ def _pareto(run: Run, st: str, out: Path, metric: str) -> list[Path]:
             ladder = [(cost_median(run, p, metric), _value(p, key)) for _, p in rows if p.get("rung")]
             ladder = [(x, y) for x, y in ladder if np.isfinite(x) and y is not None]
             if ladder:
-                ax.plot(*zip(*sorted(ladder), strict=True), "-o", color=style.color("builtin"), ms=4, lw=1,
+                # in ladder order (one mechanism more per step), not sorted by cost
+                ax.plot(*zip(*ladder, strict=True), "-o", color=style.color("builtin"), ms=4, lw=1,
                         alpha=0.6, label="builtin ladder (cumulative rungs)" if ax is axes[0] else None)
             for i, (label, p) in enumerate(r for r in rows if not r[1].get("rung")):
                 x = cost_median(run, p, metric)
