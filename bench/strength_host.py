@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -102,8 +103,15 @@ def _guest_run(backend, env: dict, timeout: float) -> tuple[int, str, int]:
     try:
         out, _ = r.communicate(timeout=timeout * 2)
     except subprocess.TimeoutExpired:
-        r.kill()   # its VM backend destroys the guest on the way out; a sweep catches the rest
-        r.communicate()
+        # SIGINT: its VM backend destroys the guest on the way out (KeyboardInterrupt
+        # runs its finally blocks); SIGKILL only if that hangs, then the guest's owner
+        # is dead and a sweep removes it
+        r.send_signal(signal.SIGINT)
+        try:
+            r.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            r.kill()
+            r.communicate()
         return -1, f"the guest under strace did not finish in {timeout * 2:.0f} s", r.pid
     return r.returncode, (out.strip().splitlines()[-1:] or ["no output"])[0][:200], r.pid
 
