@@ -230,6 +230,11 @@ def notes(run: Run) -> list[str]:
     side = run.meta.get("strength_host_side") or {}
     out = ["host row: no boundary, so no escape battery; the builtin ladder's bare rung (every mechanism off) "
            "is the unfenced reference"]
+    differ = [f"{label} ({', '.join(p['differs_between_runs'])})" for label, p in _rows(run)
+              if p.get("differs_between_runs")]
+    runs = run.meta.get("strength_runs", "?")
+    out.append(f"each profile from {runs} fresh instances; rows whose instances disagreed: "
+               + ("; ".join(differ) if differ else "none"))
     if isinstance(side.get("host_syscalls"), str):
         out.append("host syscalls: " + side["host_syscalls"])
     kf = kernel_functions(run)

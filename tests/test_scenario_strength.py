@@ -115,6 +115,7 @@ def test_strength_profiles(root, image, tmp_path):
         assert f"| {label} |" in text, label
     host_line = next(line for line in text.splitlines() if line.startswith("| host | none (host) |"))
     assert "no boundary (battery not run)" in host_line
+    assert "rows whose instances disagreed: none" in text
     assert "- host kernel functions: " in text and "(and its rungs): host syscalls via its CLI" in text
 
 
