@@ -25,6 +25,7 @@ bench.netpath.sweep, the parent cgroups with :func:`sweep_cgroups`.
 """
 from __future__ import annotations
 
+import functools
 import glob
 import ipaddress
 import json
@@ -137,6 +138,7 @@ def sweep_cgroups(mine: bool = False) -> list[str]:
 RUNSC_MASK = ["sh", "-c", 'mount -t tmpfs cvbench-netmask /proc/sys/net/core && exec "$0" "$@"']
 
 
+@functools.lru_cache(maxsize=1)
 def runsc_needs_mask() -> bool:
     """True when a netns cvbench made shows rmem_default (the old runsc's
     root-netns test) and this runsc predates the fixed test."""
@@ -310,8 +312,12 @@ def veth(env: PathEnv, backend: str) -> ContainerClient:
     lc, ld = env.link("c"), env.link("d")
     ac, ad = env.addr(5), env.addr(6)
     name = "gvisor" if backend == "runsc" else "veth"
-    how = ("runsc --network=sandbox (gVisor's netstack on the veth, ptrace platform)" if backend == "runsc"
-           else f"{backend} container")
+    how = f"{backend} container"
+    if backend == "runsc":
+        how = (f"runsc --network=sandbox (gVisor's netstack on the veth; platform "
+               f"{backends.get('runsc').platform}"
+               + ("; /proc/sys/net/core masked for its outdated root-netns test" if runsc_needs_mask() else "")
+               + ")")
     p = ContainerClient(name, str(ad), server_ns=d, client_ns=c, links=[(c, lc), (d, ld)], probe=env.probe,
                         backend=backend,
                         setup=f"{how} joined to netns {c} (path in config.json), veth {lc}<->{ld} "
