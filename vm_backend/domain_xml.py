@@ -3,7 +3,8 @@
 Every device a guest does not need costs boot time (firmware and kernel probe
 it) and host memory, and makes the VM look worse than it is, so the device set
 is the minimum that boots the image and powers it off: no VGA, USB, balloon,
-NIC or disks.  ACPI stays on because without it libvirt passes ``-no-acpi`` and
+NIC or disks (the disk and network scenarios add theirs, and only theirs,
+through iodev.GuestIO).  ACPI stays on because without it libvirt passes ``-no-acpi`` and
 ``poweroff -f`` only halts the CPU instead of ending the domain.
 """
 from __future__ import annotations
