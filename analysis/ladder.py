@@ -50,20 +50,27 @@ def config_note(meta: dict) -> str:
 
 def stage_note(meta: dict, variants: list[str]) -> str:
     """Where the runtime's start path changes along the ladder.  Rungs the
-    runtime's C stage can start skip the fork of the Python process; the first
-    rung that needs the Python child (pivot_root, user or time namespace, veth)
-    carries that path's extra cost in its step, not only its mechanism's."""
+    runtime's C stage can start skip the fork of the Python process; a rung
+    that needs the Python child (user or time namespace, veth) carries that
+    path's extra cost in its step, and the step back to the C stage (full
+    isolation on the default bundle) sheds it, so the chart names both ends."""
     stages = meta.get("ladder_stage") or {}
     seen = [(v, stages[v]) for v in dict.fromkeys(variants) if stages.get(v)]
     if not seen or len({s for _, s in seen}) < 2:
         return ""
-    first_py = next((v for v, s in seen if s == "python"), None)
-    if first_py is None:
+    py = [v for v, s in seen if s == "python"]
+    if not py:
         return ""
-    mech = _mechs(first_py)
-    where = f"+ {mech[-1]}" if mech else first_py
-    return (f"start path: the runtime's C stage up to the rung before '{where}', its forked Python "
-            f"child from there on; that step includes the switch")
+
+    def label(v: str) -> str:
+        mech = _mechs(v)
+        return f"+ {mech[-1]}" if mech else v
+
+    span = f"'{label(py[0])}'" + (f" to '{label(py[-1])}'" if len(py) > 1 else "")
+    back = [v for v, s in seen[seen.index((py[-1], "python")) + 1:] if s == "c"]
+    tail = f", the C stage again from '{label(back[0])}'" if back else ""
+    return (f"start path: the runtime's C stage, its forked Python child for {span}{tail}; "
+            f"the steps where it switches include the switch")
 
 
 def _mechs(variant: str) -> list[str]:

@@ -51,4 +51,8 @@ def test_stage_note_names_the_first_python_rung():
     meta = {"ladder_stage": {"bare": "c", "cum:pidns": "c", "cum:pidns+mountns+pivot": "python"}}
     note = ladder.stage_note(meta, ["bare", "cum:pidns", "cum:pidns+mountns+pivot"])
     assert "'+ pivot'" in note
+    # full isolation on the default bundle goes back to the C stage: the note says so
+    back = {"ladder_stage": {"bare": "c", "cum:userns": "python", "cum:userns+veth": "python", "full": "c"}}
+    note = ladder.stage_note(back, ["bare", "cum:userns", "cum:userns+veth", "full"])
+    assert "'+ userns' to '+ veth'" in note and "C stage again from 'full'" in note
     assert ladder.stage_note({"ladder_stage": {"bare": "c", "full": "c"}}, ["bare", "full"]) == ""
