@@ -57,14 +57,14 @@ The paths here: ``loopback`` (two host processes on 127.0.0.1) and ``veth``
 (RFC 5737) or link-local range that :func:`pick_range` checks no host address
 or route overlaps).  bench/netpath_container.py adds the container endpoints:
 ``veth`` with the client as a builtin, builtin-cli, crun or runc container,
-``bridge`` (two containers on a cvbench Linux bridge), ``user-mode``
-(slirp4netns) and ``gvisor`` (runsc's netstack).
+``bridge`` (two containers on a cvbench Linux bridge) and ``gvisor``
+(runsc's netstack); bench/netpath_slirp.py ``user-mode`` (slirp4netns).
 
 Everything carries the owner's pid, so :func:`sweep` removes only what a dead
 cvbench run left (processes inside are tagged ``CVBENCH_OWNER`` and killed by
 bench.sweep.sweep_host_probes).  The probe's ``net`` ops are in
-scenarios/probe/probe.c; iperf3 and sockperf run on the same endpoints as
-independent checks.
+scenarios/probe/probe.c; bench/netpath_tools.py runs them, and iperf3 and
+sockperf as independent checks on the same endpoints, on any path.
 """
 from __future__ import annotations
 
@@ -83,8 +83,9 @@ from dataclasses import dataclass, field
 
 from common import owner
 from common.errors import CvbError, EnvError
-from common.probe import net_result
 from common.procs import stat_fields
+
+from .netpath_tools import iperf3, probe_client, sockperf  # noqa: F401 - part of this module's API
 
 # Candidates in order: documentation ranges first (never routed on the
 # internet), then a link-local /24.  The first that no host address or route
@@ -106,7 +107,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "veth": ("bench.netpath", "VETH"),
     "bridge": ("bench.netpath_container", "BRIDGE"),
     "tap-virtio": ("bench.netpath_vm", "KIND"),
-    "user-mode": ("bench.netpath_container", "USER_MODE"),
+    "user-mode": ("bench.netpath_slirp", "USER_MODE"),
     "gvisor": ("bench.netpath_container", "GVISOR"),
 }
 ORDER = ("loopback", "veth", "bridge", "tap-virtio", "user-mode", "gvisor")
@@ -435,53 +436,6 @@ def run_client(argv: list[str], ns: str | None, timeout: float, cpu: int | None 
         raise CvbError("network", f"{' '.join(argv[:3])} failed (exit {r.returncode}): "
                        f"{(r.stderr or r.stdout).strip()[-300:]}", "see the message", status=1)
     return r.stdout, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
-
-
-def probe_client(path: Path, op: str, port: int, ms: int, size: int, timeout: float) -> dict:
-    out, cpu = path.run_client(["probe", "net", "client", op, path.server_addr, str(port), "--ms", str(ms),
-                                "--size", str(size)], timeout)
-    res = net_result(out)
-    if "op" not in res:
-        raise CvbError("network", f"probe {op} printed no result: {out[-300:]}", "see the message", status=1)
-    res["client_cpu_s"] = cpu
-    return res
-
-
-def iperf3(path: Path, port: int, secs: float, write: int) -> dict:
-    """iperf3's received throughput (bytes/s), same endpoints, same write size as the probe."""
-    srv = path.start_server(["iperf3", "-s", "-1", "--forceflush", "-p", str(port), "-B", path.server_addr],
-                            "Server listening")
-    try:
-        out, _ = path.run_client(["iperf3", "-c", path.server_addr, "-p", str(port), "-t", f"{secs:g}",
-                                  "-l", str(write), "-N", "-J"], secs + 30)
-    finally:
-        srv.stop()
-    # -N: TCP_NODELAY, as the probe's stream socket has it.
-    end = json.loads(out)["end"]
-    return {"bytes_per_s": end["sum_received"]["bits_per_second"] / 8,
-            "retransmits": end["sum_sent"].get("retransmits"),
-            "command": f"iperf3 -c {path.server_addr} -t {secs:g} -l {write} -N"}
-
-
-def sockperf(path: Path, port: int, secs: float, size: int) -> dict:
-    """sockperf ping-pong's round-trip p50 and p99 (ns), TCP, ``size``-byte messages."""
-    srv = path.start_server(["sockperf", "server", "--tcp", "-i", path.server_addr, "-p", str(port)], "")
-    cmd = ["sockperf", "ping-pong", "--tcp", "-i", path.server_addr, "-p", str(port), "-t", f"{secs:g}",
-           "-m", str(size), "--full-rtt"]
-    pct: dict[float, float] = {}
-    try:
-        for _ in range(10):   # sockperf's server says nothing on a pipe when it listens
-            time.sleep(0.3)
-            out, _ = path.run_client(cmd, secs + 30)   # exits 0 even when refused
-            pct = {float(a): float(b) * 1000
-                   for a, b in re.findall(r"percentile\s+([\d.]+)\s*=\s*([\d.]+)", out)}
-            if "connect" not in out or pct:
-                break
-    finally:
-        srv.stop()
-    if 50.0 not in pct:
-        raise CvbError("network", f"sockperf printed no percentiles: {out[-300:]}", "see the message", status=1)
-    return {"p50_ns": pct[50.0], "p99_ns": pct.get(99.0), "command": " ".join(cmd[:2] + cmd[7:])}
 
 
 def sweep(mine: bool = False) -> list[str]:
