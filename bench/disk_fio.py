@@ -60,13 +60,15 @@ class Window:
 # the 12 container backings alone, so FAST=1 is now a smoke run (no ramp, 1 s);
 # rigorous is for a quiet host.
 WINDOWS = {"quick": Window(0, 1, 16, 500), "fast": Window(0, 1, 32, 1_000),
-           "default": Window(2, 5, 512, 10_000), "rigorous": Window(5, 30, 1024, 10_000)}
+           "default": Window(2, 4, 512, 10_000), "rigorous": Window(5, 30, 1024, 10_000)}
 # A guest under TCG runs fio emulated: one VM backing took 22 s with the quick
 # window and 56 s with ramp 1 + 2 s and 3,000 files (libvirt virtio-fs, load
 # ~1.5), so the VM rows get a smaller window in default and rigorous runs; the
-# chart says which window each kind of row ran.
+# chart says which window each kind of row ran.  A default run with ramp 2 + 5 s
+# for containers and 1 + 3 s for VMs took 15 min 5 s here (load 1.4-1.8; the
+# 6 VM backings 40-60 s each), hence 2 + 4 s and 1 + 2 s.
 VM_WINDOWS = {"quick": WINDOWS["quick"], "fast": WINDOWS["fast"],
-              "default": Window(1, 3, 64, 2_000), "rigorous": WINDOWS["default"]}
+              "default": Window(1, 2, 64, 2_000), "rigorous": WINDOWS["default"]}
 
 
 def fio_path() -> Path:

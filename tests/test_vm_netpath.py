@@ -15,6 +15,7 @@ from conftest import usable
 from scenario_run import ROOT
 
 from bench import image, netpath, netpath_vm
+from common.probe import net_result
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (netns, taps, libvirt)")
 
@@ -52,7 +53,7 @@ def test_tap_virtio_carries_traffic(backend):
             assert p.mtu() == 9000
             out, cpu = p.run_client(["probe", "net", "client", "tcp_stream", p.server_addr, port,
                                      "--ms", "300", "--size", "65536"], 60)
-            res = netpath.net_result(out)
+            res = net_result(out)
             assert int(res["bytes"]) > 0 and cpu > 0, out
         finally:
             srv.stop()
@@ -65,6 +66,7 @@ def test_tap_virtio_carries_traffic(backend):
 
 KILLED = """
 from bench import image, netpath, netpath_vm
+from common.probe import net_result
 p = netpath_vm.KIND.factory(netpath.PathEnv(netpath.pick_range(), image.load().probe), "qemu")
 srv = p.start_server(["probe", "net", "serve", "tcp", str(netpath.PORT)], "net_serve")
 print("UP", p.tap, flush=True)
