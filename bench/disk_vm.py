@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 from common.errors import CvbError, EnvError
+from vm_backend.iodev import THREAD_POOL
 
 from . import disk_fio, guest_io
 
@@ -129,7 +130,7 @@ class VirtioFSD:
         env = {"PATH": "/usr/bin:/bin", OWNER_ENV: str(os.getpid())}
         self.proc = subprocess.Popen(
             [VIRTIOFSD, f"--socket-path={sock}", "-o", f"source={source}", "-o", "cache=none",
-             "--thread-pool-size=1"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+             f"--thread-pool-size={THREAD_POOL}"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE, env=env, preexec_fn=_die_with_parent)
         end = time.monotonic() + 10
         while not sock.exists():
@@ -190,8 +191,7 @@ class VMRunner:
             data = f"blk:{DATA_DEV}"
         elif backing.name == "virtio-fs":
             share = self.workdir / "share"
-            share.mkdir(exist_ok=True)
-            os.chmod(share, 0o777)
+            share.mkdir(exist_ok=True)   # virtiofsd runs as root (ours, and libvirt's)
             sock = ""
             if self.b.name != "libvirt":
                 self.fsd = VirtioFSD(share, fs_socket())
@@ -216,7 +216,8 @@ class VMRunner:
     def close(self) -> None:
         try:
             if self.vm is not None:
-                self.shell.quit()
+                if self.shell is not None:   # None: the boot itself failed
+                    self.shell.quit()
                 self.vm.stop()
         finally:
             self.vm = self.shell = None

@@ -78,7 +78,7 @@ def test_io_devices_in_xml_and_qemu_args():
     xml = domain_xml.build(spec)
     assert "<memoryBacking><source type='memfd'/><access mode='shared'/></memoryBacking>" in xml
     assert xml.count("cache=\"none\" io=\"native\"") == 2 and "<readonly/>" in xml
-    assert "<driver type='virtiofs'/>" in xml and "<cache mode=\"none\"/>" in xml
+    assert "<driver type='virtiofs'/>" in xml and "<cache mode=\"none\"/>" in xml and "<thread_pool size='1'/>" in xml
     assert "<interface type='ethernet'>" in xml and "<target dev=\"cvbench1t\"" in xml
     plain = domain_xml.build(domain_xml.DomainSpec(name="cvbench-vm-1-abc", kernel="/k", initramfs="/i",
                                                    args=["ready"]))
