@@ -37,7 +37,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import statistics
-import subprocess
 
 from bench import crosscheck, inside, netpath, timing
 from bench.harness import Context, Task, progress
@@ -296,14 +295,14 @@ def _measure(ctx: Context, env, name: str, cols, mtus, reps: int, ms: int, xsecs
         for b, k in cols:
             try:
                 live.append(_Column(ctx, env, name, b, k, mtus))
-            except (CvbError, OSError, ValueError, KeyError, subprocess.SubprocessError) as e:
+            except Exception as e:  # noqa: BLE001 - a column that cannot be measured is a failed row with why
                 errors.append(_failed(net, name, b, e))
         for rep in range(reps):
             turn = live[rep % len(live):] + live[:rep % len(live)] if live else []
             for col in turn:
                 try:
                     col.repetition(rep, ms, xsecs)
-                except (CvbError, OSError, ValueError, KeyError, subprocess.SubprocessError) as e:
+                except Exception as e:  # noqa: BLE001 - a column that cannot be measured is a failed row with why
                     errors.append(_failed(net, name, col.backend, e))
                     col.close()
                     live.remove(col)
