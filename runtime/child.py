@@ -114,7 +114,7 @@ def init(p: Plan, status_w: int, go_r: int) -> None:
             sc.mount(None, "/", None, (sc.MS_PRIVATE if private else sc.MS_SLAVE) | sc.MS_REC)
     if iso.utsns and "utsns" not in p.ns_join and cfg.hostname is not None:
         sc.sethostname(cfg.hostname)  # no name of our own: runc sets none either
-    if iso.netns and iso.network != "none":
+    if p.loopback:
         namespaces.loopback_up()
     if iso.follow_bundle:
         for name, soft, hard in cfg.rlimits:

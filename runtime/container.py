@@ -44,7 +44,7 @@ def _preload(p: Plan) -> None:
     module files are out of reach: subprocess for hooks, socket for lo."""
     if p.hooks:
         import subprocess  # noqa: F401
-    if p.iso.netns and p.iso.network != "none":
+    if p.loopback:
         import socket  # noqa: F401
 
 

@@ -65,6 +65,14 @@ class Plan:
                                      or "pidns" in self.ns_join)
 
     @property
+    def loopback(self) -> bool:
+        """Whether the child brings ``lo`` up: only in a network namespace it
+        made itself.  A joined one (a path, as CNI hands over) belongs to its
+        creator, and runc leaves it alone too (its loopback "network" exists
+        only for a new namespace)."""
+        return self.iso.netns and self.iso.network != "none" and "netns" not in self.ns_join
+
+    @property
     def handshake(self) -> bool:
         """Whether the child must stop after unshare() for the parent: to get
         its uid/gid maps or its veth, or to be in its cgroup before cloning

@@ -183,3 +183,27 @@ def test_killed_mid_stream_with_containers_is_swept(tmp_path):
         time.sleep(0.1)
     assert _mine(p.pid) == {"netns": [], "cgroups": [], "bundles": [], "procs": []}
     assert not list((tmp_path / "runs").glob("2*"))   # no half-written run folder
+
+
+@pytest.mark.parametrize("runtime", ["builtin", "runc"])
+def test_a_joined_netns_is_left_as_its_creator_made_it(root, image, tmp_path, runtime):
+    """A netns handed over by path belongs to its creator: runc does not bring
+    its ``lo`` up, and neither may our runtime (it does so only in a netns it made)."""
+    from runtime.spec import default_spec
+    ns = f"cvbench-n{os.getpid()}-lo"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        cfg = default_spec(["/probe", "ready"], root=os.path.realpath(image.rootfs))
+        cfg["linux"]["namespaces"] = [n for n in cfg["linux"]["namespaces"] if n["type"] != "network"] + [
+            {"type": "network", "path": f"/run/netns/{ns}"}]
+        (tmp_path / "config.json").write_text(json.dumps(cfg))
+        cid = f"cvbench-lo-{os.getpid()}"
+        argv = ([sys.executable, "-m", "runtime", "run", "--bundle", str(tmp_path), cid] if runtime == "builtin"
+                else [need("runc"), "run", "--bundle", str(tmp_path), cid])
+        r = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        link = json.loads(subprocess.run(["ip", "-n", ns, "-j", "link", "show", "lo"], capture_output=True,
+                                         text=True, check=True).stdout)[0]
+        assert "UP" not in link["flags"], (runtime, link["flags"])
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)

@@ -131,7 +131,7 @@ def start(exe: str, p, prog: bytes, status_w: int, go_r: int, stdio: tuple[int, 
         argv = [exe, str(status_w), str(go_r), "0" if p.detached else "1", p.cwd, f"{umask:o}", gids,
                 str(cfg.uid), str(cfg.gid), f"{namespaces.flags(p.child_ns):x}",
                 "\n".join(p.self_join) if p.self_join else "-", hostname,
-                "1" if iso.netns and iso.network != "none" else "0", "1" if iso.no_new_privs else "0",
+                "1" if p.loopback else "0", "1" if iso.no_new_privs else "0",
                 caps, str(capabilities.LAST_CAP), str(p.bpf_fd if p.seccomp else -1), str(mfd),
                 p.exe, *p.argv]
         # the same dup2 of 0-2 as the Python child; the status, go, filter and
