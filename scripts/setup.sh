@@ -15,12 +15,13 @@ die() { echo "cvbench: setup: $*" >&2; exit 2; }
 command -v apt-get >/dev/null || die "needs a Debian-like host with apt-get; install the packages listed in README.md by hand"
 
 # hyperfine cross-checks startup; strace counts host syscalls behind a boundary (strength);
+# e2fsprogs' mkfs.ext4 -d makes the guests' read-only fio disk (disk scenario);
 # golang-github-containers-common ships the default
 # seccomp profile (/usr/share/containers/seccomp.json) the image's config.json is made from.
 PACKAGES=(qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev
   pkg-config busybox-static cpio gcc libc6-dev crun runc runsc linux-perf libxml2-utils
   iproute2 libseccomp2 python3-venv procps util-linux hyperfine golang-github-containers-common
-  iperf3 sockperf fio strace slirp4netns passt)
+  iperf3 sockperf fio strace slirp4netns passt e2fsprogs)
 
 # 1. Debian packages.
 missing=()
