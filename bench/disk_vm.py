@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 from common.errors import CvbError, EnvError
+from common.procs import cmdlines, cpu_seconds
 from vm_backend.iodev import THREAD_POOL
 
 from . import disk_fio, guest_io
@@ -93,30 +94,13 @@ def data_image(path: Path, size_bytes: int) -> Path:
 
 
 def cpu_s(pids: list[int]) -> float:
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for pid in pids:
-        try:
-            f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-            total += (int(f[11]) + int(f[12])) / tick
-        except (OSError, IndexError, ValueError):
-            pass
-    return total
+    return sum(cpu_seconds(pid) for pid in pids)
 
 
 def virtiofsd_pids(share_dir: str) -> list[int]:
     """virtiofsd processes serving ``share_dir`` (libvirt's or ours)."""
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            argv = Path(f"/proc/{d}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if argv and argv[0].endswith(b"virtiofsd") and any(share_dir.encode() in a for a in argv):
-            out.append(int(d))
-    return out
+    return [pid for pid, argv in cmdlines()
+            if argv[0].endswith(b"virtiofsd") and any(share_dir.encode() in a for a in argv)]
 
 
 class VirtioFSD:

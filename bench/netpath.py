@@ -83,7 +83,7 @@ from dataclasses import dataclass, field
 
 from common import owner
 from common.errors import CvbError, EnvError
-from common.procs import stat_fields
+from common.procs import cpu_seconds
 
 from .netpath_tools import iperf3, probe_client, sockperf  # noqa: F401 - part of this module's API
 
@@ -98,7 +98,6 @@ NS_RE = re.compile(r"^cvbench-n(\d+)-[a-z0-9-]+$")
 LINK_RE = re.compile(r"^cvbench(\d+)[a-z]$")
 MIN_MTU = 68            # IPv4's minimum
 PORT = 47001            # inside cvbench's own namespaces nothing else listens
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 HOST_TOOLS = frozenset({"probe", "iperf3", "sockperf"})
 
 # name -> (module, attribute of a PathKind); the scenario's row order is ORDER.
@@ -407,8 +406,7 @@ class Server:
 
     def cpu_s(self) -> float:
         """utime + stime of the server so far (it serves in its own process)."""
-        f = stat_fields(self.p.pid)
-        return (int(f[11]) + int(f[12])) / CLK_TCK if f else 0.0
+        return cpu_seconds(self.p.pid)
 
     def stop(self) -> None:
         if self.p.poll() is None:

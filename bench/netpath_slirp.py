@@ -16,9 +16,9 @@ import shutil
 import subprocess
 
 from common.errors import CvbError
-from common.procs import stat_fields
+from common.procs import cpu_seconds
 
-from .netpath import CLK_TCK, MIN_MTU, PathEnv, PathKind, _env, _ip, add_netns
+from .netpath import MIN_MTU, PathEnv, PathKind, _env, _ip, add_netns
 from .netpath_container import ContainerClient, why_not
 
 SLIRP_MAX_MTU = 65521   # slirp4netns --mtu's maximum
@@ -87,8 +87,7 @@ class SlirpPath(ContainerClient):
             p.stderr.close()
 
     def _slirp_cpu(self) -> float:
-        f = stat_fields(self.slirp.pid) if self.slirp is not None else None
-        return (int(f[11]) + int(f[12])) / CLK_TCK if f else 0.0
+        return cpu_seconds(self.slirp.pid) if self.slirp is not None else 0.0
 
     def run_client(self, argv: list[str], timeout: float) -> tuple[str, float]:
         s0 = self._slirp_cpu()

@@ -17,6 +17,27 @@ def stat_fields(pid: int | str) -> list[bytes] | None:
     return data[data.rindex(b")") + 2:].split()
 
 
+def cpu_seconds(pid: int | str) -> float:
+    """utime + stime so far (0.0 once the process is gone): the CPU a server
+    or VMM the harness did not reap itself has used."""
+    f = stat_fields(pid)
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK") if f else 0.0
+
+
+def cmdlines():
+    """(pid, argv as bytes) of every process still there, for sweeps that
+    recognise their own processes by command line."""
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        yield int(name), argv
+
+
 def descendants(pid: int) -> list[int]:
     """``pid`` and every process below it, sorted (for PSS of a whole instance)."""
     children: dict[int, list[int]] = {}

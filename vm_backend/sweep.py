@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 import signal
 import time
-from pathlib import Path
 
 from common.naming import PREFIX
+from common.procs import cmdlines
 
 from . import owner
 from .conn import is_gone, is_remote, libvirt_module, open_conn
@@ -35,14 +35,8 @@ def _owner_dead(name: str, xml: str = "", remote: bool = False) -> bool:
 def qemu_processes() -> list[tuple[int, str]]:
     """(pid, guest name) of every local QEMU whose -name is a cvbench name."""
     found = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            argv = Path(f"/proc/{d}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if not argv or b"qemu-system" not in argv[0]:
+    for d, argv in cmdlines():
+        if b"qemu-system" not in argv[0]:
             continue
         for i, a in enumerate(argv[:-1]):
             if a == b"-name":
