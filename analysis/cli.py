@@ -13,6 +13,8 @@ from common.paths import results_dir
 
 from . import stats
 
+STRICT_HELP = "exit 1 when a cross-check is outside its tolerance (±10%%; network ±15%%)"
+
 
 def _prob(text: str) -> float:
     try:
@@ -159,13 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--style", choices=("talk", "paper"), default="talk",
                    help="talk: 16:9 slide, large type (default); paper: column width, 300 dpi")
     s.add_argument("--out", help="write charts/ and the report here instead of into the run folder")
-    s.add_argument("--strict", action="store_true", help="exit 1 when a cross-check is outside ±10%%")
+    s.add_argument("--strict", action="store_true", help=STRICT_HELP)
     s.set_defaults(func=cmd_charts)
 
     s = sub.add_parser("report", help="report.md and report.html from a run and its existing charts")
     s.add_argument("run", nargs="?", default=None, help="run folder (default results/latest)")
     s.add_argument("--out", help="folder holding charts/ and receiving the report (default: the run)")
-    s.add_argument("--strict", action="store_true", help="exit 1 when a cross-check is outside ±10%%")
+    s.add_argument("--strict", action="store_true", help=STRICT_HELP)
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("compare", help="regression verdict: exit 1 on a regression")

@@ -108,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an OCI config.json every container backend runs alike (default: the image's: "
                         "runc spec + cgroup namespace + the default seccomp profile)")
     s.add_argument("--strict", action="store_true",
-                   help="exit 1 when an independent cross-check (hyperfine, perf bench) is outside ±10%%")
+                   help="exit 1 when an independent cross-check (hyperfine, perf bench, iperf3, "
+                        "sockperf) is outside its tolerance (±10%%; network ±15%%)")
     # Test knob: one pyperf process with one value per benchmark, one instance per
     # memory/syscall sample, smallest ladder.  Numbers from it are not for quoting;
     # meta.json records quick=true.
