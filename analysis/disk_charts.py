@@ -78,6 +78,10 @@ def notes(run: Run) -> str:
             missing.setdefault(r.get("status"), []).append(k)
     for status, keys in missing.items():
         lines.append(f"{status} (why: in the report): " + ", ".join(keys))
+    retried = [k for k, r in rows.items() if r.get("retried")]
+    if retried:
+        lines.append("retried after a hang (a fresh instance ran the profile again; evidence in the report): "
+                     + ", ".join(retried))
     win = (run.meta.get("disk") or {}).get("window") or {}
     vwin = (run.meta.get("disk") or {}).get("vm_window") or {}
     if win:
@@ -226,6 +230,8 @@ def table(run: Run) -> tuple[list[str], list[list[str]]]:
     for key, r in rows_meta.items():
         if r.get("status") not in ("ok", "pending"):
             body.append([key, "-", "-", "-", "-", "-", "-", "-", f"{r.get('status')}: {r.get('why', '')}"])
+        for line in r.get("retried") or []:   # a hang, then a fresh instance: the figures above are the retry's
+            body.append([key, "-", "-", "-", "-", "-", "-", "-", line])
     return header, body
 
 

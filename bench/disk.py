@@ -29,8 +29,9 @@ from common import owner
 from common.errors import CvbError, EnvError
 from common.naming import PREFIX
 from common.paths import ROOT, state_dir
+from common.procs import descendants
 
-from . import disk_fio
+from . import disk_fio, disk_watch
 
 STATE_ENV = "CVBENCH_DISK_STATE"
 
@@ -154,37 +155,59 @@ def _cpu_children() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def _run(cmd: list[str], timeout: float, what: str, **kw) -> tuple[str, float]:
+def _run(cmd: list[str], limit: float, what: str, expected: float = 0.0, evidence=None,
+         **kw) -> tuple[str, float]:
     """Run one fio (or runtime) command; its stdout and the CPU-seconds it and
-    every process it reaped used (getrusage of the children)."""
+    every process it reaped used (getrusage of the children).  Past ``limit``
+    seconds it is hung: ``evidence(pids)`` (default: disk_watch.host_evidence)
+    describes its process tree, which is then killed, and Hang is raised."""
     c0 = _cpu_children()
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, **kw)
     try:
-        r = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                           timeout=timeout, **kw)
+        out, err = proc.communicate(timeout=limit)
     except subprocess.TimeoutExpired:
-        raise CvbError("disk", f"{what}: timed out after {timeout:.0f} s", "see the backend", status=1) from None
+        tree = descendants(proc.pid)
+        try:
+            seen = (evidence or disk_watch.host_evidence)(tree)
+        except Exception as e:  # noqa: BLE001 - the hang is the finding, the evidence best effort
+            seen = f"no evidence ({type(e).__name__}: {e})"
+        for pid in reversed(tree):   # children first; all of them this run's own
+            try:
+                os.kill(pid, 9)
+            except OSError:
+                pass
+        proc.communicate()
+        raise disk_watch.Hang(what, limit, expected, seen) from None
+    except BaseException:
+        proc.kill()
+        proc.communicate()
+        raise
     cpu = _cpu_children() - c0
-    if r.returncode != 0:
-        tail = (r.stderr.strip() or r.stdout.strip())[-600:]
-        raise CvbError("disk", f"{what}: exited with {r.returncode}: {tail}", "see the output", status=1)
-    return r.stdout, cpu
+    if proc.returncode != 0:
+        tail = (err.strip() or out.strip())[-600:]
+        raise CvbError("disk", f"{what}: exited with {proc.returncode}: {tail}", "see the output", status=1)
+    return out, cpu
 
 
 class HostRunner:
     """fio as a plain host process on a host directory: the floor."""
+
+    speed = "native"   # disk_watch's class for the expected length of a job
 
     def __init__(self, layer: Path, workdir: Path):
         self.fio = str(layer / "usr/bin/fio")
         self.jobs = str(layer / disk_fio.IN_ROOT_JOBS.lstrip("/"))
         self.workdir = workdir
 
-    def run(self, backing: Backing, env: dict, profile: str, section: str, timeout: float,
-            create_only: bool = False) -> tuple[str, float]:
+    def run(self, backing: Backing, env: dict, profile: str, section: str, limit: float,
+            create_only: bool = False, expected: float = 0.0) -> tuple[str, float]:
+        """One fio run; past ``limit`` seconds it counts as hung (disk_watch.Hang)."""
         data = self.workdir / "data"
         data.mkdir(exist_ok=True)
         full = {"PATH": "/usr/bin:/bin", "CVBENCH_OWNER": str(os.getpid()), **env, "CVB_DIR": str(data)}
-        return _run(disk_fio.argv(self.fio, self.jobs, profile, section, create_only), timeout,
-                    f"host/{backing.name} {section}", env=full)
+        return _run(disk_fio.argv(self.fio, self.jobs, profile, section, create_only), limit,
+                    f"host/{backing.name} {section}", expected, env=full)
 
 
 class ContainerRunner:
@@ -196,6 +219,7 @@ class ContainerRunner:
         self.b = backend
         self.layer = layer
         self.workdir = workdir
+        self.speed = disk_watch.speed_class(backend)
 
     def _root(self, backing: Backing) -> tuple[str, bool]:
         """The container root and whether it is read-only: the shared layer,
@@ -242,8 +266,26 @@ class ContainerRunner:
         (bundle / "config.json").write_text(json.dumps(spec))
         return bundle
 
-    def run(self, backing: Backing, env: dict, profile: str, section: str, timeout: float,
-            create_only: bool = False) -> tuple[str, float]:
+    def _evidence(self, cid: str):
+        """The host's view of a hung container; for gVisor also the Sentry's
+        own process list (runsc debug --ps), where fio lives."""
+        def seen(pids: list[int]) -> str:
+            text = disk_watch.host_evidence(pids)
+            if self.b.name == "runsc":
+                try:
+                    r = subprocess.run([*self.b._base(), "debug", "--ps", cid], capture_output=True, text=True,
+                                       timeout=10, **self.b.popen_kw())
+                    ps = " | ".join(ln.strip() for ln in (r.stdout + r.stderr).splitlines()[-6:] if ln.strip())
+                except (OSError, subprocess.TimeoutExpired) as e:
+                    ps = f"runsc debug --ps: {e}"
+                text += f"; runsc debug --ps: {ps[-500:]}"
+            return text
+        return seen
+
+    def run(self, backing: Backing, env: dict, profile: str, section: str, limit: float,
+            create_only: bool = False, expected: float = 0.0) -> tuple[str, float]:
+        """One fio run in a fresh container; past ``limit`` seconds it counts
+        as hung (disk_watch.Hang, with the container's state as evidence)."""
         from .backends.oci import container_id
         from .backends.oci import state_root as oci_root
         cid = container_id()
@@ -253,11 +295,12 @@ class ContainerRunner:
         try:
             if self.b.name == "builtin-cli":
                 cmd = [sys.executable, "-m", "runtime", "run", "--bundle", str(bundle), cid]
-                return _run(cmd, timeout, what, cwd=str(ROOT), env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                return _run(cmd, limit, what, expected, cwd=str(ROOT),
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
             oci_root(self.b.binary).mkdir(parents=True, exist_ok=True)
             flags = RUNSC_FLAGS.get(backing.name, [])
-            return _run([*self.b._base(), *flags, "run", "--bundle", str(bundle), cid], timeout, what,
-                        **self.b.popen_kw())
+            return _run([*self.b._base(), *flags, "run", "--bundle", str(bundle), cid], limit, what,
+                        expected, self._evidence(cid), **self.b.popen_kw())
         finally:
             if self.b.name == "builtin-cli":
                 if (state_dir() / "containers" / cid).exists():
@@ -287,22 +330,34 @@ def runner_for(backend, layer: Path, workdir: Path, window: disk_fio.Window | No
     return ContainerRunner(backend, layer, workdir)
 
 
-def measure(runner, backing: Backing, window: disk_fio.Window, profile: str, timeout: float,
-            log=None) -> dict[str, dict]:
+# Backings whose files vanish with each container (every job lays its files out anew).
+FORGETFUL = {"tmpfs", "gofer-overlay"}
+
+
+def measure(runner, backing: Backing, window: disk_fio.Window, profile: str, log=None) -> dict[str, dict]:
     """Every section of ``profile`` on ``backing``: section -> parsed fio
-    figures plus ``cpu_s`` (host CPU-seconds of that fio run)."""
+    figures plus ``cpu_s`` (host CPU-seconds of that fio run) and ``wall_s``.
+    Each run's limit comes from its expected length (bench.disk_watch)."""
     env = window.env(disk_fio.DATA, backing.direct)
+    forgetful = backing.name in FORGETFUL
+
+    def job(section: str, create_only: bool = False) -> tuple[str, float]:
+        exp = disk_watch.expected_s(runner.speed, window, section, create_only or forgetful)
+        return runner.run(backing, env, profile, section, disk_watch.limit_s(exp), create_only=create_only,
+                          expected=exp)
+
     out = {}
-    if profile in disk_fio.DATA_PROFILES:   # lay the files out first (the sections share them)
-        runner.run(backing, env, profile, disk_fio.PROFILES[profile][0], timeout, create_only=True)
+    if profile in disk_fio.DATA_PROFILES and not forgetful:   # lay the files out first (the sections share them)
+        job(disk_fio.PROFILES[profile][0], create_only=True)
     for section in disk_fio.PROFILES[profile]:
         drop_caches()
         t0 = time.monotonic()
-        text, cpu = runner.run(backing, env, profile, section, timeout)
+        text, cpu = job(section)
         fig = disk_fio.parse(text, section)
         fig["cpu_s"] = cpu
         fig["wall_s"] = time.monotonic() - t0
         out[section] = fig
         if log:
-            log(f"    {backing.name} {section}: {fig['iops']:.0f} IOPS, p99 {fig['clat_p99'] * 1e6:.0f} us")
+            log(f"    {backing.name} {section}: {fig['iops']:.0f} IOPS, p99 {fig['clat_p99'] * 1e6:.0f} us, "
+                f"{fig['wall_s']:.1f} s")
     return out

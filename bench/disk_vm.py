@@ -38,7 +38,7 @@ from common.errors import CvbError, EnvError
 from common.procs import cmdlines, cpu_seconds
 from vm_backend.iodev import THREAD_POOL
 
-from . import disk_fio, guest_io
+from . import disk_fio, disk_watch, guest_io
 
 NINEP_WHY = ("the guest kernel (Debian's cloud flavour) is built without 9p (CONFIG_NET_9P is not set), "
              "so a 9p share cannot be mounted in the guest")
@@ -152,6 +152,8 @@ def _die_with_parent() -> None:
 class VMRunner:
     """fio in one long-lived guest per backing (see the module docstring)."""
 
+    speed = "vm"   # disk_watch's class for the expected length of a job
+
     def __init__(self, backend, layer: Path, workdir: Path, window: disk_fio.Window):
         self.b = backend
         self.layer = layer
@@ -209,8 +211,12 @@ class VMRunner:
                 self.fsd.stop()
                 self.fsd = None
 
-    def run(self, backing, env: dict, profile: str, section: str, timeout: float,
-            create_only: bool = False) -> tuple[str, float]:
+    def run(self, backing, env: dict, profile: str, section: str, limit: float,
+            create_only: bool = False, expected: float = 0.0) -> tuple[str, float]:
+        """One fio run in this backing's guest (booted on first use).  Past
+        ``limit`` seconds it counts as hung: disk_watch.Hang with the guest's
+        own account (its watch prints what fio is blocked in at 60% of the
+        limit) and the host's (QEMU, virtiofsd); the caller closes this guest."""
         if self.vm is None:
             self._boot(backing)
         if not create_only:
@@ -219,10 +225,16 @@ class VMRunner:
         argv = disk_fio.argv("/usr/bin/fio", disk_fio.IN_ROOT_JOBS, profile, section, create_only)
         pids = self.host_pids()
         c0 = cpu_s(pids)
-        rc, out = self.shell.run(words + argv, timeout)
+        try:
+            rc, out = self.shell.run(words + argv, limit, watch=max(limit * 0.6, 1))
+        except guest_io.GuestTimeout as e:
+            guest = " ".join(h[len(guest_io.GuestShell.HANG):] for h in e.hang) or \
+                f"no report from the guest's watch; console: {self.vm.console.tail(3)!r}"
+            self.shell = None   # its shell is stuck in the job: close() destroys the guest, no quit
+            raise disk_watch.Hang(f"{self.b.name}/{backing.name} {section}", limit, expected,
+                                  f"guest: {guest[:700]}; host: {disk_watch.host_evidence(pids)}") from None
         cpu = cpu_s(pids) - c0
         if rc != 0:
             raise CvbError("disk", f"{self.b.name}/{backing.name} {section}: fio in the guest exited with {rc}: "
                            f"{out.strip()[-400:]}", "see the output", status=1)
         return out, cpu
-

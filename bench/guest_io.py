@@ -84,15 +84,32 @@ if [ -n "$root" ]; then
   # the heuristic overcommit refuses that in a 128 MiB guest, "always" maps it.
   echo 1 > /proc/sys/vm/overcommit_memory
 fi
+# what every process of a run is blocked in (state, wchan, kernel stack) and
+# the virtio interrupt counts: printed by the watch of a run that overruns
+dumpstate() {
+  for d in /proc/[0-9]*; do
+    read -r c < $d/comm 2>/dev/null || continue
+    case $c in fio|env|chroot) ;; *) continue ;; esac
+    echo "CVBIO hang pid=${d#/proc/} comm=$c $(grep '^State:' $d/status | tr -s '\\t ' ' ')" \\
+         "wchan=$(cat $d/wchan) stack=$(sed 's/^[^]]*] //; s/+.*//' $d/stack 2>/dev/null | tr '\\n' ,)"
+  done
+  echo "CVBIO hang irq=$(grep virtio /proc/interrupts | tr -s ' ' | tr '\\n' '|')"
+}
+watch=0
 if [ "$args" = serve ]; then
   stty -echo 2>/dev/null
   echo "CVB READY"
   while read -r cmd rest; do
     case $cmd in
-      drop) sync; echo 3 > /proc/sys/vm/drop_caches; echo "CVBIO dropped" ;;
+      drop) sync; echo "${rest:-3}" > /proc/sys/vm/drop_caches; echo "CVBIO dropped" ;;
+      watch) watch=$rest; echo "CVBIO watching $watch" ;;
       run) echo "CVBIO begin"
-           if [ -n "$root" ]; then chroot /newroot /usr/bin/env $rest 2>/tmp/err; else env $rest 2>/tmp/err; fi
+           if [ -n "$root" ]; then chroot /newroot /usr/bin/env $rest 2>/tmp/err & else env $rest 2>/tmp/err & fi
+           pid=$! wd=
+           if [ "$watch" -gt 0 ]; then { sleep "$watch"; dumpstate; } & wd=$!; fi
+           wait $pid
            rc=$?
+           [ -n "$wd" ] && kill $wd 2>/dev/null
            [ $rc -ne 0 ] && tail -c 400 /tmp/err; echo "CVBIO end rc=$rc" ;;
       quit) break ;;
     esac
@@ -164,16 +181,29 @@ def cmdline(img, modules: list[str], **words: str) -> str:
     return " ".join(parts)
 
 
+class GuestTimeout(CvbError):
+    """A guest command that did not finish in time.  ``hang`` holds the guest's
+    own account of it: the ``CVBIO hang`` lines its watch printed (what each
+    process of the run was blocked in, the virtio interrupt counts)."""
+
+    def __init__(self, what: str, why: str, hang: list[str]):
+        super().__init__(what, why, "see the console", status=1)
+        self.hang = hang
+
+
 class GuestShell:
     """The host side of IO_INIT's ``serve`` loop: commands typed into the
     guest's serial console, their output read back line by line."""
 
     END = re.compile(r"^CVBIO end rc=(\d+)")
+    HANG = "CVBIO hang "
 
     def __init__(self, vm, what: str):
         self.vm = vm
         self.what = what
         self._lines: queue.Queue[str] = queue.Queue()
+        self._watch = 0
+        self.hang: list[str] = []   # the last run's watch lines (it overran its watch)
         vm.console.listeners.append(self._lines.put)
 
     def _command(self, line: str, until: re.Pattern, timeout: float) -> list[str]:
@@ -185,8 +215,8 @@ class GuestShell:
             left = end - time.monotonic()
             if left <= 0 or (self.vm.console.eof.is_set() and self._lines.empty()):
                 why = f"timed out after {timeout:g} s" if left <= 0 else "the guest exited"
-                raise CvbError(self.what, f"{why} running {line.split()[:3]} in the guest; console: "
-                               f"{self.vm.console.tail(5)!r}", "see the console", status=1)
+                raise GuestTimeout(self.what, f"{why} running {line.split()[:3]} in the guest; console: "
+                                   f"{self.vm.console.tail(5)!r}", [g for g in got if g.startswith(self.HANG)])
             try:
                 ln = self._lines.get(timeout=min(left, 0.5))
             except queue.Empty:
@@ -195,16 +225,24 @@ class GuestShell:
             if until.search(ln):
                 return got
 
-    def drop_caches(self, timeout: float = 60) -> None:
-        self._command("drop", re.compile(r"^CVBIO dropped"), timeout)
+    def drop_caches(self, level: int = 3, timeout: float = 60) -> None:
+        """sync, then ``echo LEVEL > /proc/sys/vm/drop_caches`` in the guest."""
+        self._command(f"drop {level}", re.compile(r"^CVBIO dropped"), timeout)
 
-    def run(self, argv: list[str], timeout: float) -> tuple[int, str]:
+    def run(self, argv: list[str], timeout: float, watch: float = 0) -> tuple[int, str]:
         """Run ``argv`` (words without blanks: env assignments first) in the
-        guest; its exit status and its output (stdout; stderr's tail on failure)."""
+        guest; its exit status and its output (stdout; stderr's tail on failure).
+        ``watch``: after that many seconds the guest prints what the run's
+        processes are blocked in (``self.hang``; GuestTimeout.hang on a timeout)."""
+        if int(watch) != self._watch:
+            self._command(f"watch {int(watch)}", re.compile(r"^CVBIO watching"), 30)
+            self._watch = int(watch)
         lines = self._command("run " + " ".join(argv), self.END, timeout)
         rc = int(self.END.search(lines[-1]).group(1))
         begin = next((i for i, ln in enumerate(lines) if ln.startswith("CVBIO begin")), -1)
-        return rc, "\n".join(lines[begin + 1:-1])
+        body = lines[begin + 1:-1]
+        self.hang = [ln for ln in body if ln.startswith(self.HANG)]
+        return rc, "\n".join(ln for ln in body if not ln.startswith(self.HANG))
 
     def quit(self, timeout: float = 15) -> None:
         """Ask the guest to power off and wait for its VMM to go (best effort:

@@ -19,7 +19,9 @@ has none).
 """
 from __future__ import annotations
 
-from bench import disk, disk_fio, disk_vm, timing
+import time
+
+from bench import disk, disk_fio, disk_vm, disk_watch, timing
 from bench.harness import Context, Task, progress
 
 DESCRIPTION = "fio profiles (Firecracker, Kata, metadata) per storage backing: IOPS, bandwidth, clat p50/p99/p99.9"
@@ -60,7 +62,7 @@ def plan(ctx: Context) -> list[Task]:
                                   "the containers' cache too); files laid out by fio --create_only first",
                         "cpu": "getrusage(RUSAGE_CHILDREN) around each fio run: fio plus the runtime that "
                                "started it, fio's start and ramp included; per GB moved in the measured window",
-                        "profiles": disk_fio.PROFILES}
+                        "watchdog": disk_watch.describe(), "profiles": disk_fio.PROFILES}
     tasks = []
     for name in ctx.backends:
         if name not in SUPPORTED:
@@ -89,26 +91,28 @@ def plan(ctx: Context) -> list[Task]:
 def _one(ctx, b, backing, layer, win, repeats, rows) -> list:
     key = f"{b.name}/{backing.name}"
     samples: dict[tuple[str, str], list[list[float]]] = {}
+    t0 = time.monotonic()
     workdir = disk.run_dir() / f"{b.name}-{backing.name}"
     workdir.mkdir(parents=True, exist_ok=True)
-    runner = disk.runner_for(b, layer, workdir, win)
-    # a guest's boot has its own timeout; a stuck job in it should not cost two minutes
-    timeout = (60 if b.kind == "vm" else 120) + 4 * (win.ramp_s + win.runtime_s)
+    jobs_s: dict[str, list[float]] = {}
     try:
         for _ in range(repeats):
+            runner = disk.runner_for(b, layer, workdir, win)
             try:
                 for profile in disk_fio.PROFILES:
-                    for section, fig in disk.measure(runner, backing, win, profile, timeout, progress).items():
+                    for section, fig in _profile(runner, backing, win, profile, rows[key]).items():
+                        jobs_s.setdefault(section, []).append(round(fig["wall_s"], 1))
                         for metric, value in _values(profile, fig).items():
                             samples.setdefault((metric, section), []).append([value])
             finally:
                 if hasattr(runner, "close"):   # a VM: one guest per repeat, gone before the next
                     runner.close()
     except Exception as e:
-        rows[key].update(status="failed", why=str(getattr(e, "why", e)).splitlines()[0][:300])
+        rows[key].update(status="failed", why=str(getattr(e, "why", e)).splitlines()[0][:1200])
         raise
     finally:
         disk.remove_run_dir(workdir)
+        rows[key].update(wall_s=round(time.monotonic() - t0, 1), jobs_wall_s=jobs_s)
     rows[key]["status"] = "ok"
     out = []
     for (metric, section), vals in samples.items():
@@ -121,6 +125,22 @@ def _one(ctx, b, backing, layer, win, repeats, rows) -> list:
               "cvbench_fio_job": section, "cvbench_source": "fio --output-format=json, one fio run per value"}
         out.append(timing.in_instance_runs(f"disk.{metric}.{b.name}.{backing.name}:{section}", vals, unit, md))
     return out
+
+
+def _profile(runner, backing, win, profile: str, row: dict) -> dict[str, dict]:
+    """One profile's jobs; a hung job (bench.disk_watch.Hang) is recorded in the
+    row with its evidence and the whole profile (its layout too) is run once more
+    on a fresh instance: a fresh guest (the hung one is destroyed) or, for
+    containers, the fresh container every job gets anyway.  A second hang fails
+    the row."""
+    try:
+        return disk.measure(runner, backing, win, profile, progress)
+    except disk_watch.Hang as h:
+        progress(f"    {backing.name} {profile}: {h.why}; retrying the profile once on a fresh instance")
+        row.setdefault("retried", []).append(f"retried after a hang: {h.why}")
+        if hasattr(runner, "close"):
+            runner.close()   # the next job boots a fresh guest
+        return disk.measure(runner, backing, win, profile, progress)
 
 
 def _values(profile: str, fig: dict) -> dict[str, float]:

@@ -162,3 +162,82 @@ def test_a_backing_that_fails_is_a_failed_row(state, tmp_path):
                       disk_fio.WINDOWS["quick"], 1, rows)
     assert rows["host/dir"]["status"] == "failed" and "fio" in rows["host/dir"]["why"], rows
     assert not list(state.glob("cvbench-d*/host-dir"))
+
+
+def _fio_env_procs(marker: str) -> list[int]:
+    """Processes whose environment holds ``marker`` (this test's fio runs)."""
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if marker.encode() in f.read():
+                    out.append(int(pid))
+        except OSError:
+            pass
+    return out
+
+
+def test_a_hung_job_is_killed_with_evidence(state):
+    """A real fio job that overruns its limit (a 30 s job given 2 s) is a
+    Hang (exit status 1) within seconds, carrying its process tree's CPU and
+    thread states as evidence, and no fio of it is left running."""
+    if not disk_fio.FIO.is_file():
+        pytest.skip("fio not installed")
+    from bench import disk_watch, image
+    layer = disk_fio.build_layer(image.load())
+    workdir = disk.run_dir() / "host-hang"
+    workdir.mkdir()
+    win = disk_fio.Window(0, 30, 8, 50)
+    env = win.env("unused", True)
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(disk_watch.Hang) as e:
+            disk.HostRunner(layer, workdir).run(disk.HOST_BACKINGS[0], env, "firecracker", "fc-randread", 2.0,
+                                                expected=1.0)
+        took = time.monotonic() - t0
+        assert not _fio_env_procs(f"CVB_DIR={workdir}/data"), "the hung fio was left running"
+    finally:
+        disk.remove_run_dir(workdir)
+    assert took < 10, took
+    assert e.value.status == 1 and "fio[" in e.value.evidence and "s CPU in" in e.value.evidence, e.value.why
+    assert "hung: no result within its 2 s limit (expected ~1 s)" in e.value.why
+
+
+def test_a_hang_is_retried_once_then_fails(state, monkeypatch):
+    """A profile whose job hangs runs once more (the row says 'retried after a
+    hang' with the evidence); a second hang propagates, which fails the row.
+    The hang is real: fio asked for 30 s under a 1 s limit."""
+    if not disk_fio.FIO.is_file():
+        pytest.skip("fio not installed")
+    from bench import disk_watch, image
+    from scenarios import disk as scenario
+
+    class Hangs(disk.HostRunner):
+        hangs = 0
+
+        def run(self, backing, env, profile, section, limit, create_only=False, expected=0.0):
+            if self.hangs and not create_only:
+                self.hangs -= 1
+                env, limit = {**env, "CVB_RUNTIME": "30"}, 1.0
+            return super().run(backing, env, profile, section, limit, create_only, expected)
+
+    layer = disk_fio.build_layer(image.load())
+    workdir = disk.run_dir() / "host-retry"
+    workdir.mkdir()
+    win = disk_fio.WINDOWS["quick"]
+    try:
+        once = Hangs(layer, workdir)
+        once.hangs = 1
+        row: dict = {}
+        figs = scenario._profile(once, disk.HOST_BACKINGS[0], win, "firecracker", row)
+        assert set(figs) == {"fc-randread", "fc-randwrite"} and figs["fc-randread"]["iops"] > 0
+        assert len(row["retried"]) == 1 and row["retried"][0].startswith("retried after a hang: host/dir fc-randread")
+        assert "fio[" in row["retried"][0]
+        twice = Hangs(layer, workdir)
+        twice.hangs = 2
+        row = {}
+        with pytest.raises(disk_watch.Hang):
+            scenario._profile(twice, disk.HOST_BACKINGS[0], win, "firecracker", row)
+        assert len(row["retried"]) == 1
+    finally:
+        disk.remove_run_dir(workdir)
