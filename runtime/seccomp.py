@@ -213,29 +213,31 @@ class Background:
     The bytes go through a pipe as a 4-byte length and the program; length 0
     means compiling failed (self.error says why after join()) and the child stops."""
 
-    def __init__(self, profile: dict | None, warnings: list[str]):
+    def __init__(self, profile: dict | None, warnings: list[str], mode: str | None = None):
         self.profile = profile
         self.r, self.w = os.pipe2(os.O_CLOEXEC)
         self.error: BaseException | None = None
         self._warnings = warnings
         self.thread = None
         self.pid, self._msgs = 0, -1
+        self.compiler: str | None = None  # after join(): "generator", or "libseccomp: <why>"
         from .stage import seccomp_binary
         exe = seccomp_binary()
         if exe is not None:
-            self._start_helper(exe, profile)
+            self._start_helper(exe, profile, mode)
             return
         import threading
         self.thread = threading.Thread(target=self._run, args=(profile,), name="cvbench-seccomp",
                                        daemon=True)
         self.thread.start()
 
-    def _start_helper(self, exe: str, profile: dict | None) -> None:
+    def _start_helper(self, exe: str, profile: dict | None, mode: str | None) -> None:
         data = encode(profile)
         in_r, in_w = os.pipe2(os.O_CLOEXEC)
         msg_r, msg_w = os.pipe2(os.O_CLOEXEC)
         try:
-            self.pid = os.posix_spawn(exe, [exe, str(self.w)], {}, file_actions=[
+            argv = [exe, str(self.w)] + ([mode] if mode else [])
+            self.pid = os.posix_spawn(exe, argv, {}, file_actions=[
                 (os.POSIX_SPAWN_DUP2, in_r, 0), (os.POSIX_SPAWN_DUP2, msg_w, 1),
                 (os.POSIX_SPAWN_DUP2, self.w, self.w)])
         except BaseException:
@@ -280,6 +282,10 @@ class Background:
         for line in b"".join(chunks).decode(errors="replace").splitlines():
             if line.startswith("W"):
                 self._warnings.append(f"seccomp: syscall {line[1:]!r} unknown to libseccomp here, skipped")
+            elif line.startswith("G"):
+                self.compiler = "generator"
+            elif line.startswith("L"):
+                self.compiler = f"libseccomp: {line[1:]}"
             elif line.startswith("E"):
                 why = line[1:]
         if why is None and status != 0 and not os.WIFSIGNALED(status):
@@ -328,19 +334,24 @@ def prestart(bundle: str) -> Background | None:
         return None
 
 
-def compile_in_helper(profile: dict | None = None, warnings: list[str] | None = None) -> bytes:
-    """compile_bpf() through the cvbench-seccomp process, as a spawn does it."""
+def compile_in_helper(profile: dict | None = None, warnings: list[str] | None = None,
+                      mode: str | None = None, used: list[str] | None = None) -> bytes:
+    """The filter through the cvbench-seccomp process, as a spawn compiles it.
+    mode "libseccomp" skips its generator, "both" makes it check the
+    generator against libseccomp; used gets which compiler answered."""
     from .stage import seccomp_binary
     if seccomp_binary() is None:
         from common.errors import EnvError
         raise EnvError("runtime stage", "cvbench-seccomp is not built", "run make setup")
-    bg = Background(profile, [] if warnings is None else warnings)
+    bg = Background(profile, [] if warnings is None else warnings, mode)
     try:
         bpf = receive(bg.r)
     except OSError:
         bg.join()
         raise bg.error or OSError("cvbench-seccomp sent no filter") from None
     bg.join()
+    if used is not None and bg.compiler:
+        used.append(bg.compiler)
     return bpf
 
 

@@ -26,9 +26,10 @@ from common.paths import build_dir
 SOURCE = Path(__file__).with_name("stage.c")
 SOURCES = [SOURCE, SOURCE.with_name("program.c"), SOURCE.with_name("stage.h")]
 CC_FLAGS = ["-O2", "-static", "-Wall", "-Wextra", "-Werror"]
-# cvbench-seccomp (seccomp.c): libseccomp's compile in a process of its own,
-# dynamically linked (libseccomp2 ships no static library or header).
+# cvbench-seccomp (seccomp.c, seccomp_gen.c): the filter compile in a process
+# of its own, dynamically linked (libseccomp2 ships no static library or header).
 SECCOMP_SOURCE = SOURCE.with_name("seccomp.c")
+SECCOMP_SOURCES = [SECCOMP_SOURCE, SOURCE.with_name("seccomp_gen.c"), SOURCE.with_name("seccomp_gen.h")]
 SECCOMP_FLAGS = ["-O2", "-Wall", "-Wextra", "-Werror"]
 SECCOMP_LIBS = ["-l:libseccomp.so.2"]
 _found: tuple[str, str | None, str | None] | None = None  # (build dir, stage, seccomp), per process
@@ -38,7 +39,7 @@ def path() -> Path:
     """Where the stage for these sources and flags lives (content-addressed);
     cvbench-seccomp lies beside it."""
     import zlib  # not hashlib: it loads OpenSSL (~3 ms of every CLI start); a name, not a seal
-    data = b"".join(s.read_bytes() for s in (*SOURCES, SECCOMP_SOURCE))
+    data = b"".join(s.read_bytes() for s in (*SOURCES, *SECCOMP_SOURCES))
     data += " ".join(CC_FLAGS + SECCOMP_FLAGS + SECCOMP_LIBS).encode()
     h = f"{zlib.crc32(data):08x}{zlib.adler32(data):08x}"
     return build_dir() / "stage" / h / "cvbench-stage"
@@ -61,7 +62,8 @@ def build() -> Path:
     for dest, cmd, need in (
             (out, [*CC_FLAGS, *(str(s) for s in SOURCES if s.suffix == ".c")],
              "static linking needs libc6-dev"),
-            (seccomp_path(), [*SECCOMP_FLAGS, str(SECCOMP_SOURCE), *SECCOMP_LIBS], "it links libseccomp2")):
+            (seccomp_path(), [*SECCOMP_FLAGS, *(str(s) for s in SECCOMP_SOURCES if s.suffix == ".c"),
+                              *SECCOMP_LIBS], "it links libseccomp2")):
         tmp = dest.with_suffix(f".tmp{os.getpid()}")
         r = subprocess.run([cc, "-o", str(tmp), *cmd], capture_output=True, text=True)
         if r.returncode != 0:
