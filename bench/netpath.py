@@ -30,8 +30,8 @@ A :class:`PathKind` has
 cvbench names carrying the owner pid for the sweep: ``env.netns(tag)`` ->
 ``cvbench-n<pid>-<slot><tag>`` (the scenario sets ``slot`` per column, so
 a path's columns can be up at once), ``env.link(letter)`` -> ``cvbench<pid><letter>``
-(one letter: IFNAMSIZ).  Letters in use: a b (veth), c d e f (container paths),
-t u (reserved for the VM paths' taps).
+(one letter: IFNAMSIZ).  Letters in use: a b (veth), c d e f g r (container paths),
+t u (the VM paths' taps), p q (passt's veth, bench/netpath_passt.py).
 
 A path object (subclass :class:`Path`; its defaults are host processes) has
 
@@ -58,7 +58,8 @@ The paths here: ``loopback`` (two host processes on 127.0.0.1) and ``veth``
 or route overlaps).  bench/netpath_container.py adds the container endpoints:
 ``veth`` with the client as a builtin, builtin-cli, crun or runc container,
 ``bridge`` (two containers on a cvbench Linux bridge) and ``gvisor``
-(runsc's netstack); bench/netpath_slirp.py ``user-mode`` (slirp4netns).
+(runsc's netstack); bench/netpath_slirp.py ``user-mode`` (slirp4netns), whose
+VM columns are passt (bench/netpath_passt.py).
 
 Everything carries the owner's pid, so :func:`sweep` removes only what a dead
 cvbench run left (processes inside are tagged ``CVBENCH_OWNER`` and killed by
@@ -455,4 +456,5 @@ def sweep(mine: bool = False) -> list[str]:
         if m and dead(m.group(1)):
             _ip("link", "del", link["ifname"], check=False)
             removed.append(f"link {link['ifname']}")
-    return removed
+    from .netpath_passt import sweep_dirs
+    return removed + sweep_dirs(dead)

@@ -1,4 +1,5 @@
-"""The user-mode path: a container whose only network is slirp4netns's tap.
+"""The user-mode path: a container whose only network is slirp4netns's tap
+(the VM's user-mode columns, passt, are in bench/netpath_passt.py).
 
 slirp4netns runs as a host process tagged with the owner (CVBENCH_OWNER, so
 bench.sweep kills it after a crash) inside a second cvbench netns, so every
@@ -122,18 +123,24 @@ def user_mode(env: PathEnv, backend: str) -> SlirpPath:
     return p
 
 
-# The VM's user-mode column: named, so the table shows it is missing rather
-# than leaving a silent gap.
-PASST_WHY = ("passt through libvirt's passt backend (<backend type='passt'/>, libvirt 9.0 has it): "
-             "not built yet; the guest would reach the server through passt's gateway mapping")
+def _factory(env: PathEnv, backend: str):
+    if backend in ("libvirt", "qemu"):
+        from . import netpath_passt
+        return netpath_passt.factory(env, backend)
+    return user_mode(env, backend)
 
 
 def slirp_why_not(backend: str) -> str | None:
-    if backend == "libvirt":
-        return PASST_WHY if shutil.which("passt") else "passt is not installed (make setup installs it)"
+    if backend in ("libvirt", "qemu"):
+        from . import netpath_passt  # the VM's user-mode columns: passt
+        return netpath_passt.why_not(backend)
     if not shutil.which("slirp4netns"):
         return "slirp4netns is not installed (apt-get install slirp4netns; make setup does)"
     return why_not(backend)
 
 
-USER_MODE = PathKind(("builtin", "crun", "libvirt"), user_mode, slirp_why_not)
+def _max_mtu(backend: str) -> int:
+    return 65520 if backend in ("libvirt", "qemu") else SLIRP_MAX_MTU   # passt's (bench/netpath_passt.py)
+
+
+USER_MODE = PathKind(("builtin", "crun", "libvirt", "qemu"), _factory, slirp_why_not, max_mtu=_max_mtu)

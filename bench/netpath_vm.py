@@ -58,64 +58,41 @@ def _why_not(backend: str) -> str | None:
     return None
 
 
-def _mac(letter: str) -> str:
+def mac(letter: str) -> str:
     # locally administered, unicast; the pid keeps concurrent runs apart
     pid = os.getpid()
     return f"52:54:cb:{(pid >> 8) & 0xff:02x}:{pid & 0xff:02x}:{ord(letter) & 0xff:02x}"
 
 
-class VMPath(Path):
-    """A guest on a tap; the server side in a cvbench netns (module docstring)."""
+class GuestClient(Path):
+    """The client side in a guest: one guest per column runs every client
+    command through its serial console (guest_io.GuestShell); its host CPU is
+    the VMM's (plus ``extra_cpu_pids``: a user-mode network process)."""
 
-    def __init__(self, env: PathEnv, backend: str):
+    vm = None
+    shell: guest_io.GuestShell | None = None
+
+    def boot(self, backend: str, nic, guest_ip: str) -> None:
+        from vm_backend.iodev import GuestIO
+
         from .backends import get
-        ns, tap = env.netns("tap"), env.link(LETTER[backend])
-        host, guest = env.addr(1), env.addr(2)
-        super().__init__("tap-virtio", str(host), server_ns=ns, links=[(ns, tap)], backend=backend,
-                         probe=env.probe, client_tools=frozenset({"probe"}), max_mtu=TAP_MAX_MTU,
-                         setup=f"{backend} guest, virtio-net on tap {tap} (QEMU userspace, no vhost-net) in netns "
-                               f"{ns}: {host}/30 <-> guest {guest}/30 ({env.rng['name']})")
-        self.tap = tap
-        self.vm = None
-        self.shell: guest_io.GuestShell | None = None
-        try:
-            add_netns(self, ns)
-            self._boot(get(backend), guest)
-        except BaseException:
-            self.close()
-            raise
+        b = get(backend)
+        cmd = guest_io.cmdline(b.img, MODULES, ip=guest_ip)
+        self.vm = b.io_vm(guest_io.initramfs(b.img), ["serve"], GuestIO(nics=[nic], cmdline=cmd), timeout=90.0)
+        self.vm.start(after_spawn=self.after_spawn)
+        self.shell = guest_io.GuestShell(self.vm, f"network: {self.name}/{backend}")
 
-    def _boot(self, b, guest_addr) -> None:
-        from vm_backend.iodev import GuestIO, Nic
-        img = b.img
-        cmd = guest_io.cmdline(img, MODULES, ip=f"{guest_addr}/30")
-        io = GuestIO(nics=[Nic(self.tap, _mac(LETTER[self.backend]))], cmdline=cmd)
-        self.vm = b.io_vm(guest_io.initramfs(img), ["serve"], io, timeout=90.0)
-        self.vm.start(after_spawn=self._adopt_tap)
-        self.shell = guest_io.GuestShell(self.vm, f"network: tap-virtio/{self.backend}")
+    def after_spawn(self) -> None:
+        """Runs once the VMM exists, before the guest is READY."""
 
-    def _adopt_tap(self) -> None:
-        """Move the VMM's tap from the host's netns into ours, address it there."""
-        end = time.monotonic() + 20
-        while _ip("link", "show", self.tap, check=False).returncode != 0:
-            if time.monotonic() > end or self.vm._gone():
-                raise CvbError("network", f"the VMM did not create tap {self.tap}",
-                               "see the VMM's log", status=1)
-            time.sleep(0.01)
-        _ip("link", "set", self.tap, "netns", self.server_ns)
-        _ip("-n", self.server_ns, "addr", "add", f"{self.server_addr}/30", "dev", self.tap)
-        _ip("-n", self.server_ns, "link", "set", self.tap, "up")
+    def extra_cpu_s(self) -> float:
+        return 0.0
 
-    def mtu(self) -> int:
-        info = json.loads(_ip("-n", self.server_ns, "-j", "link", "show", self.tap).stdout)[0]
-        return int(info["mtu"])
-
-    def set_mtu(self, mtu: int) -> None:
-        super().set_mtu(mtu)    # checks the range, sets the tap's
+    def set_guest_mtu(self, mtu: int, max_mtu: int) -> None:
         rc, out = self.shell.run(["ip", "link", "set", "eth0", "mtu", str(mtu)], 30)
         if rc != 0:
             raise CvbError("mtu", f"the guest's eth0 refused MTU {mtu}: {out.strip()[-200:]}",
-                           f"pick an MTU the virtio-net driver takes (68..{TAP_MAX_MTU})")
+                           f"pick an MTU the virtio-net driver takes (68..{max_mtu})")
 
     def _pin(self) -> None:
         if self.client_cpu is None:
@@ -134,15 +111,15 @@ class VMPath(Path):
         from .disk_vm import cpu_s
         self._pin()
         pids = self.vm.host_pids()
-        c0 = cpu_s(pids)
+        c0, e0 = cpu_s(pids), self.extra_cpu_s()
         rc, out = self.shell.run(["/probe", *argv[1:]], timeout)
-        cpu = cpu_s(pids) - c0
+        cpu = cpu_s(pids) - c0 + self.extra_cpu_s() - e0
         if rc != 0:
             raise CvbError("network", f"{' '.join(argv[:4])} in the {self.backend} guest failed (exit {rc}): "
                            f"{out.strip()[-300:]}", "see the message", status=1)
         return out, cpu
 
-    def close(self) -> None:
+    def stop_guest(self) -> None:
         try:
             if self.vm is not None:
                 if self.shell is not None:
@@ -150,6 +127,51 @@ class VMPath(Path):
                 self.vm.stop()
         finally:
             self.vm = self.shell = None
+
+
+class VMPath(GuestClient):
+    """A guest on a tap; the server side in a cvbench netns (module docstring)."""
+
+    def __init__(self, env: PathEnv, backend: str):
+        from vm_backend.iodev import Nic
+        ns, tap = env.netns("tap"), env.link(LETTER[backend])
+        host, guest = env.addr(1), env.addr(2)
+        super().__init__("tap-virtio", str(host), server_ns=ns, links=[(ns, tap)], backend=backend,
+                         probe=env.probe, client_tools=frozenset({"probe"}), max_mtu=TAP_MAX_MTU,
+                         setup=f"{backend} guest, virtio-net on tap {tap} (QEMU userspace, no vhost-net) in netns "
+                               f"{ns}: {host}/30 <-> guest {guest}/30 ({env.rng['name']})")
+        self.tap = tap
+        try:
+            add_netns(self, ns)
+            self.boot(backend, Nic(tap, mac(LETTER[backend])), f"{guest}/30")
+        except BaseException:
+            self.close()
+            raise
+
+    def after_spawn(self) -> None:
+        """Move the VMM's tap from the host's netns into ours, address it there."""
+        end = time.monotonic() + 20
+        while _ip("link", "show", self.tap, check=False).returncode != 0:
+            if time.monotonic() > end or self.vm._gone():
+                raise CvbError("network", f"the VMM did not create tap {self.tap}",
+                               "see the VMM's log", status=1)
+            time.sleep(0.01)
+        _ip("link", "set", self.tap, "netns", self.server_ns)
+        _ip("-n", self.server_ns, "addr", "add", f"{self.server_addr}/30", "dev", self.tap)
+        _ip("-n", self.server_ns, "link", "set", self.tap, "up")
+
+    def mtu(self) -> int:
+        info = json.loads(_ip("-n", self.server_ns, "-j", "link", "show", self.tap).stdout)[0]
+        return int(info["mtu"])
+
+    def set_mtu(self, mtu: int) -> None:
+        super().set_mtu(mtu)    # checks the range, sets the tap's
+        self.set_guest_mtu(mtu, TAP_MAX_MTU)
+
+    def close(self) -> None:
+        try:
+            self.stop_guest()
+        finally:
             _ip("link", "del", self.tap, check=False)   # still in the host's netns if the move failed
             super().close()
 

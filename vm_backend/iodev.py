@@ -1,4 +1,4 @@
-"""The I/O devices of a guest (disks, virtio-fs shares, tap NICs), written once
+"""The I/O devices of a guest (disks, virtio-fs shares, tap or passt NICs), written once
 as libvirt domain XML and once as the raw QEMU arguments libvirt derives from
 that XML, so the libvirt and raw-QEMU rows of the disk and network scenarios
 attach the same devices with the same cache modes.
@@ -42,11 +42,23 @@ class Share:
 
 @dataclass
 class Nic:
-    """A virtio-net NIC on tap ``tap``: raw QEMU creates it (script=no), libvirt too
-    (<interface type='ethernet'>); either way it is born in the host's netns."""
+    """A virtio-net NIC.  ``backend="tap"``: on tap ``tap``, which raw QEMU creates
+    (script=no) and libvirt too (<interface type='ethernet'>); either way it is
+    born in the host's netns.  ``backend="passt"``: user-mode networking by
+    passt; raw QEMU connects to the passt the caller started, listening on
+    ``socket`` (-netdev stream), libvirt starts its own
+    (<interface type='user'><backend type='passt'/>), which assigns ``ip``
+    (ADDR/LEN) to the guest."""
     tap: str
     mac: str
     mtu: int = 0
+    backend: str = "tap"
+    socket: str = ""
+    ip: str = ""
+
+    def __post_init__(self):
+        if self.backend not in ("tap", "passt"):
+            raise ValueError(f"a NIC's backend is 'tap' or 'passt', not {self.backend!r}")
 
 
 @dataclass
@@ -91,6 +103,12 @@ def domain_devices_xml(io: GuestIO | None) -> str:
                    f"<source dir={quoteattr(s.source_dir)}/><target dir={quoteattr(s.tag)}/></filesystem>")
     for n in io.nics:
         mtu = f"<mtu size='{int(n.mtu)}'/>" if n.mtu else ""
+        if n.backend == "passt":
+            addr, _, plen = n.ip.partition("/")
+            ip = f"<ip family='ipv4' address={quoteattr(addr)} prefix={quoteattr(plen or '32')}/>" if addr else ""
+            out.append(f"<interface type='user'><backend type='passt'/><mac address={quoteattr(n.mac)}/>"
+                       f"{ip}<model type='virtio'/>{mtu}</interface>")
+            continue
         out.append(f"<interface type='ethernet'><mac address={quoteattr(n.mac)}/>"
                    f"<target dev={quoteattr(n.tap)} /><model type='virtio'/>{mtu}</interface>")
     return "\n    ".join(out)
@@ -120,6 +138,8 @@ def qemu_args(io: GuestIO | None, memory_mib: int, microvm: bool) -> list[str]:
                  "-device", f"vhost-user-fs-{bus},chardev=cvbfs{i},tag={s.tag},queue-size=1024"]
     for i, n in enumerate(io.nics):
         mtu = f",host_mtu={int(n.mtu)}" if n.mtu else ""
-        args += ["-netdev", f"tap,id=cvbnet{i},ifname={n.tap},script=no,downscript=no",
+        netdev = (f"stream,id=cvbnet{i},server=off,addr.type=unix,addr.path={n.socket}" if n.backend == "passt"
+                  else f"tap,id=cvbnet{i},ifname={n.tap},script=no,downscript=no")
+        args += ["-netdev", netdev,
                  "-device", f"virtio-net-{bus},netdev=cvbnet{i},mac={n.mac}{mtu}"]
     return args
