@@ -1,11 +1,13 @@
 """The seccomp compilers: libseccomp through ctypes (compile_bpf), and the
-cvbench-seccomp process a spawn uses (runtime/stage/seccomp.c, rules added in
-syscall order); no pyseccomp.
+cvbench-seccomp process a spawn uses (runtime/stage/seccomp.c: its own
+generator where it reproduces libseccomp exactly, else libseccomp, rules
+in the profile's order either way); no pyseccomp.
 
-Both must emit the very filter pyseccomp's SyscallFilter emitted (same calls;
-the order of the syscalls changes nothing in libseccomp's output), so neither
-can weaken or change a container's profile; and no compile may run
-`ldconfig` (what made the CLI slow)."""
+Both must emit the very filter pyseccomp's SyscallFilter emitted (the same
+calls in the same order, as crun makes them), so neither can weaken or
+change a container's profile; and no compile may run `ldconfig` (what made
+the CLI slow).  tests/test_runtime_seccomp_gen.py checks the generator
+against libseccomp on many more profiles."""
 from __future__ import annotations
 
 import json

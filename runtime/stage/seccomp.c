@@ -12,12 +12,12 @@
  * fraction of libseccomp's time; any other profile goes through libseccomp
  * itself: seccomp_init, seccomp_arch_add for every non-native architecture,
  * one seccomp_rule_add_array per syscall name, seccomp_export_bpf, the calls
- * runtime/seccomp.py's compile_bpf() makes.  Either way the rules are taken
- * in the order of their syscall numbers (stable: rules for one syscall keep
- * their order), which libseccomp turns into the very same bytes a little
- * faster (tests/test_runtime_seccomp*.py check all of it against pyseccomp's
- * output).  Nothing is cached: one compile per start, as crun 1.8.1 here
- * does (its checksum cache is compiled out of this build).
+ * runtime/seccomp.py's compile_bpf() makes, in the profile's order as crun
+ * makes them (the order can matter: libseccomp drops a rule it cannot merge
+ * on every architecture, and the first of two plain rules for a syscall
+ * wins).  tests/test_runtime_seccomp*.py check all of it against libseccomp
+ * and pyseccomp.  Nothing is cached: one compile per start, as crun 1.8.1
+ * here does (its checksum cache is compiled out of this build).
  *
  * stdin (runtime/seccomp.py's encode()): all little-endian,
  *   u32 default action, u32 n_arches, n_arches x str, u32 n_rules, then per
@@ -93,14 +93,6 @@ static char *get_str(void)
 }
 
 #define rule gen_rule
-
-static int by_syscall(const void *a, const void *b)
-{
-    const struct rule *x = a, *y = b;
-    if (x->nr != y->nr)
-        return x->nr < y->nr ? -1 : 1;
-    return x->index < y->index ? -1 : x->index > y->index;  /* stable */
-}
 
 /* libseccomp's compile of the sorted rules; the program's length, or dies */
 static size_t with_libseccomp(uint32_t def, uint32_t *arches, unsigned n_arches, struct rule *rules, size_t n,
@@ -183,7 +175,6 @@ int main(int argc, char **argv)
         r->nr = seccomp_syscall_resolve_name(r->name);
         r->index = i;
     }
-    qsort(rules, n, sizeof *rules, by_syscall);
 
     unsigned char *prog = NULL;
     size_t len = 0;

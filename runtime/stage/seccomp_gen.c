@@ -908,10 +908,14 @@ static struct node *rule_chain(struct state *s, const struct arch *a, const stru
 /* Several rules on one syscall, each one SCMP_CMP_EQ on the same argument
  * with its own value: libseccomp merges them into one tree whose levels are
  * ordered by value, highest first (_db_tree_add with _db_chain_lt). */
-static int eq_levels(const void *x, const void *y)
+static int eq_levels(const void *x, const void *y, void *is64)
 {
     uint64_t a = (*(const struct gen_rule *const *)x)->args[0].datum_a;
     uint64_t b = (*(const struct gen_rule *const *)y)->args[0].datum_a;
+    if (!*(const bool *)is64) {
+        a = (uint32_t)a;
+        b = (uint32_t)b;
+    }
     return a > b ? -1 : a < b;
 }
 
@@ -931,20 +935,8 @@ static struct node *eq_tree(struct state *s, const struct arch *a, struct sys *s
             free(rs);
             return NULL;
         }
-    qsort(rs, n, sizeof *rs, eq_levels);
-    for (size_t i = 1; i < n; i++) {
-        uint64_t p = rs[i - 1]->args[0].datum_a, q = rs[i]->args[0].datum_a;
-        if (a->is64 ? p == q : (uint32_t)p == (uint32_t)q) {
-            *why = "two argument rules for one syscall compare the same value";
-            free(rs);
-            return NULL;
-        }
-        if (!a->is64 && (uint32_t)p < (uint32_t)q) {
-            *why = "values that differ only above 32 bits on a 32-bit architecture";
-            free(rs);
-            return NULL;
-        }
-    }
+    bool is64 = a->is64;
+    qsort_r(rs, n, sizeof *rs, eq_levels, &is64);   /* values distinct: add_rule() checked */
     struct node *top = NULL, *hi = NULL, *lo_prev = NULL;
     unsigned cnt = 0;
     for (size_t i = 0; i < n; i++) {
@@ -1054,19 +1046,28 @@ static bool compares(const struct arch *a, const struct gen_rule *r)
 }
 
 /* db_rule_add() for the cases this generator takes on */
-static struct sys *add_rule(struct state *s, struct arch *a, size_t *cap, uint32_t num, const struct gen_rule *r)
+static struct sys *find_sys(struct arch *a, uint32_t num)
+{
+    uint32_t key = num & ~X32_SYSCALL_BIT;
+    if (key < 1024)
+        return a->slot[key] ? &a->sys[a->slot[key] - 1] : NULL;
+    for (size_t i = 0; i < a->nsys; i++)
+        if (a->sys[i].num == num)
+            return &a->sys[i];
+    return NULL;
+}
+
+static bool one_eq(const struct gen_rule *r)
+{
+    return r->nargs == 1 && r->args[0].op == OP_EQ;
+}
+
+static struct sys *add_rule(struct state *s, struct arch *a, size_t *cap, uint32_t num, const struct gen_rule *r,
+                            const char **why)
 {
     bool chained = compares(a, r);
     uint32_t key = num & ~X32_SYSCALL_BIT;
-    struct sys *sy = NULL;
-    if (key < 1024) {
-        if (a->slot[key])
-            sy = &a->sys[a->slot[key] - 1];
-    } else {
-        for (size_t i = 0; i < a->nsys && !sy; i++)
-            if (a->sys[i].num == num)
-                sy = &a->sys[i];
-    }
+    struct sys *sy = find_sys(a, num);
     if (sy) {
         if (!sy->ncrules)          /* a plain rule is there: it covers every later one */
             return sy;
@@ -1074,6 +1075,21 @@ static struct sys *add_rule(struct state *s, struct arch *a, size_t *cap, uint32
             sy->ncrules = 0;
             sy->action = r->action;
             return sy;
+        }
+        /* libseccomp merges the trees, and may refuse the rule (then drops
+         * it on every architecture): only a ladder of SCMP_CMP_EQ values on
+         * one argument is taken on here, where no add can fail */
+        for (size_t i = 0; i < sy->ncrules; i++) {
+            const struct gen_rule *x = sy->crules[i];
+            uint64_t p = x->args[0].datum_a, q = r->args[0].datum_a;
+            if (!one_eq(x) || !one_eq(r) || x->args[0].arg != r->args[0].arg) {
+                *why = "several argument rules for one syscall, not all one SCMP_CMP_EQ on the same argument";
+                return NULL;
+            }
+            if (a->is64 ? p == q : (uint32_t)p == (uint32_t)q) {
+                *why = "two argument rules for one syscall compare the same value";
+                return NULL;
+            }
         }
         const struct gen_rule **p = realloc(sy->crules, (sy->ncrules + 1) * sizeof *p);
         if (!p) {
@@ -1118,6 +1134,7 @@ int gen_bpf(uint32_t def_action, const uint32_t *arch_tokens, unsigned n_arches,
     struct arch arches[3];
     size_t caps[3] = {0, 0, 0};
     int narch = 0, rc = -1;
+    struct gen_rule *muxed = NULL;
     if (!s)
         return -1;
     memset(arches, 0, sizeof arches);
@@ -1145,7 +1162,11 @@ int gen_bpf(uint32_t def_action, const uint32_t *arch_tokens, unsigned n_arches,
             goto out;
         }
     }
-    int has_socketcall = 0, has_ipc = 0;
+    int socketcall_nr = seccomp_syscall_resolve_name_arch(ARCH_X86, "socketcall");
+    int ipc_nr = seccomp_syscall_resolve_name_arch(ARCH_X86, "ipc");
+    size_t n_muxed = 0;
+    if (!(muxed = calloc(n_rules ? n_rules : 1, sizeof *muxed)))   /* the x86 multiplexer rules */
+        goto out;
     for (size_t i = 0; i < n_rules; i++) {
         const struct gen_rule *r = &rules[i];
         if (!known_action(r->action)) {
@@ -1160,8 +1181,6 @@ int gen_bpf(uint32_t def_action, const uint32_t *arch_tokens, unsigned n_arches,
             }
             seen[r->args[j].arg] = true;
         }
-        if (r->nr != -1 && !r->nargs)
-            has_socketcall |= !strcmp(r->name, "socketcall"), has_ipc |= !strcmp(r->name, "ipc");
     }
     for (size_t i = 0; i < n_rules; i++) {
         const struct gen_rule *r = &rules[i];
@@ -1173,19 +1192,34 @@ int gen_bpf(uint32_t def_action, const uint32_t *arch_tokens, unsigned n_arches,
             if (a->token == ARCH_X86) {
                 bool ipc = false;
                 int direct, m = mux_number(r->name, num, &direct, &ipc);
-                if (m == -2 || (m == 0 && !(ipc ? has_ipc : has_socketcall))) {
-                    *why = "a socket or ipc call on x86 without a plain rule for socketcall/ipc";
+                if (m == -2 || (m == 0 && num >= 0)) {
+                    *why = "a socket or ipc call this generator does not know on x86";
                     goto out;
                 }
-                if (m == 0 && direct >= 0)
-                    num = direct;   /* the multiplexer's rule adds nothing to its plain one */
-                else if (m != 0 && num < 0)
+                if (m == 0) {
+                    /* libseccomp first adds the call to socketcall()/ipc()
+                     * with argument 0 compared to the call's number */
+                    int mux_nr = ipc ? ipc_nr : socketcall_nr;
+                    struct sys *mx = find_sys(a, (uint32_t)mux_nr);
+                    if (r->nargs && !(mx && !mx->ncrules)) {
+                        *why = "a socket or ipc call with argument rules on x86";
+                        goto out;
+                    }
+                    struct gen_rule *x = &muxed[n_muxed++];
+                    *x = (struct gen_rule){.action = r->action, .nargs = 1, .name = r->name, .nr = mux_nr,
+                                           .args = {{0, OP_EQ, (uint64_t)((-num) % (ipc ? 200 : 100)), 0}}};
+                    if (!add_rule(s, a, &caps[k], (uint32_t)mux_nr, x, why))
+                        goto out;
+                    if (direct >= 0)
+                        num = direct;
+                } else if (num < 0) {
                     continue;       /* x86 adds nothing for a call it lacks */
+                }
             }
             /* elsewhere a call the architecture lacks still gets an entry
              * (a negative number): never emitted, but it takes part in the
              * priority order, and so decides which block loads the number */
-            struct sys *sy = add_rule(s, a, &caps[k], (uint32_t)num, r);
+            struct sys *sy = add_rule(s, a, &caps[k], (uint32_t)num, r, why);
             if (!sy)
                 goto out;
         }
@@ -1215,6 +1249,7 @@ int gen_bpf(uint32_t def_action, const uint32_t *arch_tokens, unsigned n_arches,
 out:
     if (rc < 0 && !*why && s->oom)
         *why = "out of memory";
+    free(muxed);
     for (int k = 0; k < 3; k++) {
         for (size_t i = 0; i < arches[k].nsys; i++)
             free(arches[k].sys[i].crules);
