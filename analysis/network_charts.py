@@ -47,7 +47,8 @@ SHORT = {"loopback": "loopback: two host processes on 127.0.0.1",
          "veth": "veth: the client (host process, or a container joined by netns path) in a cvbench netns, "
                  "a veth to the server's",
          "bridge": "bridge: two containers' veths on a cvbench Linux bridge inside a cvbench netns",
-         "user-mode": "user-mode: a container behind slirp4netns, which runs in a cvbench netns",
+         "user-mode": "user-mode: a container behind slirp4netns, or a raw-QEMU guest behind passt (the guest "
+                      "dials passt's gateway, mapped to the server on loopback); each in a cvbench netns",
          "gvisor": "gvisor: runsc --network=sandbox (gVisor's netstack) on a veth to a cvbench netns",
          "tap-virtio": "tap-virtio: a guest's virtio-net on a cvbench tap in a cvbench netns"}
 

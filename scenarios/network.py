@@ -4,7 +4,9 @@ A column is a (path, backend) pair from bench.netpath's registry, which sets
 each path up and tears it down: ``loopback`` and ``veth`` with host
 processes, ``veth`` with the client as a builtin, builtin-cli, crun or runc
 container, ``bridge`` and ``user-mode`` (slirp4netns) with containers,
-``gvisor`` with runsc, and ``tap-virtio`` with a guest (bench/netpath_vm.py).
+``gvisor`` with runsc, ``tap-virtio`` with a guest (bench/netpath_vm.py), and
+``user-mode`` with a raw-QEMU guest behind passt (bench/netpath_passt.py; the
+libvirt column is a row saying whether this libvirt offers passt).
 In each, the static probe runs a server and a client (scenarios/probe/probe.c
 ``net``):
 
