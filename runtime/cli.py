@@ -13,7 +13,6 @@ Isolation toggles (run and create): --isolation full|bare|only:M|cum:N, then
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -46,29 +45,42 @@ def log(level: str, msg: str) -> None:
         print(f"cvbench: warning: {msg}", file=sys.stderr)
 
 
-class _Formatter(argparse.HelpFormatter):
-    """argparse's own, but its width without importing shutil (~2 ms of every start)."""
+_classes: tuple | None = None
 
-    def __init__(self, prog, indent_increment=2, max_help_position=24, width=None):
-        if width is None:
-            try:
-                width = int(os.environ["COLUMNS"])
-            except (KeyError, ValueError):
+
+def _argparse_classes() -> tuple:
+    """argparse's formatter and parser as the CLI wants them; argparse is
+    imported only when a command line needs it (see _fast_run)."""
+    global _classes
+    if _classes is not None:
+        return _classes
+    import argparse
+
+    class _Formatter(argparse.HelpFormatter):
+        """argparse's own, but its width without importing shutil (~2 ms of every start)."""
+
+        def __init__(self, prog, indent_increment=2, max_help_position=24, width=None):
+            if width is None:
                 try:
-                    width = os.get_terminal_size(sys.__stdout__.fileno()).columns
-                except (AttributeError, ValueError, OSError):
-                    width = 80
-            width -= 2
-        super().__init__(prog, indent_increment, max_help_position, width)
+                    width = int(os.environ["COLUMNS"])
+                except (KeyError, ValueError):
+                    try:
+                        width = os.get_terminal_size(sys.__stdout__.fileno()).columns
+                    except (AttributeError, ValueError, OSError):
+                        width = 80
+                width -= 2
+            super().__init__(prog, indent_increment, max_help_position, width)
 
+    class _Parser(argparse.ArgumentParser):
+        def __init__(self, *a, **kw):
+            kw.setdefault("formatter_class", _Formatter)
+            super().__init__(*a, **kw)
 
-class _Parser(argparse.ArgumentParser):
-    def __init__(self, *a, **kw):
-        kw.setdefault("formatter_class", _Formatter)
-        super().__init__(*a, **kw)
+        def error(self, message):
+            raise CvbError("usage", message, f"see '{self.prog} --help'")
 
-    def error(self, message):
-        raise CvbError("usage", message, f"see '{self.prog} --help'")
+    _classes = (_Parser, argparse.SUPPRESS)
+    return _classes
 
 
 COMMANDS = ("run", "create", "start", "state", "kill", "delete", "list", "spec", "sweep", "features")
@@ -91,16 +103,17 @@ def _command(argv: list[str]) -> str | None:
     return None
 
 
-def _parser(only: str | None = None) -> argparse.ArgumentParser:
+def _parser(only: str | None = None):
     """The whole command line, or with only= the one subcommand argv names:
     argparse's gettext lookups cost ~0.1 ms per parser and argument, and a
     `run` needs one subparser, not ten (help and errors build them all)."""
+    _Parser, suppress = _argparse_classes()
     p = _Parser(prog="python -m runtime", description="cvbench's container runtime (runc-like)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.add_argument("--root", help="directory for state files (default: /run/cvbench/containers)")
     p.add_argument("--log", help="append warnings and errors to this file")
     p.add_argument("--log-format", choices=("text", "json"), default="text")
-    p.add_argument("--systemd-cgroup", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--systemd-cgroup", action="store_true", help=suppress)
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
     sub = _Only(sub, only)
     for name in ("run", "create"):
@@ -112,7 +125,7 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
         s.add_argument("--ignore-unsupported", action="store_true",
                        help="run even if a security field of config.json cannot be applied here "
                             "(AppArmor, SELinux, ...); each becomes a warning")
-        s.add_argument("--no-pivot", action="store_true", help=argparse.SUPPRESS)
+        s.add_argument("--no-pivot", action="store_true", help=suppress)
         s.add_argument("id", help="container id; after it, '-- ARGS...' replaces process.args")
         s.add_argument("--isolation", default="full",
                        help="full (default), bare, only:MECH or cum:N (first N ladder rungs)")
@@ -141,6 +154,78 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
     f = sub.add_parser("features", help="what this host supports")
     f.add_argument("--json", action="store_true")
     return p
+
+
+# `run` and `create` options: name -> (attribute, kind); kind "str", "int",
+# "list" (repeatable) or "flag".  The same as _parser() declares for them.
+_RUN_OPTS = {"-b": ("bundle", "str"), "--bundle": ("bundle", "str"), "--pid-file": ("pid_file", "str"),
+             "--preserve-fds": ("preserve_fds", "int"), "--ignore-unsupported": ("ignore_unsupported", "flag"),
+             "--no-pivot": ("no_pivot", "flag"), "--isolation": ("isolation", "str"),
+             "--with": ("with_", "list"), "--without": ("without", "list"), "--network": ("network", "str"),
+             "--memory": ("memory", "int"), "--cpu-quota": ("cpu_quota", "int"),
+             "--cpu-period": ("cpu_period", "int"), "--pids-max": ("pids_max", "int")}
+_GLOBAL_OPTS = {"--root": "root", "--log": "log", "--log-format": "log_format"}
+
+
+def _fast_run(argv: list[str]):
+    """The arguments of a plain `run`, parsed without argparse (importing it
+    and building even one subparser is ~3 ms of a CLI start, a twentieth of
+    the whole), or None: then argparse parses, and reports any error.
+
+    Only the exact spellings _parser() declares are taken, with separate
+    values that do not start with "-", and exactly one id; abbreviations,
+    --opt=value, help, repeats of a global flag or anything unknown go to
+    argparse.  tests/test_runtime_cli.py checks both give the same result."""
+    from types import SimpleNamespace
+    a = SimpleNamespace(debug=False, root=None, log=None, log_format="text", systemd_cgroup=False,
+                        cmd="run", bundle=".", pid_file=None, preserve_fds=0, ignore_unsupported=False,
+                        no_pivot=False, id=None, isolation="full", with_=[], without=[], network=None,
+                        memory=None, cpu_quota=None, cpu_period=None, pids_max=None)
+    i, seen = 0, set()
+    while i < len(argv) and argv[i] != "run":   # global flags, before the command
+        opt = argv[i]
+        if opt == "--systemd-cgroup" and opt not in seen:
+            a.systemd_cgroup = True
+        elif opt in _GLOBAL_OPTS and opt not in seen and i + 1 < len(argv) \
+                and not argv[i + 1].startswith("-"):
+            setattr(a, _GLOBAL_OPTS[opt], argv[i + 1])
+            i += 1
+        else:
+            return None
+        seen.add(opt)
+        i += 1
+    if i == len(argv) or a.log_format not in ("text", "json"):
+        return None
+    i += 1
+    while i < len(argv):
+        tok = argv[i]
+        if not tok.startswith("-"):
+            if a.id is not None:
+                return None
+            a.id = tok
+        elif tok in _RUN_OPTS:
+            attr, kind = _RUN_OPTS[tok]
+            if kind == "flag":
+                setattr(a, attr, True)
+            else:
+                if i + 1 == len(argv) or argv[i + 1].startswith("-"):
+                    return None
+                value = argv[i + 1]
+                i += 1
+                if kind == "int":
+                    if not value.isdigit():
+                        return None
+                    setattr(a, attr, int(value))
+                elif kind == "list":
+                    getattr(a, attr).append(value)
+                else:
+                    setattr(a, attr, value)
+        else:
+            return None
+        i += 1
+    if a.id is None or (a.network is not None and a.network not in NETWORKS):
+        return None
+    return a
 
 
 class _Only:
@@ -388,7 +473,7 @@ def main(argv: list[str]) -> int:
     if "--" in argv:
         i = argv.index("--")
         argv, args = argv[:i], argv[i + 1:]
-    a = _parser(_command(argv)).parse_args(argv)
+    a = _fast_run(argv) or _parser(_command(argv)).parse_args(argv)
     a.args = args
     _log.update(file=a.log, format=a.log_format)
     if a.root:
@@ -404,4 +489,26 @@ def main(argv: list[str]) -> int:
 
 
 def entry() -> None:
-    sys.exit(run_cli(main))
+    rc = run_cli(main)
+    _exit(rc)
+
+
+def _exit(rc: int) -> None:
+    """Exit without the interpreter's teardown when nothing else runs.
+
+    Freeing every module and object at exit is ~7 ms of each CLI run here
+    (more under load), and none of it is cvbench's cleanup: containers are
+    deleted explicitly, and the atexit safety net (runtime/container.py) runs
+    first.  A normal exit if another thread still runs (it would be waited
+    for) or if flushing stdout/stderr fails (it reports that)."""
+    threading = sys.modules.get("threading")
+    if threading is not None and threading.active_count() > 1:
+        sys.exit(rc)
+    import atexit
+    atexit._run_exitfuncs()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        sys.exit(rc)
+    os._exit(rc & 0xFF)
