@@ -64,9 +64,9 @@ RUNSC_BACKINGS = [
 RUNSC_FLAGS = {"gofer-root": ["--overlay2=none"], "gofer-overlay": ["--overlay2=root:memory"]}
 
 
-def vm_backings() -> list[Backing]:
+def vm_backings(backend: str) -> list[Backing]:
     from . import disk_vm
-    return [Backing(n, disk_vm.CACHE[n], True, disk_vm.INFLATED[n]) for n in disk_vm.CACHE]
+    return [Backing(n, disk_vm.cache_mode(backend, n), True, disk_vm.INFLATED[n]) for n in disk_vm.CACHE]
 
 
 def state_root() -> Path:
@@ -315,7 +315,7 @@ def backings_for(backend) -> list[Backing]:
     if backend.kind == "process":
         return HOST_BACKINGS
     if backend.kind == "vm":
-        return vm_backings()
+        return vm_backings(backend.name)
     return RUNSC_BACKINGS if backend.name == "runsc" else CONTAINER_BACKINGS
 
 
