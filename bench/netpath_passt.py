@@ -191,7 +191,7 @@ def libvirt_why_not() -> str:
             conn.defineXML(xml).undefine()
         except libvirt.libvirtError as e:
             return (f"libvirt {_version(conn)} rejects <interface type='user'><backend type='passt'/>: "
-                    f"{e.get_error_message()}{_debian_disabled()}")
+                    f"{e.get_error_message().rstrip('.')}{_debian_disabled()}")
     finally:
         conn.close()
     return ("this libvirt accepts <backend type='passt'/>, but cvbench's libvirt passt column is not built: "

@@ -61,6 +61,19 @@ PATHS = netpath.ORDER
 # issue allows for the VM columns.
 SIZES = {"quick": (2, 1), "fast": (2, 1), "default": (4, 2), "rigorous": (10, 3)}
 QUANTILES = (("p50", 0.50), ("p99", 0.99), ("p999", 0.999))
+# What the probe's stream and iperf3 share, and the one difference left.
+# Checked on loopback here (where the iperf3 ratio read 0.77-0.83 in two runs):
+# interleaved 1 s pairs, same pinning, gave probe/iperf3 0.59-1.31 per pair
+# (median 0.82, load 1.2-1.7), and a blocking against a non-blocking sender to
+# the same probe server 0.69-1.27 (median 0.89): mostly the shared machine's
+# load, partly the I/O mode, which only the probe (scenarios/probe/probe.c)
+# could change, for every path alike.
+CROSSCHECK_DEFINITION = (
+    "same for the probe's tcp_stream and iperf3: one TCP connection, 128 KiB writes (iperf3 -l) and reads, "
+    "TCP_NODELAY (iperf3 -N), kernel-autotuned socket buffers, the same pinned CPUs, the same duration, "
+    "no warm-up or omitted interval, the path's MTU; differs: iperf3 3.x drives non-blocking sockets "
+    "through select() at both ends, the probe blocking write()/read(); the ratio is probe / iperf3 "
+    "medians over the same interleaved repetitions")
 
 
 def row_key(path: str, backend: str) -> str:
@@ -136,6 +149,7 @@ def plan(ctx: Context) -> list[Task]:
         "interleaving": "a path's columns (host, each container backend) take turns within each "
                         "repetition, the order rotated each time, and the probe and iperf3/sockperf "
                         "alternate which goes first: slow drifts of the shared machine's load hit all alike",
+        "crosscheck_definition": CROSSCHECK_DEFINITION,
         "paths": {}, "hist": {}, "affinity": _affinity()})
     todo = columns(paths, ctx.backends, net)
     if any(k.needs_range for _, _, k in todo):
