@@ -1,14 +1,17 @@
-"""Seccomp: the OCI profile format and a default profile, through libseccomp.
+"""Seccomp: the OCI profile format and a default profile, compiled to BPF.
 
-libseccomp compiles a profile to classic BPF on every spawn, beside the
-start (Background): in the cvbench-seccomp process (runtime/stage/seccomp.c)
-when built, else through ctypes on a thread of the caller.  runc and crun
-compile theirs on every start too (crun 1.8.1's BPF cache is compiled out of
-Debian's build: no .cache/seccomp appears under its root), so a timed start
-pays the same.  The child installs the bytes with one seccomp() call just
-before exec.  DEFAULT_PROFILE is only for the isolation ladder's seccomp
-rung on a bundle without a profile: a bundle's own container gets exactly
-the filter its config.json asks for, or none.
+Every spawn compiles its profile afresh, beside the start (Background): in
+the cvbench-seccomp process (runtime/stage/seccomp.c) when built, else
+through libseccomp's ctypes calls on a thread of the caller.  The process
+emits the very program libseccomp 2.5.4 (the library crun links) makes of
+the profile, byte for byte: its own generator (seccomp_gen.c) where it
+reproduces libseccomp exactly, libseccomp itself for any other profile.
+runc and crun compile theirs on every start too (crun 1.8.1's BPF cache is
+compiled out of Debian's build: no .cache/seccomp appears under its root),
+so a timed start pays a compile as they do.  The child installs the bytes
+with one seccomp() call just before exec.  DEFAULT_PROFILE is only for the
+isolation ladder's seccomp rung on a bundle without a profile: a bundle's
+own container gets exactly the filter its config.json asks for, or none.
 libseccomp is loaded only when seccomp is on, to keep `import runtime` light.
 """
 from __future__ import annotations
@@ -203,13 +206,14 @@ def encode(profile: dict | None) -> bytes:
 class Background:
     """Compiles one spawn's filter beside the start and sends it to the child.
 
-    libseccomp needs ~8 ms for the containers' default profile here, and the
-    child has its namespaces and rootfs to make before it loads the filter,
-    so the two run side by side: in the cvbench-seccomp process
-    (runtime/stage/seccomp.c, which `make setup` builds) on the other core,
-    else on a helper thread here (libseccomp releases the GIL between its
-    ~870 ctypes calls, but the spawning thread then competes for it).  Still
-    one compile per spawn inside the clock: nothing is kept between spawns.
+    The containers' default profile takes libseccomp ~12 ms here (~3 ms in
+    cvbench-seccomp's generator), and the child has its namespaces, cgroups
+    and rootfs to make before it loads the filter, so the two run side by
+    side: in the cvbench-seccomp process (runtime/stage/seccomp.c, which
+    `make setup` builds) on the other core, else on a helper thread here
+    (libseccomp releases the GIL between its ~870 ctypes calls, but the
+    spawning thread then competes for it).  Still one compile per spawn
+    inside the clock: nothing is kept between spawns.
     The bytes go through a pipe as a 4-byte length and the program; length 0
     means compiling failed (self.error says why after join()) and the child stops."""
 
