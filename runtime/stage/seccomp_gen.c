@@ -614,10 +614,12 @@ static int emit(struct state *s, struct blk *head, struct blk *tail, unsigned ch
             }
             if (in->k.type == J_HSH) {
                 unsigned l = len;
-                for (j = tail; j->hash != in->k.v; j = j->prev)
+                for (j = tail; j && j->hash != in->k.v; j = j->prev)
                     ;
-                for (j = j->prev; j != b; j = j->prev)
+                for (j = j ? j->prev : NULL; j && j != b; j = j->prev)
                     l += j->n;
+                if (!j)
+                    goto bad;   /* ja's k is 32 bits: no 255 limit */
                 in->k = JK(l);
             }
             if ((in->jt.type != J_NONE && in->jt.type != J_IMM) || (in->jf.type != J_NONE && in->jf.type != J_IMM)
