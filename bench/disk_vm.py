@@ -170,6 +170,7 @@ class VMRunner:
     """fio in one long-lived guest per backing (see the module docstring)."""
 
     speed = "vm"   # disk_watch's class for the expected length of a job
+    laid_out = False   # the data file exists in this guest's backing (a fresh guest: not yet)
 
     def __init__(self, backend, layer: Path, workdir: Path, window: disk_fio.Window):
         self.b = backend
@@ -230,6 +231,7 @@ class VMRunner:
                 self.vm.stop()
         finally:
             self.vm = self.shell = None
+            self.laid_out = False   # virtio-blk's disk is made anew with the next guest
             if self.fsd:
                 self.fsd.stop()
                 self.fsd = None

@@ -43,7 +43,7 @@ def expected_s(speed: str, window, section: str, lays_out: bool) -> float:
     if section.startswith("meta-"):
         return t + window.nfiles * PER_FILE_S[speed]
     if lays_out:
-        t += 2 * window.size_mib / LAYOUT_MIB_S[speed]
+        t += window.size_mib / LAYOUT_MIB_S[speed]
     return t + window.ramp_s + window.runtime_s
 
 
