@@ -14,12 +14,17 @@
  * not merely an equivalent one: the syscall scenario's per-syscall filter cost
  * stays like for like with crun, which uses libseccomp.
  *
- * It only claims what it reproduces exactly (gen_supported() says why not):
- * x86_64 with any of x86 and x32; allow/errno/trace/trap/kill actions; a
- * syscall's argument rules either one rule (any comparisons) or several rules
- * that each compare one argument, the same one, with SCMP_CMP_EQ against
- * distinct values.  Anything else is compiled by libseccomp itself (seccomp.c),
- * never approximated.  Tests compare both outputs on many profiles.
+ * It only claims what it reproduces exactly (gen_bpf() says why not):
+ * x86_64 with any of x86 and x32 (x86's socket and ipc calls included: their
+ * socketcall()/ipc() rules are modelled); allow/errno/trace/trap/kill
+ * actions; rules taken in the profile's order, as crun adds them; a
+ * syscall's argument rules either one rule (any comparisons) or several
+ * rules that each compare one argument, the same one, with SCMP_CMP_EQ
+ * against distinct values, so that no add can fail (libseccomp would drop a
+ * failing rule on every architecture).  Anything else is compiled by
+ * libseccomp itself (seccomp.c), never approximated.  The tests
+ * (tests/test_runtime_seccomp_gen.py) compare both outputs on the default
+ * profiles, chosen corner cases and random profiles.
  */
 #define _GNU_SOURCE
 #include <errno.h>
