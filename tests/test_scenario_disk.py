@@ -241,3 +241,23 @@ def test_a_hang_is_retried_once_then_fails(state, monkeypatch):
         assert len(row["retried"]) == 1
     finally:
         disk.remove_run_dir(workdir)
+
+
+def test_report_and_chart_note_name_a_retried_row(tmp_path):
+    """A row retried after a hang keeps its figures, and the report table and
+    the chart note both say so, with the evidence in the table."""
+    import pandas as pd
+
+    from analysis import disk_charts
+    from analysis.load import Run
+    why = "retried after a hang: runsc/gofer-overlay fc-randread: hung: no result within its 38 s limit"
+    tidy = pd.DataFrame([{"scenario": "disk", "backend": "runsc", "variant": "gofer-overlay:fc-randread",
+                          "metric": m, "value": v}
+                         for m, v in (("iops", 9000.0), ("clat_p50", 1e-3), ("clat_p99", 8e-3), ("clat_p999", 9e-3))])
+    meta = {"disk": {"rows": {"runsc/gofer-overlay": {"status": "ok", "cache": "gVisor memory overlay",
+                                                      "retried": [why]}}}}
+    run = Run(tmp_path, meta, tidy)
+    _, body = disk_charts.table(run)
+    assert ["runsc/gofer-overlay", "fc-randread", "9000"] == body[0][:3]
+    assert any(r[0] == "runsc/gofer-overlay" and r[-1] == why for r in body), body
+    assert "retried after a hang (a fresh instance ran the profile again" in disk_charts.notes(run)
