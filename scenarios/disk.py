@@ -16,6 +16,12 @@ read-only ext4 disk); host CPU is the VMM's (QEMU, virtiofsd).  Under TCG the
 guest side is emulated, which the chart says.  Rows that cannot be measured
 are named in meta.json's ``disk.rows`` with the reason (9p: the guest kernel
 has none).
+
+A job that overruns the limit sized from its expected length (bench.disk_watch)
+is a hang: its evidence goes into the row's ``retried`` list, the profile runs
+once more on a fresh instance, and a second hang fails the row.  Each row also
+records its wall time (``wall_s``, ``jobs_wall_s``), so a run's budget can be
+read per backing.
 """
 from __future__ import annotations
 
