@@ -68,6 +68,9 @@ def notes(run: Run) -> str:
     if infl:
         lines.append(f"‡ host page cache can inflate these VM results ({', '.join(infl)}): "
                      "the guest's O_DIRECT does not reach the host file")
+    odd = sorted(k for k, r in rows.items() if "event_idx=off" in (r.get("cache") or ""))
+    if odd:
+        lines.append(f"{', '.join(odd)}: virtio-fs device with event_idx=off (with it on, fio hung there)")
     accel = ((run.meta.get("env") or {}).get("accel") or {}).get("name")
     if accel == "tcg" and any(k.split("/", 1)[0] in VM_BACKENDS for k, r in rows.items() if r.get("status") == "ok"):
         lines.append("VM rows under TCG: the guest side (fio, guest kernel, virtio drivers) is emulated, "
