@@ -61,9 +61,11 @@ INFLATED = {"virtio-blk": False, "virtio-fs": True}
 # guests (virtio-pci) keep the default; the row says so.
 MICROVM_FS = ("; microvm only: vhost-user-fs-device event_idx=off (with it on, a lost completion "
               "notification hung 3 of ~15 fio profiles here)")
-# A TCG guest prints READY in 2-8 s here; one that has not after this long is
-# hung (seen: ~1 in 10 microvm boots under load, console empty) and is retried.
-BOOT_TIMEOUT_S = 45.0
+# A TCG guest prints READY in 2-5 s here; one that has not after this long is
+# hung (seen: ~1 in 10 microvm boots under load, console empty: 2 of 10 in a
+# loop, 1 of 2 in a default run) and is retried.  At 45 s such a hang cost a
+# default run 45 s, so 25 s (5x a slow boot).
+BOOT_TIMEOUT_S = 25.0
 
 
 def cache_mode(backend: str, backing: str) -> str:
