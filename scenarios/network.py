@@ -61,13 +61,15 @@ PATHS = netpath.ORDER
 # issue allows for the VM columns.
 SIZES = {"quick": (2, 1), "fast": (2, 1), "default": (4, 2), "rigorous": (10, 3)}
 QUANTILES = (("p50", 0.50), ("p99", 0.99), ("p999", 0.999))
-# What the probe's stream and iperf3 share, and the one difference left.
-# Checked on loopback here (where the iperf3 ratio read 0.77-0.83 in two runs):
+# What the probe's stream and iperf3 share, and what differs.  Checked on
+# loopback here (where the iperf3 ratio read 0.77-0.83 in most runs):
 # interleaved 1 s pairs, same pinning, gave probe/iperf3 0.59-1.31 per pair
-# (median 0.82, load 1.2-1.7), and a blocking against a non-blocking sender to
-# the same probe server 0.69-1.27 (median 0.89): mostly the shared machine's
-# load, partly the I/O mode, which only the probe (scenarios/probe/probe.c)
-# could change, for every path alike.
+# (median 0.82, load 1.2-1.7).  The I/O mode does not explain it: a small C
+# stream with the probe's blocking write()/read() at both ends ran 3.05 GB/s,
+# with iperf3's non-blocking select() loops at both ends 2.79 (medians of 6
+# interleaved 1 s runs, load 0.9-1.6); nor does buffer alignment (the probe's
+# static buffers are 32-byte aligned, iperf3's mmap'd ones page-aligned: 3.23
+# against 3.20 GB/s, same test).  Single runs of one program swing 2.4-4.5 GB/s.
 CROSSCHECK_DEFINITION = (
     "same for the probe's tcp_stream and iperf3: one TCP connection, 128 KiB writes (iperf3 -l) and reads, "
     "TCP_NODELAY (iperf3 -N), kernel-autotuned socket buffers, the same pinned CPUs, the same duration, "
