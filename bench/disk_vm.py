@@ -163,6 +163,19 @@ def fs_socket() -> Path:
     return socket_dir() / f"{vm_name('fs')}.sock"
 
 
+def _tsc_note(vm) -> str:
+    """Why a TCG microvm may hang at boot: it calibrates the TSC itself when the
+    host's rate is unknown (no tsc_early_khz on its command line)."""
+    try:
+        cmd = vm.cmdline() if getattr(vm, "microvm", False) else ""
+    except Exception:  # noqa: BLE001 - a note, never a second failure
+        return ""
+    if not cmd or "tsc_early_khz" in cmd:
+        return ""
+    from vm_backend.tsc import host_tsc
+    return f" (its kernel command line has no tsc_early_khz: host TSC rate {host_tsc()[1]})"
+
+
 def _die_with_parent() -> None:
     import ctypes
     ctypes.CDLL(None).prctl(1, 9, 0, 0, 0)   # PR_SET_PDEATHSIG, SIGKILL
@@ -215,7 +228,7 @@ class VMRunner:
             if e.kind != "timeout":
                 raise
             raise disk_watch.Hang(f"{self.b.name}/{backing.name} boot", BOOT_TIMEOUT_S, 5.0,
-                                  f"guest: {e.why}") from None
+                                  f"guest: {e.why}{_tsc_note(self.vm)}") from None
         self.shell = guest_io.GuestShell(self.vm, f"disk: {self.b.name}/{backing.name}")
         self.backing = backing.name
 
