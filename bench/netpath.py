@@ -84,7 +84,7 @@ from dataclasses import dataclass, field
 
 from common import owner
 from common.errors import CvbError, EnvError
-from common.procs import cpu_seconds
+from common.procs import cpu_seconds, stop_process
 
 from .netpath_tools import iperf3, probe_client, sockperf  # noqa: F401 - part of this module's API
 
@@ -410,13 +410,7 @@ class Server:
         return cpu_seconds(self.p.pid)
 
     def stop(self) -> None:
-        if self.p.poll() is None:
-            self.p.terminate()
-            try:
-                self.p.wait(5)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
+        stop_process(self.p)
         for s in (self.p.stdout, self.p.stderr):
             if s:
                 s.close()

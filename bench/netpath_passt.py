@@ -35,7 +35,7 @@ from pathlib import Path as FsPath
 
 from common.errors import CvbError, EnvError
 from common.paths import state_dir
-from common.procs import cpu_seconds
+from common.procs import cpu_seconds, stop_process
 
 from .netpath import PathEnv, _env, _ip, add_netns, add_veth
 from .netpath_vm import GuestClient, mac
@@ -109,13 +109,7 @@ class PasstPath(GuestClient):
     def stop_passt(self) -> None:
         p, self.passt = self.passt, None
         if p is not None:
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(5)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+            stop_process(p)
             self._log.close()
         shutil.rmtree(self.sock_dir, ignore_errors=True)
 

@@ -17,7 +17,7 @@ import shutil
 import subprocess
 
 from common.errors import CvbError
-from common.procs import cpu_seconds
+from common.procs import cpu_seconds, stop_process
 
 from .netpath import MIN_MTU, PathEnv, PathKind, _env, _ip, add_netns
 from .netpath_container import ContainerClient, why_not
@@ -78,13 +78,7 @@ class SlirpPath(ContainerClient):
     def stop_slirp(self) -> None:
         if self.slirp is not None:
             p, self.slirp = self.slirp, None
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(5)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+            stop_process(p)
             p.stderr.close()
 
     def _slirp_cpu(self) -> float:

@@ -52,3 +52,18 @@ def descendants(pid: int) -> list[int]:
         out.append(p)
         todo.extend(children.get(p, []))
     return sorted(out)
+
+
+def stop_process(p, grace: float = 5.0) -> None:
+    """Ends a helper process (a subprocess.Popen) of ours: SIGTERM, so it can
+    tidy up (slirp4netns and passt remove their sockets), then SIGKILL after
+    grace seconds; always reaped."""
+    import subprocess
+    if p.poll() is not None:
+        return
+    p.terminate()
+    try:
+        p.wait(grace)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
