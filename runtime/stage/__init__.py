@@ -79,7 +79,8 @@ def _lookup() -> tuple[str | None, str | None]:
     global _found
     where = str(build_dir())
     if _found is None or _found[0] != where:
-        p, sp = path(), seccomp_path()
+        p = path()  # read and hashed once: this runs in every CLI start
+        sp = p.with_name("cvbench-seccomp")
         _found = (where, str(p) if os.access(p, os.X_OK) else None,
                   str(sp) if os.access(sp, os.X_OK) else None)
     return _found[1], _found[2]
