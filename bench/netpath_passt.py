@@ -37,7 +37,7 @@ from common.errors import CvbError, EnvError
 from common.paths import state_dir
 from common.procs import cpu_seconds, stop_process
 
-from .netpath import PathEnv, _env, _ip, add_netns, add_veth
+from .netpath import MIN_MTU, PathEnv, _env, _ip, add_netns, add_veth
 from .netpath_vm import GuestClient, mac
 
 PASST_MAX_MTU = 65520           # passt --help: "maximum 802.3 MTU minus 802.3 header length"
@@ -124,9 +124,9 @@ class PasstPath(GuestClient):
         return self.guest_mtu
 
     def set_mtu(self, mtu: int) -> None:
-        if not 68 <= mtu <= self.max_mtu:
-            raise CvbError("mtu", f"{mtu} is outside what passt can carry (68..{self.max_mtu})",
-                           f"pick an MTU in 68..{self.max_mtu}")
+        if not MIN_MTU <= mtu <= self.max_mtu:
+            raise CvbError("mtu", f"{mtu} is outside what passt can carry ({MIN_MTU}..{self.max_mtu})",
+                           f"pick an MTU in {MIN_MTU}..{self.max_mtu}")
         if mtu != self.guest_mtu:
             self.set_guest_mtu(mtu, self.max_mtu)
             self.guest_mtu = mtu
