@@ -78,14 +78,14 @@ def _task_states(pid: int) -> Counter:
     except OSError:
         return c
     for tid in tids:
+        fields = stat_fields(f"{pid}/task/{tid}")  # a thread's stat reads as a process's
         try:
-            with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
-                st = f.read().rsplit(b")", 1)[1].split()[0].decode()
             with open(f"/proc/{pid}/task/{tid}/wchan") as f:
                 wchan = f.read().strip() or "-"
         except OSError:
             continue
-        c[f"{st}:{wchan.split('.')[0]}"] += 1
+        if fields:
+            c[f"{fields[0].decode()}:{wchan.split('.')[0]}"] += 1
     return c
 
 
